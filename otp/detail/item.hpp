@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0
+// otp/detail/item.hpp - what travels to a process: messages and signals.
+#pragma once
+
+#include "otp/detail/pool.hpp"
+#include "otp/exit_reason.hpp"
+#include "otp/pid.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace otp {
+
+/// The message a trapping process receives for an exit signal ('EXIT').
+struct exit_msg {
+  pid from;
+  exit_reason reason;
+};
+
+/// The message a monitor delivers when its target exits ('DOWN').
+///
+/// `reason` is `noproc` when the target did not exist at monitor time.
+struct down_msg {
+  monitor_ref ref;
+  pid from;
+  exit_reason reason;
+};
+
+} // namespace otp
+
+namespace otp::detail {
+
+// Ordered with the signals after `message`, so `kind > message` means signal.
+enum class item_kind : std::uint8_t {
+  message,
+  exit,      // exit signal; `flag` = it came through a link
+  link,      // `from` linked to us
+  unlink,    // `from` removed its link to us
+  monitor,   // `from` monitors us under `ref`
+  demonitor, // the monitor `ref` was removed by its owner
+  down,      // the target of our monitor `ref` exited with `reason`
+  info,      // `from` asks for process_info; `ref` is the reply tag
+};
+
+// Intrusive node of every queue a process has (inbox, signals, mailbox).
+struct item {
+  item* next = nullptr;
+  item_kind kind;
+  explicit item(item_kind k) noexcept : kind(k) {}
+};
+
+// One address per type, no RTTI: the tag a selective receive compares.
+using type_tag = const void*;
+template <class T>
+inline constexpr char type_tag_v = 0;
+template <class T>
+[[nodiscard]] constexpr type_tag tag_of() noexcept {
+  return &type_tag_v<T>;
+}
+
+struct message : item {
+  type_tag type;
+  void (*destroy)(message*) noexcept;
+  message(type_tag t, void (*d)(message*) noexcept) noexcept
+    : item(item_kind::message), type(t), destroy(d) {}
+};
+
+template <class T>
+struct message_of final : message {
+  T value;
+
+  template <class... A>
+  explicit message_of(A&&... a)
+    : message(tag_of<T>(), &destroy_self), value(std::forward<A>(a)...) {}
+
+  static void destroy_self(message* m) noexcept {
+    auto* self = static_cast<message_of*>(m);
+    self->~message_of();
+    pool_deallocate(self, sizeof(message_of));
+  }
+};
+
+template <class T, class... A>
+[[nodiscard]] message* make_message(A&&... a) {
+  void* mem = pool_allocate(sizeof(message_of<T>));
+  try {
+    return ::new (mem) message_of<T>(std::forward<A>(a)...);
+  } catch (...) {
+    pool_deallocate(mem, sizeof(message_of<T>));
+    throw;
+  }
+}
+
+template <class T>
+[[nodiscard]] T& payload(message* m) noexcept {
+  return static_cast<message_of<T>*>(m)->value;
+}
+
+struct signal : item {
+  pid from;
+  exit_reason reason;
+  monitor_ref ref;
+  bool flag = false;
+  signal(item_kind k, pid f) noexcept : item(k), from(f) {}
+};
+
+[[nodiscard]] inline signal* make_signal(item_kind k, pid from) {
+  return ::new (pool_allocate(sizeof(signal))) signal(k, from);
+}
+
+inline void destroy_item(item* it) noexcept {
+  if (it->kind == item_kind::message) {
+    auto* m = static_cast<message*>(it);
+    m->destroy(m);
+  } else {
+    auto* s = static_cast<signal*>(it);
+    s->~signal();
+    pool_deallocate(s, sizeof(signal));
+  }
+}
+
+// A FIFO of items owned by one thread.
+struct item_list {
+  item* head = nullptr;
+  item* tail = nullptr;
+
+  [[nodiscard]] bool empty() const noexcept { return head == nullptr; }
+  void push_back(item* it) noexcept {
+    it->next = nullptr;
+    if (tail != nullptr)
+      tail->next = it;
+    else
+      head = it;
+    tail = it;
+  }
+  [[nodiscard]] item* take_all() noexcept {
+    item* h = head;
+    head = tail = nullptr;
+    return h;
+  }
+};
+
+} // namespace otp::detail

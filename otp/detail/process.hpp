@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+// otp/detail/process.hpp - a process's control block.
+#pragma once
+
+#include "otp/detail/item.hpp"
+#include "otp/pid.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace otp::detail {
+
+struct send_timer;
+
+enum class proc_state : std::uint8_t {
+  created,   // spawned, not yet adopted by its scheduler
+  runnable,  // will be resumed when popped from the ready queue
+  running,   // on its scheduler's thread right now
+  waiting,   // suspended in receive until a message matches (or a timeout)
+  suspended, // suspended in an Asio operation or similar; resumed by its completion
+  exiting,   // its frame is being destroyed and its links told
+  dead,      // closed; the control block waits to be recycled
+};
+
+// What a suspended receive offers the scheduler: "does anything new match?"
+struct receive_waiter {
+  bool (*try_match)(receive_waiter* self, process& p) noexcept;
+};
+
+// Rarely used state, allocated on first use so idle processes stay small.
+struct process_extras {
+  std::unordered_set<pid> links;
+  std::unordered_map<monitor_ref, pid> monitors;     // monitors this process holds
+  std::unordered_map<monitor_ref, pid> monitored_by; // monitors held on this process
+  send_timer* timers = nullptr; // send_after timers aimed at this process (same scheduler)
+};
+
+// The control block of one process.
+//
+// Blocks are type-stable: pooled per scheduler and freed only with the node,
+// so a pid's raw pointer is always safe to inspect; `id` says whether the
+// block still holds that pid's process. Everything below `owner thread only`
+// is touched only on the home scheduler's thread. Other threads reach a
+// process only through `refs` (a hold that keeps the block from being
+// recycled while they push), `inbox` and `notified`.
+struct process {
+  static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
+
+  // --- shared with other threads ---
+  std::atomic<std::uint64_t> refs{closed_bit}; // remote senders' holds | closed_bit
+  std::atomic<item*> inbox{nullptr};           // LIFO stack of remote items
+  std::atomic<bool> notified{false};           // on the home's remote-ready stack
+  std::atomic<std::uint64_t> id{0};            // the pid this block holds now
+  process* remote_next = nullptr;              // link in the remote-ready stack
+  scheduler* home = nullptr;                   // written before open, read after hold
+  node* owner_node = nullptr;                  // the node that owns this block; fixed
+
+  // --- owner thread only ---
+  process* ready_next = nullptr;
+  std::coroutine_handle<> top;    // outermost frame: destroyed on exit
+  std::coroutine_handle<> resume; // innermost suspended frame: resumed next
+  item_list mailbox;              // messages, in arrival order
+  item_list signals;              // local signals, and messages queued behind them
+  receive_waiter* waiter = nullptr;
+  process_extras* extras = nullptr;
+  std::exception_ptr crash;       // what escaped the top frame
+  std::uint32_t mailbox_len = 0;
+  std::uint32_t live_index = 0;
+  std::uint32_t io_seq = 0;       // bumped per Asio wait; stale completions are dropped
+  proc_state state = proc_state::dead;
+  bool in_ready = false;
+  bool trap_exit = false;
+
+  [[nodiscard]] pid self() const noexcept {
+    return pid{const_cast<process*>(this), id.load(std::memory_order_relaxed)};
+  }
+  [[nodiscard]] process_extras& ext() {
+    if (extras == nullptr)
+      extras = new process_extras;
+    return *extras;
+  }
+  [[nodiscard]] bool has_pending_signals() const noexcept {
+    return !signals.empty() || inbox.load(std::memory_order_relaxed) != nullptr;
+  }
+};
+
+// The scheduler whose thread this is, and the process it is running.
+struct thread_state {
+  scheduler* sched = nullptr;
+  process* current = nullptr;
+};
+extern thread_local thread_state this_thread;
+
+[[nodiscard]] inline process* current_process() noexcept { return this_thread.current; }
+
+// The calling process; terminates with a clear message outside a process.
+[[nodiscard]] process& require_process(const char* what);
+
+} // namespace otp::detail

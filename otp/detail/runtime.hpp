@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// otp/detail/runtime.hpp - delivery primitives shared by the runtime's sources.
+#pragma once
+
+#include "otp/detail/item.hpp"
+#include "otp/detail/process.hpp"
+#include "otp/node.hpp"
+
+#include <cstdint>
+
+namespace otp::detail {
+
+// True when `to` lives on the calling thread's scheduler: its control block
+// may then be touched directly, without atomics.
+[[nodiscard]] bool is_local(const process* p, const pid& to) noexcept;
+
+// Pushes an item to `to`; false (and the item destroyed) if it is gone.
+bool push_item(const pid& to, item* it) noexcept;
+
+// Appends to a local, live process's queues and wakes it as needed.
+void local_push(process& p, item* it) noexcept;
+
+// Sends an exit/link/down/... signal; false if the target is gone.
+bool send_signal(item_kind k, const pid& from, const pid& to, const exit_reason& why = {},
+                 monitor_ref ref = {}, bool via_link = false) noexcept;
+
+// Disposes of an item that reached a process that is gone: a link or a
+// monitor request is answered with `noproc`, an info request with nothing.
+void bounce(const pid& dead, item* it) noexcept;
+
+// A node-unique reference (monitors, timers, request tags).
+[[nodiscard]] std::uint64_t make_ref(node& n) noexcept;
+
+// The reply to an info signal.
+struct info_reply {
+  std::uint64_t tag;
+  std::optional<otp::process_info> info;
+};
+
+[[nodiscard]] otp::process_info snapshot(const process& p);
+
+} // namespace otp::detail

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "otp/node.hpp"
+
+#include "otp/detail/runtime.hpp"
+#include "otp/process.hpp"
+#include "otp/receive.hpp"
+#include "otp/scheduler.hpp"
+
+#include <asio/post.hpp>
+
+#include <future>
+#include <thread>
+
+namespace otp {
+
+node::node(node_options o) : opts_(o) {
+  unsigned n = opts_.schedulers;
+  if (opts_.deterministic)
+    n = 1;
+  else if (n == 0)
+    n = std::max(1u, std::thread::hardware_concurrency());
+  if (n > 255)
+    throw std::invalid_argument("node: at most 255 schedulers (asked for " + std::to_string(n) + ")");
+  manual_now_ = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  schedulers_.reserve(n);
+  for (unsigned i = 0; i < n; ++i)
+    schedulers_.push_back(std::make_unique<scheduler>(*this, i));
+  if (opts_.deterministic) {
+    schedulers_[0]->set_order_seed(opts_.seed);
+  } else {
+    for (auto& s : schedulers_)
+      s->start_thread(opts_.pin_threads, opts_.spin);
+  }
+}
+
+node::~node() { shutdown(); }
+
+detail::process* node::allocate_blocks(std::size_t n) {
+  auto chunk = std::make_unique<detail::process[]>(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    chunk[i].owner_node = this;
+    chunk[i].remote_next = i + 1 < n ? &chunk[i + 1] : nullptr;
+  }
+  detail::process* head = &chunk[0];
+  std::lock_guard lock(blocks_mutex_);
+  block_chunks_.push_back(std::move(chunk));
+  return head;
+}
+
+scheduler& node::pick_scheduler() noexcept {
+  unsigned i = round_robin_.fetch_add(1, std::memory_order_relaxed);
+  return *schedulers_[i % schedulers_.size()];
+}
+
+std::chrono::steady_clock::time_point node::now() const noexcept {
+  return opts_.deterministic ? manual_now_ : std::chrono::steady_clock::now();
+}
+
+void node::exit(const pid& to, const exit_reason& why) { otp::exit(to, why); }
+
+std::size_t node::run_until_idle() {
+  if (!opts_.deterministic)
+    throw std::logic_error("node::run_until_idle is only for deterministic nodes");
+  auto* prev = std::exchange(detail::this_thread.sched, schedulers_[0].get());
+  std::size_t steps = 0;
+  try {
+    while (schedulers_[0]->run_batch())
+      ++steps;
+  } catch (...) {
+    detail::this_thread.sched = prev;
+    throw;
+  }
+  detail::this_thread.sched = prev;
+  return steps;
+}
+
+void node::advance(std::chrono::steady_clock::duration d) {
+  if (!opts_.deterministic)
+    throw std::logic_error("node::advance is only for deterministic nodes");
+  const auto target = manual_now_ + d;
+  run_until_idle();
+  // Fire due timers one deadline at a time, letting processes react in
+  // between, so a timer set by a reaction also fires if it falls due.
+  for (;;) {
+    auto next = schedulers_[0]->next_deadline();
+    if (!next || *next > target)
+      break;
+    if (*next > manual_now_)
+      manual_now_ = *next;
+    run_until_idle();
+  }
+  manual_now_ = target;
+  run_until_idle();
+}
+
+namespace {
+
+struct ref_is {
+  monitor_ref ref;
+  bool operator()(const down_msg& d) const noexcept { return d.ref == ref; }
+};
+
+} // namespace
+
+result<exit_reason> node::wait(const pid& p) {
+  if (detail::this_thread.sched != nullptr)
+    return error{errc::invalid_argument, "node::wait blocks its thread: call it from outside the node's schedulers"};
+  if (!p)
+    return exit_reason::noproc();
+  auto done = std::make_shared<std::promise<exit_reason>>();
+  auto fut = done->get_future();
+  spawn_opt({.scheduler = p.scheduler_index() < scheduler_count() ? p.scheduler_index() : 0},
+            [done, p]() -> task<void> {
+              const monitor_ref ref = monitor(p);
+              auto down = receive<down_msg>(ref_is{ref});
+              down_msg d = co_await down;
+              done->set_value(d.reason);
+            });
+  if (opts_.deterministic) {
+    run_until_idle();
+    if (fut.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+      return error{errc::timeout, "node::wait: the node went idle while " + p.to_string() + " is alive"};
+  }
+  return fut.get();
+}
+
+std::optional<otp::process_info> node::info(const pid& p) {
+  if (opts_.deterministic || detail::this_thread.sched != nullptr) {
+    detail::process* t = p.control_block();
+    auto* s = detail::this_thread.sched;
+    if (opts_.deterministic && s == nullptr)
+      s = schedulers_[0].get();
+    if (t == nullptr || t->owner_node != this || p.scheduler_index() != s->index())
+      return std::nullopt;
+    if (t->id.load(std::memory_order_relaxed) != p.id() || t->state >= detail::proc_state::exiting)
+      return std::nullopt;
+    return detail::snapshot(*t);
+  }
+  if (!p || p.scheduler_index() >= scheduler_count())
+    return std::nullopt;
+  auto done = std::make_shared<std::promise<std::optional<otp::process_info>>>();
+  auto fut = done->get_future();
+  // A helper on p's scheduler reads the control block on its owner thread.
+  spawn_opt({.scheduler = p.scheduler_index()}, [done, p]() -> task<void> {
+    auto r = co_await get_process_info(p);
+    done->set_value(std::move(r));
+  });
+  if (stopping())
+    return std::nullopt;
+  return fut.get();
+}
+
+void node::shutdown() {
+  if (shut_down_)
+    return;
+  shut_down_ = true;
+  stopping_.store(true, std::memory_order_release);
+  if (opts_.deterministic) {
+    schedulers_[0]->terminate_all();
+    schedulers_[0]->final_cleanup();
+    return;
+  }
+  // Each scheduler destroys its own processes on its own thread: their
+  // frames may hold Asio objects bound to that thread's io_context.
+  std::vector<std::future<void>> done;
+  for (auto& s : schedulers_) {
+    auto pr = std::make_shared<std::promise<void>>();
+    done.push_back(pr->get_future());
+    scheduler* sp = s.get();
+    asio::post(sp->context(), [sp, pr] {
+      sp->terminate_all();
+      pr->set_value();
+    });
+  }
+  for (auto& f : done)
+    f.wait();
+  for (auto& s : schedulers_)
+    s->request_stop();
+  for (auto& s : schedulers_)
+    s->join();
+  for (auto& s : schedulers_)
+    s->final_cleanup();
+}
+
+} // namespace otp

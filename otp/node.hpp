@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: Apache-2.0
+// otp/node.hpp - a runtime instance: its schedulers, its processes, its clock.
+#pragma once
+
+#include "otp/detail/spawn.hpp"
+#include "otp/error.hpp"
+#include "otp/exit_reason.hpp"
+#include "otp/pid.hpp"
+#include "otp/task.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace otp {
+
+/// How a node runs its schedulers.
+struct node_options {
+  /// Number of schedulers; 0 means one per online core.
+  unsigned schedulers = 0;
+  /// Pin scheduler thread i to core i (modulo the core count).
+  bool pin_threads = true;
+  /// How long an idle scheduler polls for work before it sleeps. Waking a
+  /// sleeping thread costs tens of microseconds; polling keeps cross-core
+  /// messages fast, and idle cores still sleep after this long.
+  std::chrono::microseconds spin{50};
+  /// Deterministic mode: one scheduler and no thread; the caller drives it
+  /// with run_until_idle() and advance(), on a manual clock.
+  bool deterministic = false;
+  /// Deterministic mode: 0 resumes ready processes in FIFO order; any other
+  /// value picks among them in an order drawn from this seed.
+  std::uint64_t seed = 0;
+};
+
+/// Options of spawn_opt (cf. erlang:spawn_opt/2).
+struct spawn_options {
+  /// The scheduler to bind the process to; default: the caller's, or round
+  /// robin when the caller is not a process.
+  std::optional<unsigned> scheduler{};
+  /// Link the caller and the new process atomically (needs a calling process).
+  bool link = false;
+  /// Monitor the new process atomically (needs a calling process).
+  bool monitor = false;
+};
+
+/// What spawn_opt returns: the pid, and the monitor when one was asked for.
+struct spawn_result {
+  otp::pid pid;
+  monitor_ref monitor;
+};
+
+/// A snapshot of one process (cf. erlang:process_info/1).
+struct process_info {
+  enum class status_t { runnable, running, waiting, suspended, exiting };
+  otp::pid pid;
+  status_t status = status_t::runnable;
+  std::size_t message_queue_len = 0;
+  std::vector<otp::pid> links;
+  std::vector<monitor_ref> monitors;     // monitors the process holds
+  std::vector<otp::pid> monitored_by;
+  unsigned scheduler = 0;
+  bool trap_exit = false;
+};
+
+namespace detail {
+spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top);
+} // namespace detail
+
+/// A runtime instance: N schedulers (one io_context and one pinned thread
+/// each) and the processes bound to them.
+///
+/// Destroying a node shuts it down: every process is destroyed on its own
+/// scheduler's thread (its destructors run), every frame and message is
+/// freed, and every thread is joined. Pids must not be used after that.
+///
+/// @par Thread safety
+/// spawn, send and exit are safe from any thread. In deterministic mode the
+/// node runs on the thread that calls run_until_idle() / advance().
+class node {
+public:
+  explicit node(node_options o = {});
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+  ~node();
+
+  /// Spawns `f(args...)` as a process; arguments are taken by value.
+  template <class F, class... Args>
+  pid spawn(F&& f, Args&&... args) {
+    return spawn_opt({}, std::forward<F>(f), std::forward<Args>(args)...).pid;
+  }
+
+  /// Spawns `f(args...)` with options (scheduler, link, monitor).
+  template <class F, class... Args>
+  spawn_result spawn_opt(const spawn_options& o, F&& f, Args&&... args) {
+    auto t = detail::make_process_frame(std::forward<F>(f), std::forward<Args>(args)...);
+    return detail::spawn_frame(this, o, t.release());
+  }
+
+  /// Sends an exit signal from outside any process (cf. erlang:exit/2).
+  void exit(const pid& to, const exit_reason& why);
+
+  /// Blocks the calling (non-scheduler) thread until `p` exits; returns its
+  /// reason, `noproc` if it was already gone. In deterministic mode, runs
+  /// the node until `p` exits, or fails with `timeout` if the node goes idle first.
+  result<exit_reason> wait(const pid& p);
+
+  /// Returns a snapshot of `p`, or nothing if it is not alive. From a
+  /// non-scheduler thread this waits for `p`'s scheduler to answer.
+  std::optional<otp::process_info> info(const pid& p);
+
+  /// Returns the number of schedulers.
+  [[nodiscard]] unsigned scheduler_count() const noexcept {
+    return static_cast<unsigned>(schedulers_.size());
+  }
+  /// Returns scheduler `i` (its io_context serves the Asio objects of its processes).
+  [[nodiscard]] scheduler& get_scheduler(unsigned i) { return *schedulers_.at(i); }
+  /// Returns the number of live processes (exact when the node is quiescent).
+  [[nodiscard]] std::size_t process_count() const noexcept {
+    return live_count_.load(std::memory_order_relaxed);
+  }
+
+  /// Deterministic mode: runs until no process is ready and no I/O is
+  /// pending completion; returns the number of steps taken.
+  std::size_t run_until_idle();
+  /// Deterministic mode: moves the manual clock forward, firing the timers
+  /// that fall due in order, and runs until idle.
+  void advance(std::chrono::steady_clock::duration d);
+  /// Returns the node's clock (manual in deterministic mode).
+  [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept;
+  [[nodiscard]] bool deterministic() const noexcept { return opts_.deterministic; }
+
+  /// Destroys every process and stops every thread; idempotent.
+  void shutdown();
+
+  /// @private
+  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+  /// @private
+  detail::process* allocate_blocks(std::size_t n);
+  /// @private
+  [[nodiscard]] scheduler& pick_scheduler() noexcept;
+  /// @private
+  void count_process(int delta) noexcept {
+    live_count_.fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
+  }
+  /// @private
+  [[nodiscard]] std::uint64_t next_foreign_ref() noexcept {
+    return foreign_ref_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+private:
+  node_options opts_;
+  std::vector<std::unique_ptr<scheduler>> schedulers_;
+  std::atomic<unsigned> round_robin_{0};
+  std::atomic<std::size_t> live_count_{0};
+  std::atomic<bool> stopping_{false};
+  bool shut_down_ = false;
+  std::atomic<std::uint64_t> foreign_ref_{1};
+  std::chrono::steady_clock::time_point manual_now_{};
+
+  std::mutex blocks_mutex_;
+  std::vector<std::unique_ptr<detail::process[]>> block_chunks_;
+};
+
+} // namespace otp

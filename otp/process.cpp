@@ -1,0 +1,513 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "otp/process.hpp"
+
+#include "otp/detail/runtime.hpp"
+#include "otp/receive.hpp"
+
+#include <asio/post.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace otp {
+
+using detail::item;
+using detail::item_kind;
+using detail::proc_state;
+using detail::process;
+
+namespace detail {
+
+thread_local thread_state this_thread;
+
+process& require_process(const char* what) {
+  if (auto* p = this_thread.current)
+    return *p;
+  throw std::system_error(make_error_code(errc::not_in_process),
+                          std::string(what) + " must be called from a process");
+}
+
+node& calling_node(const char* what) {
+  if (auto* s = this_thread.sched)
+    return s->owner();
+  throw std::system_error(make_error_code(errc::not_in_process),
+                          std::string("otp::") + what
+                            + " must be called from a process; use node::spawn from other threads");
+}
+
+void record_crash(std::exception_ptr e) noexcept {
+  if (auto* p = this_thread.current)
+    p->crash = std::move(e);
+}
+
+std::uint64_t make_ref(node& n) noexcept {
+  if (auto* s = this_thread.sched; s != nullptr && &s->owner() == &n)
+    return (std::uint64_t{s->index() + 1} << 56) | s->next_local_ref();
+  return n.next_foreign_ref();
+}
+
+bool is_local(const process* p, const pid& to) noexcept {
+  const scheduler* s = this_thread.sched;
+  return s != nullptr && p->owner_node == &const_cast<scheduler*>(s)->owner()
+         && to.scheduler_index() == s->index();
+}
+
+void local_push(process& p, item* it) noexcept {
+  if (it->kind == item_kind::message && p.signals.empty()) {
+    p.mailbox.push_back(it);
+    ++p.mailbox_len;
+    // Match at once: a message the waiting receive does not want costs no
+    // wake-up and no scheduler round trip.
+    if (p.state == proc_state::waiting && !p.in_ready && p.waiter->try_match(p.waiter, p)) {
+      p.state = proc_state::runnable;
+      p.home->make_ready(&p);
+    }
+    return;
+  }
+  // Signals (and messages queued behind them, to keep per-sender order) are
+  // handled by the scheduler while the process is suspended.
+  p.signals.push_back(it);
+  if (!p.in_ready && p.state != proc_state::running && p.state != proc_state::created)
+    p.home->make_ready(&p);
+}
+
+namespace {
+
+bool remote_push(process& p, std::uint64_t id, item* it) noexcept {
+  // The hold keeps the block from being recycled while we push; a closed
+  // block, or one that now holds another process, refuses the item.
+  const std::uint64_t prev = p.refs.fetch_add(1, std::memory_order_acquire);
+  const bool open = (prev & process::closed_bit) == 0 && p.id.load(std::memory_order_relaxed) == id;
+  if (open) {
+    item* head = p.inbox.load(std::memory_order_relaxed);
+    do {
+      it->next = head;
+    } while (!p.inbox.compare_exchange_weak(head, it, std::memory_order_seq_cst, std::memory_order_relaxed));
+    // Only the push onto an empty inbox needs to tell the scheduler; the
+    // flag keeps the block on its remote-ready stack at most once.
+    if (head == nullptr && !p.notified.exchange(true, std::memory_order_seq_cst))
+      p.home->remote_enqueue(&p);
+  } else {
+    destroy_item(it);
+  }
+  p.refs.fetch_sub(1, std::memory_order_release);
+  return open;
+}
+
+} // namespace
+
+bool push_item(const pid& to, item* it) noexcept {
+  process* p = to.control_block();
+  if (p == nullptr) {
+    destroy_item(it);
+    return false;
+  }
+  if (is_local(p, to)) {
+    if (p->id.load(std::memory_order_relaxed) != to.id() || p->state >= proc_state::exiting) {
+      destroy_item(it);
+      return false;
+    }
+    local_push(*p, it);
+    return true;
+  }
+  return remote_push(*p, to.id(), it);
+}
+
+void deliver(const pid& to, item* it) noexcept { (void)push_item(to, it); }
+
+bool send_signal(item_kind k, const pid& from, const pid& to, const exit_reason& why, monitor_ref ref,
+                 bool via_link) noexcept {
+  signal* s = nullptr;
+  try {
+    s = make_signal(k, from);
+  } catch (...) {
+    return false; // out of memory: treated as a lost signal
+  }
+  s->reason = why;
+  s->ref = ref;
+  s->flag = via_link;
+  return push_item(to, s);
+}
+
+void bounce(const pid& dead, item* it) noexcept {
+  if (it->kind != item_kind::message) {
+    auto* s = static_cast<signal*>(it);
+    switch (s->kind) {
+      case item_kind::link:
+        send_signal(item_kind::exit, dead, s->from, exit_reason::noproc(), {}, true);
+        break;
+      case item_kind::monitor:
+        send_signal(item_kind::down, dead, s->from, exit_reason::noproc(), s->ref);
+        break;
+      case item_kind::info:
+        try {
+          otp::send(s->from, info_reply{s->ref.value(), std::nullopt});
+        } catch (...) {
+        }
+        break;
+      case item_kind::message:
+      case item_kind::exit:
+      case item_kind::unlink:
+      case item_kind::demonitor:
+      case item_kind::down: break;
+    }
+  }
+  destroy_item(it);
+}
+
+otp::process_info snapshot(const process& p) {
+  otp::process_info i;
+  i.pid = p.self();
+  switch (p.state) {
+    case proc_state::created:
+    case proc_state::runnable: i.status = otp::process_info::status_t::runnable; break;
+    case proc_state::running: i.status = otp::process_info::status_t::running; break;
+    case proc_state::waiting: i.status = otp::process_info::status_t::waiting; break;
+    case proc_state::suspended: i.status = otp::process_info::status_t::suspended; break;
+    case proc_state::exiting:
+    case proc_state::dead: i.status = otp::process_info::status_t::exiting; break;
+  }
+  i.message_queue_len = p.mailbox_len;
+  for (const item* it = p.signals.head; it != nullptr; it = it->next)
+    i.message_queue_len += it->kind == item_kind::message ? 1 : 0;
+  if (p.extras != nullptr) {
+    i.links.assign(p.extras->links.begin(), p.extras->links.end());
+    for (const auto& [ref, target] : p.extras->monitors)
+      i.monitors.push_back(ref);
+    for (const auto& [ref, watcher] : p.extras->monitored_by)
+      i.monitored_by.push_back(watcher);
+  }
+  i.scheduler = p.home->index();
+  i.trap_exit = p.trap_exit;
+  return i;
+}
+
+// ------------------------------------------------------------------ spawn
+
+spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top) {
+  struct frame_guard {
+    std::coroutine_handle<> h;
+    ~frame_guard() {
+      if (h)
+        h.destroy();
+    }
+  } guard{top};
+  process* parent = this_thread.current;
+  scheduler* cur = this_thread.sched;
+  if (cur != nullptr && &cur->owner() != n)
+    cur = nullptr;
+  if (parent != nullptr && cur == nullptr)
+    parent = nullptr; // a process of another node: it cannot link across nodes
+  if ((o.link || o.monitor) && parent == nullptr)
+    throw std::system_error(make_error_code(errc::not_in_process),
+                            "spawn_opt: link and monitor need a calling process of this node");
+  if (o.scheduler && *o.scheduler >= n->scheduler_count())
+    throw std::invalid_argument("spawn_opt: scheduler " + std::to_string(*o.scheduler)
+                                + " does not exist (the node has " + std::to_string(n->scheduler_count())
+                                + ")");
+  if (n->stopping())
+    return {};
+  scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? cur : &n->pick_scheduler();
+
+  process* p = cur != nullptr ? cur->allocate_block() : n->allocate_blocks(1);
+  const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
+  p->home = target;
+  p->top = p->resume = std::exchange(guard.h, {});
+  p->state = proc_state::created;
+  p->id.store(id, std::memory_order_relaxed);
+  const pid child = p->self();
+  spawn_result r{child, {}};
+  if (o.link) {
+    p->ext().links.insert(parent->self());
+    parent->ext().links.insert(child);
+  }
+  if (o.monitor) {
+    r.monitor = monitor_ref{make_ref(*n)};
+    p->ext().monitored_by.emplace(r.monitor, parent->self());
+    parent->ext().monitors.emplace(r.monitor, child);
+  }
+  // Open for remote senders: they read `id` and `home` only after seeing this.
+  p->refs.fetch_and(~process::closed_bit, std::memory_order_release);
+  if (target == cur) {
+    cur->adopt(p);
+  } else {
+    p->notified.store(true, std::memory_order_relaxed);
+    target->remote_enqueue(p);
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- receive
+
+void unlink_from_mailbox(process& p, item* prev, item* it) noexcept {
+  if (prev != nullptr)
+    prev->next = it->next;
+  else
+    p.mailbox.head = it->next;
+  if (p.mailbox.tail == it)
+    p.mailbox.tail = prev;
+  it->next = nullptr;
+  --p.mailbox_len;
+}
+
+void receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handle<> h, timer_node* timer,
+                             std::optional<std::chrono::steady_clock::duration> timeout) {
+  p.resume = h;
+  p.waiter = w;
+  p.state = proc_state::waiting;
+  if (timeout && *timeout > std::chrono::steady_clock::duration::zero()) {
+    timer->deadline = p.home->now() + *timeout;
+    p.home->add_timer(timer);
+  }
+  if (p.has_pending_signals())
+    p.home->make_ready(&p);
+}
+
+void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept {
+  if (p.waiter == w)
+    p.waiter = nullptr;
+  if (timer->armed())
+    p.home->cancel_timer(timer);
+}
+
+bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept {
+  if (p.state != proc_state::waiting || p.waiter != w)
+    return false;
+  p.waiter = nullptr;
+  p.state = proc_state::runnable;
+  if (!p.in_ready)
+    s.make_ready(&p);
+  return true;
+}
+
+void receive_matched(process& p, timer_node* timer) noexcept {
+  p.waiter = nullptr;
+  if (timer->armed())
+    p.home->cancel_timer(timer);
+}
+
+// -------------------------------------------------------------------- I/O
+
+void io_suspend(process& p, std::coroutine_handle<> h) noexcept {
+  p.resume = h;
+  p.state = proc_state::suspended;
+  if (p.has_pending_signals() && !p.in_ready)
+    p.home->make_ready(&p);
+}
+
+void io_complete(process& p) noexcept {
+  p.state = proc_state::runnable;
+  if (!p.in_ready)
+    p.home->make_ready(&p);
+}
+
+asio::io_context::executor_type process_executor(process& p) noexcept { return p.home->get_executor(); }
+
+void yield_awaiter::await_suspend(std::coroutine_handle<> h) const noexcept {
+  process& p = *this_thread.current;
+  p.resume = h;
+  p.state = proc_state::runnable;
+  p.home->make_ready(&p);
+}
+
+// ------------------------------------------------------------------ timers
+
+namespace {
+
+void unlink_timer(send_timer* t) noexcept {
+  if (t->owner == nullptr)
+    return;
+  if (t->prev != nullptr)
+    t->prev->next = t->next;
+  else if (t->owner->extras != nullptr)
+    t->owner->extras->timers = t->next;
+  if (t->next != nullptr)
+    t->next->prev = t->prev;
+  t->owner = nullptr;
+}
+
+void fire_send_timer(timer_node* node, scheduler& s) noexcept {
+  auto* t = static_cast<send_timer*>(node);
+  s.send_timers().erase(t->ref);
+  unlink_timer(t);
+  item* m = std::exchange(t->msg, nullptr);
+  const pid to = t->target;
+  delete t;
+  deliver(to, m);
+}
+
+bool cancel_here(scheduler& s, std::uint64_t ref) noexcept {
+  auto found = s.send_timers().find(ref);
+  if (found == s.send_timers().end())
+    return false;
+  send_timer* t = found->second;
+  s.send_timers().erase(found);
+  s.cancel_timer(t);
+  unlink_timer(t);
+  destroy_item(t->msg);
+  delete t;
+  return true;
+}
+
+} // namespace
+
+timer_ref start_send_timer(std::chrono::steady_clock::duration d, const pid& to, message* m) {
+  scheduler* s = this_thread.sched;
+  if (s == nullptr) {
+    destroy_item(m);
+    throw std::system_error(make_error_code(errc::not_in_process),
+                            "send_after must be called from a process (or a scheduler thread)");
+  }
+  auto* t = new send_timer;
+  t->deadline = s->now() + d;
+  t->fire = &fire_send_timer;
+  t->target = to;
+  t->msg = m;
+  t->ref = make_ref(s->owner());
+  process* tp = to.control_block();
+  if (tp != nullptr && is_local(tp, to) && tp->id.load(std::memory_order_relaxed) == to.id()
+      && tp->state < proc_state::exiting) {
+    // Cancelled with its target, like Erlang's timers to a local pid.
+    auto& x = tp->ext();
+    t->owner = tp;
+    t->next = x.timers;
+    if (x.timers != nullptr)
+      x.timers->prev = t;
+    x.timers = t;
+  }
+  s->send_timers().emplace(t->ref, t);
+  s->add_timer(t);
+  return timer_ref{t->ref};
+}
+
+} // namespace detail
+
+// -------------------------------------------------------------- public API
+
+pid self() { return detail::require_process("otp::self").self(); }
+
+scheduler& this_scheduler() {
+  if (auto* s = detail::this_thread.sched)
+    return *s;
+  throw std::system_error(make_error_code(errc::not_in_process),
+                          "otp::this_scheduler must be called from a process");
+}
+
+void link(const pid& to) {
+  process& me = detail::require_process("otp::link");
+  const pid mine = me.self();
+  if (!to || to == mine)
+    return;
+  if (me.extras != nullptr && me.extras->links.contains(to))
+    return;
+  me.ext().links.insert(to);
+  if (!detail::send_signal(item_kind::link, mine, to)) {
+    // As if `to` had died linked to us with `noproc` (erlang:link/1).
+    detail::signal* s = detail::make_signal(item_kind::exit, to);
+    s->reason = exit_reason::noproc();
+    s->flag = true;
+    detail::local_push(me, s);
+  }
+}
+
+void unlink(const pid& to) {
+  process& me = detail::require_process("otp::unlink");
+  if (me.extras == nullptr || me.extras->links.erase(to) == 0)
+    return;
+  detail::send_signal(item_kind::unlink, me.self(), to);
+}
+
+monitor_ref monitor(const pid& target) {
+  process& me = detail::require_process("otp::monitor");
+  const monitor_ref ref{detail::make_ref(*me.owner_node)};
+  me.ext().monitors.emplace(ref, target);
+  if (!detail::send_signal(item_kind::monitor, me.self(), target, {}, ref)) {
+    detail::signal* s = detail::make_signal(item_kind::down, target);
+    s->reason = exit_reason::noproc();
+    s->ref = ref;
+    detail::local_push(me, s);
+  }
+  return ref;
+}
+
+bool demonitor(monitor_ref ref, bool flush) {
+  process& me = detail::require_process("otp::demonitor");
+  bool active = false;
+  if (me.extras != nullptr) {
+    if (auto found = me.extras->monitors.find(ref); found != me.extras->monitors.end()) {
+      const pid target = found->second;
+      me.extras->monitors.erase(found);
+      detail::send_signal(item_kind::demonitor, me.self(), target, {}, ref);
+      active = true;
+    }
+  }
+  if (flush) {
+    item* prev = nullptr;
+    for (item* it = me.mailbox.head; it != nullptr;) {
+      item* next = it->next;
+      auto* m = static_cast<detail::message*>(it);
+      if (m->type == detail::tag_of<down_msg>() && detail::payload<down_msg>(m).ref == ref) {
+        detail::unlink_from_mailbox(me, prev, it);
+        detail::destroy_item(it);
+      } else {
+        prev = it;
+      }
+      it = next;
+    }
+  }
+  return active;
+}
+
+void exit(const pid& to, const exit_reason& why) {
+  process* me = detail::current_process();
+  detail::send_signal(item_kind::exit, me != nullptr ? me->self() : pid{}, to, why);
+}
+
+void exit(exit_reason why) { throw exit_exception(std::move(why)); }
+
+bool trap_exit(bool on) {
+  process& me = detail::require_process("otp::trap_exit");
+  return std::exchange(me.trap_exit, on);
+}
+
+bool cancel_timer(timer_ref ref) {
+  scheduler* s = detail::this_thread.sched;
+  const auto owner = static_cast<unsigned>(ref.value() >> 56);
+  if (owner == 0 || s == nullptr)
+    return false;
+  if (owner - 1 == s->index())
+    return detail::cancel_here(*s, ref.value());
+  if (owner - 1 < s->owner().scheduler_count()) {
+    scheduler& other = s->owner().get_scheduler(owner - 1);
+    asio::post(other.context(), [&other, v = ref.value()] { detail::cancel_here(other, v); });
+  }
+  return false;
+}
+
+namespace {
+struct info_tag_is {
+  std::uint64_t tag;
+  bool operator()(const detail::info_reply& r) const noexcept { return r.tag == tag; }
+};
+} // namespace
+
+task<std::optional<process_info>> get_process_info(pid p) {
+  process& me = detail::require_process("otp::get_process_info");
+  process* target = p.control_block();
+  if (target == nullptr)
+    co_return std::nullopt;
+  if (detail::is_local(target, p)) {
+    if (target->id.load(std::memory_order_relaxed) != p.id() || target->state >= proc_state::exiting)
+      co_return std::nullopt;
+    co_return detail::snapshot(*target);
+  }
+  const std::uint64_t tag = detail::make_ref(*me.owner_node);
+  if (!detail::send_signal(item_kind::info, me.self(), p, {}, monitor_ref{tag}))
+    co_return std::nullopt;
+  auto reply = receive<detail::info_reply>(info_tag_is{tag});
+  detail::info_reply r = co_await reply;
+  co_return std::move(r.info);
+}
+
+} // namespace otp

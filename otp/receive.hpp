@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: Apache-2.0
+// otp/receive.hpp - selective receive: by type, by predicate, with a timeout.
+#pragma once
+
+#include "otp/detail/item.hpp"
+#include "otp/detail/process.hpp"
+#include "otp/scheduler.hpp"
+
+#include <chrono>
+#include <concepts>
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace otp {
+
+namespace detail {
+
+template <class F, class = void>
+struct handler_traits {
+  static constexpr bool valid = false;
+};
+template <class R, class A>
+struct handler_traits<R (*)(A), void> {
+  static constexpr bool valid = true;
+  using arg = std::remove_cvref_t<A>;
+  using result = R;
+};
+template <class C, class R, class A>
+struct handler_traits<R (C::*)(A) const, void> : handler_traits<R (*)(A)> {};
+template <class C, class R, class A>
+struct handler_traits<R (C::*)(A), void> : handler_traits<R (*)(A)> {};
+template <class F>
+struct handler_traits<F, std::void_t<decltype(&F::operator())>>
+  : handler_traits<decltype(&F::operator())> {};
+
+struct no_predicate {
+  template <class T>
+  constexpr bool operator()(const T&) const noexcept { return true; }
+};
+
+// One alternative of a receive: a message type, a predicate and a handler.
+template <class T, class Pred, class F>
+struct alternative {
+  using message_type = T;
+  using result_type = std::invoke_result_t<F&, T&&>;
+  Pred pred;
+  F handler;
+  [[nodiscard]] bool matches(message* m) {
+    return m->type == tag_of<T>() && static_cast<bool>(pred(std::as_const(payload<T>(m))));
+  }
+};
+
+template <class F>
+struct after_clause {
+  std::chrono::steady_clock::duration timeout;
+  F handler;
+};
+
+template <class A>
+struct is_after : std::false_type {};
+template <class F>
+struct is_after<after_clause<F>> : std::true_type {};
+
+template <class A>
+struct is_alternative : std::false_type {};
+template <class T, class P, class F>
+struct is_alternative<alternative<T, P, F>> : std::true_type {};
+
+template <class H>
+auto as_alternative(H&& h) {
+  using D = std::remove_cvref_t<H>;
+  if constexpr (is_alternative<D>::value) {
+    return std::forward<H>(h);
+  } else {
+    static_assert(handler_traits<D>::valid,
+                  "receive: each handler must take exactly one parameter, the message "
+                  "(a non-generic lambda or a function); use otp::when(pred, handler) for guards");
+    using T = typename handler_traits<D>::arg;
+    return alternative<T, no_predicate, D>{no_predicate{}, std::forward<H>(h)};
+  }
+}
+
+void receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handle<> h,
+                             timer_node* timer, std::optional<std::chrono::steady_clock::duration> timeout);
+void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept;
+void receive_matched(process& p, timer_node* timer) noexcept;
+bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept;
+void unlink_from_mailbox(process& p, item* prev, item* it) noexcept;
+
+// The awaitable behind every receive. It lives in the awaiting frame: the
+// scheduler asks it to look at new messages (try_match) and its embedded
+// timer node fires the timeout; nothing is allocated per receive.
+template <class AfterF, class... Alts>
+class receive_awaiter final : receive_waiter, timer_node {
+public:
+  using result_type = std::common_type_t<typename Alts::result_type...>;
+
+  using after_storage = std::conditional_t<std::is_void_v<AfterF>, int, AfterF>;
+
+  receive_awaiter(std::optional<std::chrono::steady_clock::duration> timeout,
+                  std::optional<after_storage> after, Alts... alts)
+    : receive_waiter{&try_match_thunk}, timer_node{}, alts_(std::move(alts)...),
+      after_(std::move(after)), timeout_(timeout) {
+    fire = &fire_thunk;
+  }
+  receive_awaiter(const receive_awaiter&) = delete;
+  receive_awaiter& operator=(const receive_awaiter&) = delete;
+  ~receive_awaiter() {
+    if (proc_ != nullptr)
+      receive_cleanup(*proc_, this, this);
+    if (matched_ != nullptr)
+      matched_->destroy(matched_);
+  }
+
+  bool await_ready() {
+    proc_ = &require_process("receive");
+    // Pending signals (an exit, a DOWN to convert) must be handled by the
+    // scheduler first; only then may the mailbox be matched.
+    if (proc_->has_pending_signals())
+      return false;
+    if (scan())
+      return true;
+    if (timeout_ && *timeout_ <= std::chrono::steady_clock::duration::zero()) {
+      timed_out_ = true;
+      return true;
+    }
+    return false;
+  }
+
+  void await_suspend(std::coroutine_handle<> h) {
+    receive_prepare_suspend(*proc_, this, h, this, timeout_);
+  }
+
+  result_type await_resume() {
+    if (error_)
+      std::rethrow_exception(error_);
+    if (timed_out_) {
+      if constexpr (std::is_void_v<AfterF>) {
+        std::terminate(); // unreachable: only an `after` clause sets a timeout
+      } else {
+        return (*after_)();
+      }
+    }
+    message* m = std::exchange(matched_, nullptr);
+    struct free_on_exit {
+      message* m;
+      ~free_on_exit() { m->destroy(m); }
+    } guard{m};
+    return dispatch(m, std::index_sequence_for<Alts...>{});
+  }
+
+private:
+  template <std::size_t... I>
+  result_type dispatch(message* m, std::index_sequence<I...>) {
+    if constexpr (std::is_void_v<result_type>) {
+      (void)((index_ == I && (invoke<I>(m), true)) || ...);
+    } else {
+      std::optional<result_type> r;
+      (void)((index_ == I && (r.emplace(invoke<I>(m)), true)) || ...);
+      return std::move(*r);
+    }
+  }
+  template <std::size_t I>
+  decltype(auto) invoke(message* m) {
+    auto& alt = std::get<I>(alts_);
+    using T = typename std::remove_reference_t<decltype(alt)>::message_type;
+    return alt.handler(std::move(payload<T>(m)));
+  }
+
+  template <std::size_t... I>
+  int match_one(message* m, std::index_sequence<I...>) {
+    int found = -1;
+    (void)((std::get<I>(alts_).matches(m) && (found = static_cast<int>(I), true)) || ...);
+    return found;
+  }
+
+  // Scans the messages after the cursor; takes the first that matches.
+  bool scan() {
+    item* prev = cursor_;
+    item* it = prev != nullptr ? prev->next : proc_->mailbox.head;
+    while (it != nullptr) {
+      auto* m = static_cast<message*>(it);
+      int i = match_one(m, std::index_sequence_for<Alts...>{});
+      if (i >= 0) {
+        unlink_from_mailbox(*proc_, prev, it);
+        matched_ = m;
+        index_ = i;
+        return true;
+      }
+      prev = it;
+      it = it->next;
+    }
+    cursor_ = prev; // everything up to here failed to match: never rescanned
+    return false;
+  }
+
+  static bool try_match_thunk(receive_waiter* self, process&) noexcept {
+    auto* a = static_cast<receive_awaiter*>(self);
+    bool ok = false;
+    try {
+      ok = a->scan();
+    } catch (...) {
+      // A throwing predicate is the process's crash: resume it to rethrow.
+      a->error_ = std::current_exception();
+      ok = true;
+    }
+    if (!ok && a->timeout_ && *a->timeout_ <= std::chrono::steady_clock::duration::zero()) {
+      a->timed_out_ = true;
+      ok = true;
+    }
+    if (ok)
+      receive_matched(*a->proc_, a);
+    return ok;
+  }
+
+  static void fire_thunk(timer_node* t, scheduler& s) noexcept;
+
+  std::tuple<Alts...> alts_;
+  std::optional<after_storage> after_;
+  std::optional<std::chrono::steady_clock::duration> timeout_;
+  process* proc_ = nullptr;
+  item* cursor_ = nullptr;
+  message* matched_ = nullptr;
+  std::exception_ptr error_;
+  int index_ = -1;
+  bool timed_out_ = false;
+
+public:
+  /// @private
+  [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
+};
+
+template <class AfterF, class... Alts>
+void receive_awaiter<AfterF, Alts...>::fire_thunk(timer_node* t, scheduler& s) noexcept {
+  auto* a = static_cast<receive_awaiter*>(t);
+  if (receive_timeout_fired(*a->proc_, a, s))
+    a->timed_out_ = true;
+}
+
+// A void "after" handler type for receives without one.
+template <class R>
+struct no_after {
+  R operator()() const { return R{}; }
+};
+
+template <class T>
+struct identity_handler {
+  T operator()(T&& v) const { return std::move(v); }
+};
+
+template <class T>
+struct ignore_handler {
+  void operator()(T&&) const noexcept {}
+};
+
+template <class T>
+struct optional_handler {
+  std::optional<T> operator()(T&& v) const { return std::optional<T>{std::move(v)}; }
+};
+
+} // namespace detail
+
+/// A guarded alternative: matches a `T` (the handler's parameter type) only
+/// when `pred(msg)` holds (Erlang's `when` guard).
+template <class Pred, class F>
+auto when(Pred pred, F handler) {
+  using D = std::remove_cvref_t<F>;
+  static_assert(detail::handler_traits<D>::valid,
+                "when: the handler must take exactly one parameter, the message");
+  using T = typename detail::handler_traits<D>::arg;
+  static_assert(std::is_invocable_r_v<bool, Pred&, const T&>,
+                "when: the predicate must accept const T& and return bool");
+  return detail::alternative<T, Pred, D>{std::move(pred), std::move(handler)};
+}
+
+/// The timeout clause of a receive (Erlang's `after`); must come last.
+template <class F>
+auto after(std::chrono::steady_clock::duration d, F handler) {
+  return detail::after_clause<F>{d, std::move(handler)};
+}
+
+/// Receives the first message, in mailbox order, that matches one of the
+/// handlers, runs that handler and returns its result; messages that match
+/// nothing stay in the mailbox, in order. An optional last `after(d, f)`
+/// clause returns f() if nothing matches within `d` (0: only what is there now).
+///
+///     auto r = co_await otp::receive(
+///       [](ping p) { return p.n; },
+///       otp::when([](const job& j) { return j.urgent; }, [](job j) { return j.id; }),
+///       otp::after(100ms, [] { return -1; }));
+template <class... Hs>
+  requires(sizeof...(Hs) > 0)
+auto receive(Hs&&... hs) {
+  constexpr bool last_is_after =
+    detail::is_after<std::remove_cvref_t<std::tuple_element_t<sizeof...(Hs) - 1, std::tuple<Hs...>>>>::value;
+  auto all = std::forward_as_tuple(std::forward<Hs>(hs)...);
+  if constexpr (last_is_after) {
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      auto&& a = std::get<sizeof...(Hs) - 1>(all);
+      using A = std::remove_cvref_t<decltype(a)>;
+      using AfterF = decltype(A::handler);
+      return detail::receive_awaiter<AfterF, decltype(detail::as_alternative(std::get<I>(std::move(all))))...>{
+        a.timeout, std::optional<AfterF>{std::move(a.handler)}, detail::as_alternative(std::get<I>(std::move(all)))...};
+    }(std::make_index_sequence<sizeof...(Hs) - 1>{});
+  } else {
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return detail::receive_awaiter<void, decltype(detail::as_alternative(std::get<I>(std::move(all))))...>{
+        std::nullopt, std::nullopt, detail::as_alternative(std::get<I>(std::move(all)))...};
+    }(std::make_index_sequence<sizeof...(Hs)>{});
+  }
+}
+
+/// Receives the first message of type `T` (the others stay, in order).
+template <class T>
+auto receive() {
+  using alt = detail::alternative<T, detail::no_predicate, detail::identity_handler<T>>;
+  return detail::receive_awaiter<void, alt>{std::nullopt, std::nullopt, alt{}};
+}
+
+/// Receives the first message of type `T` for which `pred` holds.
+template <class T, class Pred>
+  requires std::is_invocable_r_v<bool, Pred&, const T&>
+auto receive(Pred pred) {
+  using alt = detail::alternative<T, Pred, detail::identity_handler<T>>;
+  return detail::receive_awaiter<void, alt>{std::nullopt, std::nullopt, alt{std::move(pred), {}}};
+}
+
+/// Receives the first `T` within `timeout`; nothing if none came (0: poll).
+template <class T>
+auto receive_for(std::chrono::steady_clock::duration timeout) {
+  using alt = detail::alternative<T, detail::no_predicate, detail::optional_handler<T>>;
+  using after_f = detail::no_after<std::optional<T>>;
+  return detail::receive_awaiter<after_f, alt>{timeout, after_f{}, alt{}};
+}
+
+/// Receives the first `T` satisfying `pred` within `timeout`.
+template <class T, class Pred>
+  requires std::is_invocable_r_v<bool, Pred&, const T&>
+auto receive_for(std::chrono::steady_clock::duration timeout, Pred pred) {
+  using alt = detail::alternative<T, Pred, detail::optional_handler<T>>;
+  using after_f = detail::no_after<std::optional<T>>;
+  return detail::receive_awaiter<after_f, alt>{timeout, after_f{}, alt{std::move(pred), {}}};
+}
+
+/// Suspends the calling process for `d` (timer:sleep/1): a receive that
+/// matches nothing; the mailbox is left as it is.
+inline auto sleep_for(std::chrono::steady_clock::duration d) {
+  struct nothing {};
+  using alt = detail::alternative<nothing, detail::no_predicate, detail::ignore_handler<nothing>>;
+  struct done {
+    void operator()() const noexcept {}
+  };
+  return detail::receive_awaiter<done, alt>{d, done{}, alt{}};
+}
+
+} // namespace otp

@@ -1,0 +1,575 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "otp/scheduler.hpp"
+
+#include "otp/detail/runtime.hpp"
+#include "otp/node.hpp"
+#include "otp/process.hpp"
+
+#include <asio/post.hpp>
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <utility>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define OTP_CPU_RELAX() _mm_pause()
+#else
+#define OTP_CPU_RELAX() ((void)0)
+#endif
+
+namespace otp {
+
+using detail::item;
+using detail::item_kind;
+using detail::proc_state;
+using detail::process;
+
+// ---------------------------------------------------------------- timer heap
+
+namespace detail {
+
+void timer_heap::push(timer_node* t) {
+  heap_.push_back(t);
+  t->heap_index = static_cast<std::uint32_t>(heap_.size() - 1);
+  sift_up(heap_.size() - 1);
+}
+
+void timer_heap::erase(timer_node* t) noexcept {
+  std::size_t i = t->heap_index;
+  timer_node* last = heap_.back();
+  heap_.pop_back();
+  t->heap_index = timer_node::npos;
+  if (last == t)
+    return;
+  place(i, last);
+  sift_up(i);
+  sift_down(last->heap_index);
+}
+
+void timer_heap::sift_up(std::size_t i) noexcept {
+  timer_node* t = heap_[i];
+  while (i > 0) {
+    std::size_t parent = (i - 1) / 2;
+    if (!(t->deadline < heap_[parent]->deadline))
+      break;
+    place(i, heap_[parent]);
+    i = parent;
+  }
+  place(i, t);
+}
+
+void timer_heap::sift_down(std::size_t i) noexcept {
+  timer_node* t = heap_[i];
+  const std::size_t n = heap_.size();
+  for (;;) {
+    std::size_t child = 2 * i + 1;
+    if (child >= n)
+      break;
+    if (child + 1 < n && heap_[child + 1]->deadline < heap_[child]->deadline)
+      ++child;
+    if (!(heap_[child]->deadline < t->deadline))
+      break;
+    place(i, heap_[child]);
+    i = child;
+  }
+  place(i, t);
+}
+
+} // namespace detail
+
+// ------------------------------------------------------------ construction
+
+scheduler::scheduler(node& n, unsigned index)
+  : node_(n), index_(index), io_(1), work_(asio::make_work_guard(io_)), wake_timer_(io_) {}
+
+scheduler::~scheduler() { join(); }
+
+std::chrono::steady_clock::time_point scheduler::now() const noexcept {
+  return node_.deterministic() ? node_.now() : std::chrono::steady_clock::now();
+}
+
+process* scheduler::allocate_block() {
+  if (free_blocks_ == nullptr)
+    free_blocks_ = node_.allocate_blocks(64);
+  process* p = free_blocks_;
+  free_blocks_ = p->remote_next;
+  p->remote_next = nullptr;
+  return p;
+}
+
+// ------------------------------------------------------------- ready queue
+
+void scheduler::make_ready(process* p) noexcept {
+  p->in_ready = true;
+  p->ready_next = nullptr;
+  if (ready_tail_ != nullptr)
+    ready_tail_->ready_next = p;
+  else
+    ready_head_ = p;
+  ready_tail_ = p;
+  ++ready_count_;
+}
+
+process* scheduler::pop_ready() noexcept {
+  if (ready_head_ == nullptr)
+    return nullptr;
+  process* prev = nullptr;
+  process* p = ready_head_;
+  if (rng_ && ready_count_ > 1) {
+    // Deterministic mode with a seed: a reproducible shuffle of ready order.
+    auto k = (*rng_)() % ready_count_;
+    for (; k > 0; --k) {
+      prev = p;
+      p = p->ready_next;
+    }
+  }
+  if (prev != nullptr)
+    prev->ready_next = p->ready_next;
+  else
+    ready_head_ = p->ready_next;
+  if (ready_tail_ == p)
+    ready_tail_ = prev;
+  --ready_count_;
+  p->ready_next = nullptr;
+  return p;
+}
+
+void scheduler::remote_enqueue(process* p) noexcept {
+  process* head = remote_ready_.load(std::memory_order_relaxed);
+  do {
+    p->remote_next = head;
+  } while (!remote_ready_.compare_exchange_weak(head, p, std::memory_order_seq_cst,
+                                                std::memory_order_relaxed));
+  // Pairs with sleep_until_work(): either it sees our push, or we see it asleep.
+  if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false, std::memory_order_seq_cst))
+    asio::post(io_, [] {});
+}
+
+bool scheduler::drain_remote() noexcept {
+  process* list = remote_ready_.exchange(nullptr, std::memory_order_acquire);
+  if (list == nullptr)
+    return false;
+  process* fifo = nullptr;
+  while (list != nullptr) {
+    process* next = list->remote_next;
+    list->remote_next = fifo;
+    fifo = list;
+    list = next;
+  }
+  while (fifo != nullptr) {
+    process* p = fifo;
+    fifo = p->remote_next;
+    p->remote_next = nullptr;
+    // Cleared before the inbox is drained (in step): a push after the drain
+    // sees notified == false and enqueues the process again.
+    p->notified.store(false, std::memory_order_seq_cst);
+    if (p->state == proc_state::created)
+      adopt(p);
+    else if (p->state < proc_state::exiting && !p->in_ready && p->state != proc_state::running)
+      make_ready(p);
+  }
+  return true;
+}
+
+void scheduler::adopt(process* p) {
+  p->live_index = static_cast<std::uint32_t>(live_.size());
+  live_.push_back(p);
+  node_.count_process(1);
+  p->state = proc_state::runnable;
+  make_ready(p);
+}
+
+void scheduler::remove_live(process* p) noexcept {
+  process* last = live_.back();
+  live_[p->live_index] = last;
+  last->live_index = p->live_index;
+  live_.pop_back();
+  node_.count_process(-1);
+}
+
+// ---------------------------------------------------------------- stepping
+
+void scheduler::step(process* p) noexcept {
+  p->in_ready = false;
+  if (p->has_pending_signals() && !process_signals(p))
+    return;
+  switch (p->state) {
+    case proc_state::runnable: run(p); break;
+    case proc_state::waiting:
+      if (p->waiter->try_match(p->waiter, *p)) {
+        p->state = proc_state::runnable;
+        run(p);
+      }
+      break;
+    case proc_state::created:
+    case proc_state::running:
+    case proc_state::suspended:
+    case proc_state::exiting:
+    case proc_state::dead: break;
+  }
+}
+
+void scheduler::run(process* p) noexcept {
+  p->state = proc_state::running;
+  process* prev = std::exchange(detail::this_thread.current, p);
+  p->resume.resume();
+  detail::this_thread.current = prev;
+  if (p->top.done()) {
+    exit_reason why = p->crash ? exit_reason::from_exception(p->crash) : exit_reason::normal();
+    exit_process(p, why);
+  } else if (p->state == proc_state::running) {
+    // Suspended on an awaitable that is not the runtime's: only that
+    // awaitable can resume it now.
+    p->state = proc_state::suspended;
+  }
+}
+
+// ----------------------------------------------------------------- signals
+
+bool scheduler::process_signals(process* p) noexcept {
+  item* remote = p->inbox.exchange(nullptr, std::memory_order_acq_rel);
+  item* fifo = nullptr;
+  while (remote != nullptr) {
+    item* next = remote->next;
+    remote->next = fifo;
+    fifo = remote;
+    remote = next;
+  }
+  const pid me = p->self();
+  auto handle_list = [&](item* it) {
+    while (it != nullptr) {
+      item* next = it->next;
+      if (p->state >= proc_state::exiting) {
+        detail::bounce(me, it);
+      } else if (it->kind == item_kind::message) {
+        p->mailbox.push_back(it);
+        ++p->mailbox_len;
+      } else {
+        handle_signal(p, static_cast<detail::signal*>(it));
+      }
+      it = next;
+    }
+  };
+  handle_list(fifo);
+  handle_list(p->signals.take_all());
+  return p->state < proc_state::exiting;
+}
+
+bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
+  struct destroy_on_exit {
+    detail::signal* s;
+    ~destroy_on_exit() { detail::destroy_item(s); }
+  } guard{s};
+  switch (s->kind) {
+    case item_kind::exit: {
+      if (s->flag) {
+        // A link exit signal counts only while the link is active.
+        if (p->extras == nullptr || p->extras->links.erase(s->from) == 0)
+          return true;
+      }
+      if (s->reason.is_kill() && !s->flag) {
+        exit_process(p, exit_reason::killed()); // untrappable
+        return false;
+      }
+      if (p->trap_exit) {
+        p->mailbox.push_back(detail::make_message<exit_msg>(exit_msg{s->from, s->reason}));
+        ++p->mailbox_len;
+        return true;
+      }
+      if (s->reason.is_normal() && s->from != p->self())
+        return true;
+      exit_process(p, s->reason);
+      return false;
+    }
+    case item_kind::link: p->ext().links.insert(s->from); return true;
+    case item_kind::unlink:
+      if (p->extras != nullptr)
+        p->extras->links.erase(s->from);
+      return true;
+    case item_kind::monitor: p->ext().monitored_by.emplace(s->ref, s->from); return true;
+    case item_kind::demonitor:
+      if (p->extras != nullptr)
+        p->extras->monitored_by.erase(s->ref);
+      return true;
+    case item_kind::down:
+      // Dropped if the monitor was removed meanwhile (demonitor).
+      if (p->extras != nullptr && p->extras->monitors.erase(s->ref) != 0) {
+        p->mailbox.push_back(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
+        ++p->mailbox_len;
+      }
+      return true;
+    case item_kind::info:
+      otp::send(s->from, detail::info_reply{s->ref.value(), detail::snapshot(*p)});
+      return true;
+    case item_kind::message: break;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- exiting
+
+void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
+  p->state = proc_state::exiting;
+  const pid me = p->self();
+  if (p->top) {
+    // Destroying the outermost frame destroys every frame it awaits, and
+    // with them the process's locals: this is how kill runs destructors.
+    process* prev = std::exchange(detail::this_thread.current, p);
+    p->top.destroy();
+    detail::this_thread.current = prev;
+    p->top = {};
+    p->resume = {};
+  }
+  p->crash = nullptr;
+  p->waiter = nullptr;
+  if (auto* x = std::exchange(p->extras, nullptr)) {
+    for (const pid& l : x->links)
+      detail::send_signal(item_kind::exit, me, l, why, {}, true);
+    for (const auto& [ref, watcher] : x->monitored_by)
+      detail::send_signal(item_kind::down, me, watcher, why, ref);
+    for (const auto& [ref, target] : x->monitors)
+      detail::send_signal(item_kind::demonitor, me, target, {}, ref);
+    while (auto* t = x->timers) {
+      x->timers = t->next;
+      cancel_timer(t);
+      send_timers_.erase(t->ref);
+      detail::destroy_item(t->msg);
+      delete t;
+    }
+    delete x;
+  }
+  for (item* it = p->mailbox.take_all(); it != nullptr;) {
+    item* next = it->next;
+    detail::destroy_item(it);
+    it = next;
+  }
+  p->mailbox_len = 0;
+  for (item* it = p->signals.take_all(); it != nullptr;) {
+    item* next = it->next;
+    detail::bounce(me, it);
+    it = next;
+  }
+  p->state = proc_state::dead;
+  // From here remote senders are refused; those already holding the block
+  // finish their push, and the zombie is recycled once none remains.
+  p->refs.fetch_or(process::closed_bit, std::memory_order_acq_rel);
+  remove_live(p);
+  zombies_.push_back(p);
+}
+
+void scheduler::reap_zombies() noexcept {
+  std::size_t keep = 0;
+  for (std::size_t i = 0; i < zombies_.size(); ++i) {
+    process* z = zombies_[i];
+    if (z->refs.load(std::memory_order_acquire) == process::closed_bit
+        && !z->notified.load(std::memory_order_acquire)) {
+      reclaim(z);
+    } else {
+      zombies_[keep++] = z;
+    }
+  }
+  zombies_.resize(keep);
+}
+
+void scheduler::reclaim(process* p) noexcept {
+  const pid me = p->self();
+  for (item* it = p->inbox.exchange(nullptr, std::memory_order_acq_rel); it != nullptr;) {
+    item* next = it->next;
+    detail::bounce(me, it);
+    it = next;
+  }
+  p->remote_next = free_blocks_;
+  free_blocks_ = p;
+}
+
+void scheduler::retire(process* p) noexcept { zombies_.push_back(p); }
+
+void scheduler::teardown(process* p) noexcept {
+  // Node shutdown: the frame is destroyed (destructors run), nobody is told.
+  p->state = proc_state::exiting;
+  if (p->top) {
+    process* prev = std::exchange(detail::this_thread.current, p);
+    p->top.destroy();
+    detail::this_thread.current = prev;
+    p->top = {};
+    p->resume = {};
+  }
+  p->crash = nullptr;
+  p->waiter = nullptr;
+  if (auto* x = std::exchange(p->extras, nullptr)) {
+    while (auto* t = x->timers) {
+      x->timers = t->next;
+      cancel_timer(t);
+      send_timers_.erase(t->ref);
+      detail::destroy_item(t->msg);
+      delete t;
+    }
+    delete x;
+  }
+  for (item* list : {p->mailbox.take_all(), p->signals.take_all()}) {
+    for (item* it = list; it != nullptr;) {
+      item* next = it->next;
+      detail::destroy_item(it);
+      it = next;
+    }
+  }
+  p->mailbox_len = 0;
+  p->state = proc_state::dead;
+  p->refs.fetch_or(process::closed_bit, std::memory_order_acq_rel);
+  remove_live(p);
+  zombies_.push_back(p);
+}
+
+void scheduler::terminate_all() noexcept {
+  auto* prev = std::exchange(detail::this_thread.sched, this);
+  do {
+    drain_remote();
+    while (!live_.empty())
+      teardown(live_.back());
+    ready_head_ = ready_tail_ = nullptr;
+    ready_count_ = 0;
+  } while (remote_ready_.load(std::memory_order_acquire) != nullptr);
+  detail::this_thread.sched = prev;
+}
+
+void scheduler::final_cleanup() noexcept {
+  auto* prev = std::exchange(detail::this_thread.sched, this);
+  // Processes spawned here from other threads while the node was stopping.
+  process* list = remote_ready_.exchange(nullptr, std::memory_order_acquire);
+  while (list != nullptr) {
+    process* p = list;
+    list = p->remote_next;
+    p->notified.store(false, std::memory_order_relaxed);
+    if (p->state == proc_state::created) {
+      p->live_index = static_cast<std::uint32_t>(live_.size());
+      live_.push_back(p);
+      node_.count_process(1);
+      teardown(p);
+    }
+  }
+  for (process* z : zombies_) {
+    for (item* it = z->inbox.exchange(nullptr, std::memory_order_acq_rel); it != nullptr;) {
+      item* next = it->next;
+      detail::destroy_item(it);
+      it = next;
+    }
+  }
+  zombies_.clear();
+  for (auto& [ref, t] : send_timers_) {
+    cancel_timer(t);
+    detail::destroy_item(t->msg);
+    delete t;
+  }
+  send_timers_.clear();
+  free_blocks_ = nullptr;
+  wake_timer_.cancel();
+  work_.reset();
+  detail::this_thread.sched = prev;
+}
+
+// ------------------------------------------------------------------- loop
+
+bool scheduler::fire_timers() noexcept {
+  const auto t_now = now();
+  bool fired = false;
+  while (auto* t = timers_.top()) {
+    if (t_now < t->deadline)
+      break;
+    timers_.erase(t);
+    t->fire(t, *this);
+    fired = true;
+  }
+  return fired;
+}
+
+bool scheduler::run_batch() {
+  bool did = drain_remote();
+  if (!timers_.empty())
+    did |= fire_timers();
+  // A bounded batch, so that I/O and other cores' wake-ups are not starved
+  // by two processes that keep each other busy.
+  std::size_t n = 0;
+  for (; n < 256; ++n) {
+    process* p = pop_ready();
+    if (p == nullptr)
+      break;
+    step(p);
+  }
+  did |= n > 0;
+  if (!zombies_.empty())
+    reap_zombies();
+  did |= io_.poll() > 0;
+  return did;
+}
+
+void scheduler::sleep_until_work() {
+  sleeping_.store(true, std::memory_order_seq_cst);
+  if (remote_ready_.load(std::memory_order_seq_cst) != nullptr || stop_.load(std::memory_order_acquire)) {
+    sleeping_.store(false, std::memory_order_relaxed);
+    return;
+  }
+  if (auto* t = timers_.top(); t != nullptr && t->deadline != wake_armed_) {
+    wake_armed_ = t->deadline;
+    wake_timer_.expires_at(t->deadline);
+    wake_timer_.async_wait([this](const asio::error_code& ec) {
+      if (!ec)
+        wake_armed_ = {};
+    });
+  }
+  io_.run_one();
+  sleeping_.store(false, std::memory_order_relaxed);
+}
+
+void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
+  detail::this_thread.sched = this;
+  if (pin) {
+    unsigned cores = std::thread::hardware_concurrency();
+    if (cores > 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(index_ % cores, &set);
+      (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    }
+  }
+  while (!stop_.load(std::memory_order_acquire)) {
+    if (run_batch())
+      continue;
+    // Idle: poll briefly before sleeping; a wake-up costs far more.
+    const auto until = std::chrono::steady_clock::now() + spin;
+    bool woke = false;
+    for (unsigned k = 1; std::chrono::steady_clock::now() < until; ++k) {
+      if (remote_ready_.load(std::memory_order_relaxed) != nullptr || stop_.load(std::memory_order_relaxed)) {
+        woke = true;
+        break;
+      }
+      if ((k & 63) == 0) {
+        if (io_.poll() > 0 || (!timers_.empty() && timers_.top()->deadline <= now())) {
+          woke = true;
+          break;
+        }
+      }
+      OTP_CPU_RELAX();
+    }
+    if (!woke)
+      sleep_until_work();
+  }
+  detail::this_thread.sched = nullptr;
+}
+
+void scheduler::start_thread(bool pin, std::chrono::microseconds spin) {
+  thread_ = std::thread([this, pin, spin] { run_loop(pin, spin); });
+}
+
+void scheduler::request_stop() noexcept {
+  stop_.store(true, std::memory_order_release);
+  asio::post(io_, [] {});
+}
+
+void scheduler::join() noexcept {
+  if (thread_.joinable())
+    thread_.join();
+}
+
+} // namespace otp

@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: Apache-2.0
+// otp/scheduler.hpp - one io_context, one (pinned) thread, its ready queue and timers.
+#pragma once
+
+#include "otp/detail/process.hpp"
+#include "otp/fwd.hpp"
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace otp {
+
+namespace detail {
+
+// A deadline in a scheduler's timer heap. Receive timeouts embed one in the
+// awaiting frame (no allocation); send_after timers own theirs.
+struct timer_node {
+  std::chrono::steady_clock::time_point deadline{};
+  std::uint32_t heap_index = npos;
+  void (*fire)(timer_node* self, scheduler& s) noexcept = nullptr;
+  static constexpr std::uint32_t npos = ~std::uint32_t{0};
+  [[nodiscard]] bool armed() const noexcept { return heap_index != npos; }
+};
+
+// A binary min-heap of timer nodes that know their index: O(log n) insert
+// and cancel, so a receive that matches before its timeout leaves nothing behind.
+class timer_heap {
+public:
+  void push(timer_node* t);
+  void erase(timer_node* t) noexcept;
+  [[nodiscard]] timer_node* top() const noexcept { return heap_.empty() ? nullptr : heap_.front(); }
+  [[nodiscard]] bool empty() const noexcept { return heap_.empty(); }
+  [[nodiscard]] std::size_t size() const noexcept { return heap_.size(); }
+
+private:
+  void sift_up(std::size_t i) noexcept;
+  void sift_down(std::size_t i) noexcept;
+  void place(std::size_t i, timer_node* t) noexcept {
+    heap_[i] = t;
+    t->heap_index = static_cast<std::uint32_t>(i);
+  }
+  std::vector<timer_node*> heap_;
+};
+
+struct send_timer : timer_node {
+  std::uint64_t ref = 0;
+  pid target;
+  message* msg = nullptr;
+  send_timer* prev = nullptr; // in the target's extras list, when local
+  send_timer* next = nullptr;
+  process* owner = nullptr;   // the local target whose death cancels it
+};
+
+} // namespace detail
+
+/// One core's worth of the runtime: an `asio::io_context` run by one thread.
+///
+/// Processes bound to a scheduler are resumed only on its thread. Its own
+/// ready queue (not `asio::post`) resumes processes; Asio runs the I/O and
+/// the completions of operations that processes `co_await`. When it runs
+/// out of work it polls for `spin` and then sleeps in the io_context.
+///
+/// @par Thread safety
+/// Use from other threads only through the runtime (send, spawn, exit).
+class scheduler {
+public:
+  scheduler(node& n, unsigned index);
+  scheduler(const scheduler&) = delete;
+  scheduler& operator=(const scheduler&) = delete;
+  ~scheduler();
+
+  /// Returns this scheduler's position in its node (0-based).
+  [[nodiscard]] unsigned index() const noexcept { return index_; }
+  /// Returns the io_context whose thread runs this scheduler's processes.
+  [[nodiscard]] asio::io_context& context() noexcept { return io_; }
+  /// Returns an executor for Asio objects used by this scheduler's processes.
+  [[nodiscard]] asio::io_context::executor_type get_executor() noexcept { return io_.get_executor(); }
+  /// Returns the node this scheduler belongs to.
+  [[nodiscard]] otp::node& owner() noexcept { return node_; }
+  /// Returns the number of live processes bound to this scheduler (owner thread).
+  [[nodiscard]] std::size_t process_count() const noexcept { return live_.size(); }
+  /// Returns the scheduler's clock: steady_clock, or the node's manual clock.
+  [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept;
+
+  // ---- runtime internals (public for the runtime's free functions) ----
+  /// @private
+  void make_ready(detail::process* p) noexcept;
+  /// @private
+  void remote_enqueue(detail::process* p) noexcept;
+  /// @private
+  void add_timer(detail::timer_node* t) { timers_.push(t); }
+  /// @private
+  void cancel_timer(detail::timer_node* t) noexcept {
+    if (t->armed())
+      timers_.erase(t);
+  }
+  /// @private
+  [[nodiscard]] std::uint64_t next_serial() noexcept {
+    return serial_.fetch_add(1, std::memory_order_relaxed);
+  }
+  /// @private
+  [[nodiscard]] std::uint64_t next_local_ref() noexcept { return ++local_ref_; }
+  /// @private
+  [[nodiscard]] detail::process* allocate_block();
+  /// @private
+  std::unordered_map<std::uint64_t, detail::send_timer*>& send_timers() noexcept { return send_timers_; }
+  /// @private Runs ready processes, due timers and I/O once; returns whether anything ran.
+  bool run_batch();
+  /// @private The thread's loop: batches, spin, sleep, until stop.
+  void run_loop(bool pin, std::chrono::microseconds spin);
+  /// @private
+  void request_stop() noexcept;
+  /// @private Destroys every process (node shutdown), on this scheduler's thread.
+  void terminate_all() noexcept;
+  /// @private Frees everything left once no thread runs (node shutdown).
+  void final_cleanup() noexcept;
+  /// @private
+  void start_thread(bool pin, std::chrono::microseconds spin);
+  /// @private
+  void join() noexcept;
+  /// @private
+  void set_order_seed(std::uint64_t seed) { if (seed != 0) rng_.emplace(seed); }
+  /// @private
+  void reclaim(detail::process* p) noexcept;
+  /// @private
+  void retire(detail::process* p) noexcept;
+  /// @private
+  void adopt(detail::process* p);
+  /// @private The earliest pending timer's deadline, if any.
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> next_deadline() const noexcept {
+    if (auto* t = timers_.top())
+      return t->deadline;
+    return std::nullopt;
+  }
+  /// @private
+  [[nodiscard]] bool has_ready() const noexcept { return ready_head_ != nullptr; }
+  /// @private
+  template <class F>
+  void for_each_process(F&& f) const {
+    for (auto* p : live_)
+      f(*p);
+  }
+
+  /// @private Ends `p` with `why`: destroys its frame, tells its links and monitors.
+  void exit_process(detail::process* p, const exit_reason& why) noexcept;
+  /// @private Handles `p`'s queued signals; returns false if `p` died.
+  bool process_signals(detail::process* p) noexcept;
+
+private:
+  void step(detail::process* p) noexcept;
+  void run(detail::process* p) noexcept;
+  bool handle_signal(detail::process* p, detail::signal* s) noexcept;
+  void teardown(detail::process* p) noexcept;
+  void remove_live(detail::process* p) noexcept;
+  [[nodiscard]] detail::process* pop_ready() noexcept;
+  bool drain_remote() noexcept;
+  bool fire_timers() noexcept;
+  void reap_zombies() noexcept;
+  void sleep_until_work();
+
+  node& node_;
+  unsigned index_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  asio::steady_timer wake_timer_;
+  std::chrono::steady_clock::time_point wake_armed_{};
+
+  // Ready queue: intrusive FIFO through process::ready_next.
+  detail::process* ready_head_ = nullptr;
+  detail::process* ready_tail_ = nullptr;
+  std::size_t ready_count_ = 0;
+  std::optional<std::mt19937_64> rng_; // deterministic mode: seeded pick order
+
+  // Processes woken or spawned from other threads: a LIFO stack, drained whole.
+  std::atomic<detail::process*> remote_ready_{nullptr};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<bool> stop_{false};
+
+  detail::timer_heap timers_;
+  std::unordered_map<std::uint64_t, detail::send_timer*> send_timers_;
+
+  std::vector<detail::process*> live_;
+  std::vector<detail::process*> zombies_;
+  detail::process* free_blocks_ = nullptr;
+  std::atomic<std::uint64_t> serial_{1};
+  std::uint64_t local_ref_ = 0;
+  std::thread thread_;
+};
+
+} // namespace otp
