@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <future>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,12 @@ struct spawn_result {
   monitor_ref monitor;
 };
 
+/// What spawn_watch returns: the pid and a future for its exit reason.
+struct watched_process {
+  otp::pid pid;
+  std::future<exit_reason> exit;
+};
+
 /// A snapshot of one process (cf. erlang:process_info/1).
 struct process_info {
   enum class status_t { runnable, running, waiting, suspended, exiting };
@@ -68,7 +75,8 @@ struct process_info {
 };
 
 namespace detail {
-spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top);
+spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top,
+                         std::shared_ptr<std::promise<exit_reason>> watcher = {});
 } // namespace detail
 
 /// A runtime instance: N schedulers (one io_context and one pinned thread
@@ -101,11 +109,25 @@ public:
     return detail::spawn_frame(this, o, t.release());
   }
 
+  /// Spawns `f(args...)` and returns a future for its exit reason, attached
+  /// atomically: unlike wait(), it cannot miss an early exit. For threads
+  /// that are not processes (main, tests). At shutdown a process still
+  /// alive reports `killed`.
+  template <class F, class... Args>
+  watched_process spawn_watch(const spawn_options& o, F&& f, Args&&... args) {
+    auto t = detail::make_process_frame(std::forward<F>(f), std::forward<Args>(args)...);
+    auto pr = std::make_shared<std::promise<exit_reason>>();
+    auto fut = pr->get_future();
+    auto r = detail::spawn_frame(this, o, t.release(), std::move(pr));
+    return {r.pid, std::move(fut)};
+  }
+
   /// Sends an exit signal from outside any process (cf. erlang:exit/2).
   void exit(const pid& to, const exit_reason& why);
 
   /// Blocks the calling (non-scheduler) thread until `p` exits; returns its
-  /// reason, `noproc` if it was already gone. In deterministic mode, runs
+  /// reason, or `noproc` if it was already gone (it monitors `p`, so an
+  /// exit before the monitor is set reads as noproc: see spawn_watch). In deterministic mode, runs
   /// the node until `p` exits, or fails with `timeout` if the node goes idle first.
   result<exit_reason> wait(const pid& p);
 

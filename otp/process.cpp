@@ -185,7 +185,8 @@ otp::process_info snapshot(const process& p) {
 
 // ------------------------------------------------------------------ spawn
 
-spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top) {
+spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top,
+                         std::shared_ptr<std::promise<exit_reason>> watcher) {
   struct frame_guard {
     std::coroutine_handle<> h;
     ~frame_guard() {
@@ -206,8 +207,11 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
     throw std::invalid_argument("spawn_opt: scheduler " + std::to_string(*o.scheduler)
                                 + " does not exist (the node has " + std::to_string(n->scheduler_count())
                                 + ")");
-  if (n->stopping())
+  if (n->stopping()) {
+    if (watcher)
+      watcher->set_value(exit_reason::noproc());
     return {};
+  }
   scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? cur : &n->pick_scheduler();
 
   process* p = cur != nullptr ? cur->allocate_block() : n->allocate_blocks(1);
@@ -222,6 +226,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
     p->ext().links.insert(parent->self());
     parent->ext().links.insert(child);
   }
+  if (watcher)
+    p->ext().exit_watchers.push_back(std::move(watcher));
   if (o.monitor) {
     r.monitor = monitor_ref{make_ref(*n)};
     p->ext().monitored_by.emplace(r.monitor, parent->self());

@@ -312,6 +312,7 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
 
 void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
   p->state = proc_state::exiting;
+  std::vector<std::shared_ptr<std::promise<exit_reason>>> watchers;
   const pid me = p->self();
   if (p->top) {
     // Destroying the outermost frame destroys every frame it awaits, and
@@ -331,6 +332,7 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
       detail::send_signal(item_kind::down, me, watcher, why, ref);
     for (const auto& [ref, target] : x->monitors)
       detail::send_signal(item_kind::demonitor, me, target, {}, ref);
+    watchers = std::move(x->exit_watchers);
     while (auto* t = x->timers) {
       x->timers = t->next;
       cancel_timer(t);
@@ -357,6 +359,9 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
   p->refs.fetch_or(process::closed_bit, std::memory_order_acq_rel);
   remove_live(p);
   zombies_.push_back(p);
+  // Last, so a thread woken by the future sees the process fully gone.
+  for (auto& w : watchers)
+    w->set_value(why);
 }
 
 void scheduler::reap_zombies() noexcept {
@@ -406,6 +411,8 @@ void scheduler::teardown(process* p) noexcept {
       detail::destroy_item(t->msg);
       delete t;
     }
+    for (auto& w : x->exit_watchers)
+      w->set_value(exit_reason::killed());
     delete x;
   }
   for (item* list : {p->mailbox.take_all(), p->signals.take_all()}) {

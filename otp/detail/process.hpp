@@ -10,8 +10,11 @@
 #include <coroutine>
 #include <cstdint>
 #include <exception>
+#include <future>
+#include <memory>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace otp::detail {
 
@@ -38,6 +41,7 @@ struct process_extras {
   std::unordered_map<monitor_ref, pid> monitors;     // monitors this process holds
   std::unordered_map<monitor_ref, pid> monitored_by; // monitors held on this process
   send_timer* timers = nullptr; // send_after timers aimed at this process (same scheduler)
+  std::vector<std::shared_ptr<std::promise<exit_reason>>> exit_watchers; // node::spawn_watch
 };
 
 // The control block of one process.

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: Apache-2.0
+// Threaded nodes: several schedulers, cross-core messages, shutdown.
+#include "otp/otp.hpp"
+
+#include "tests/support/counted.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using otp::test::counted;
+
+namespace {
+
+struct ball {
+  otp::pid from;
+  int left;
+};
+
+otp::task<void> bouncer() {
+  for (;;) {
+    auto b = co_await otp::receive<ball>();
+    if (b.left < 0)
+      co_return;
+    // At 0 the partner is told to stop too (-1), so both players exit.
+    otp::send(b.from, ball{otp::self(), b.left - 1});
+    if (b.left == 0)
+      co_return;
+  }
+}
+
+otp::task<void> count_to(int n) {
+  for (int i = 0; i < n; ++i)
+    (void)co_await otp::receive<int>();
+}
+
+} // namespace
+
+TEST_SUITE_BEGIN("otp/node");
+
+TEST_CASE("two processes on two schedulers play ping-pong") {
+  otp::node n({.schedulers = 2});
+  auto a = n.spawn_opt({.scheduler = 0}, bouncer).pid;
+  auto b = n.spawn_opt({.scheduler = 1}, bouncer).pid;
+  CHECK(a.scheduler_index() == 0);
+  CHECK(b.scheduler_index() == 1);
+  otp::send(a, ball{b, 10001});
+  auto ra = n.wait(a);
+  auto rb = n.wait(b);
+  REQUIRE(ra);
+  REQUIRE(rb);
+  // Whichever ended first may be seen as already gone (noproc) by wait.
+  CHECK(ra.value().which() != otp::exit_reason::kind::exception);
+  CHECK(rb.value().which() != otp::exit_reason::kind::exception);
+  CHECK_FALSE(n.info(a));
+  CHECK_FALSE(n.info(b));
+}
+
+TEST_CASE("process_info from another thread reports the process's scheduler") {
+  otp::node n({.schedulers = 2});
+  auto [p, exit] = n.spawn_watch({.scheduler = 1}, count_to, 1);
+  auto info = n.info(p);
+  REQUIRE(info);
+  CHECK(info->scheduler == 1);
+  otp::send(p, 1);
+  CHECK(exit.get() == otp::exit_reason::normal());
+  CHECK_FALSE(n.info(p));
+}
+
+TEST_CASE("messages from many threads all arrive") {
+  otp::node n({.schedulers = 2});
+  constexpr int threads = 4, each = 20000;
+  auto [sink, exit] = n.spawn_watch({}, count_to, threads * each);
+  std::vector<std::thread> senders;
+  for (int t = 0; t < threads; ++t)
+    senders.emplace_back([sink] {
+      for (int i = 0; i < each; ++i)
+        otp::send(sink, i);
+    });
+  for (auto& t : senders)
+    t.join();
+  CHECK(exit.get() == otp::exit_reason::normal());
+}
+
+TEST_CASE("per-sender order holds across schedulers") {
+  otp::node n({.schedulers = 2});
+  std::atomic<bool> ordered{true};
+  auto [sink, exit] = n.spawn_watch({.scheduler = 1}, [&ordered]() -> otp::task<void> {
+    int next[2] = {0, 0};
+    for (int i = 0; i < 20000; ++i) {
+      auto [who, v] = co_await otp::receive<std::pair<int, int>>();
+      if (v != next[who]++)
+        ordered = false;
+    }
+  });
+  for (int who = 0; who < 2; ++who)
+    n.spawn_opt({.scheduler = 0}, [](otp::pid to, int w) -> otp::task<void> {
+      for (int i = 0; i < 10000; ++i) {
+        otp::send(to, std::pair<int, int>{w, i});
+        if (i % 100 == 0)
+          co_await otp::yield();
+      }
+    }, sink, who);
+  CHECK(exit.get() == otp::exit_reason::normal());
+  CHECK(ordered);
+}
+
+TEST_CASE("a crash propagates through a link across schedulers") {
+  otp::node n({.schedulers = 2});
+  auto parent = n.spawn_watch({.scheduler = 0}, []() -> otp::task<void> {
+    otp::spawn_opt({.scheduler = 1, .link = true}, []() -> otp::task<void> {
+      co_await otp::yield();
+      otp::exit(otp::exit_reason::error("remote_crash"));
+    });
+    co_await otp::receive<int>();
+  });
+  CHECK(parent.exit.get() == otp::exit_reason::error("remote_crash"));
+}
+
+TEST_CASE("a kill sent from a foreign thread ends a process on any scheduler") {
+  otp::node n({.schedulers = 2});
+  auto w = n.spawn_watch({.scheduler = 1}, count_to, 1);
+  n.exit(w.pid, otp::exit_reason::kill());
+  CHECK(w.exit.get() == otp::exit_reason::killed());
+}
+
+TEST_CASE("thousands of processes spawned across schedulers all run and exit") {
+  otp::node n({.schedulers = 2});
+  constexpr int count = 5000;
+  auto collector = n.spawn_watch({}, count_to, count);
+  for (int i = 0; i < count; ++i)
+    n.spawn([](otp::pid to, int v) -> otp::task<void> {
+      otp::send(to, v);
+      co_return;
+    }, collector.pid, i);
+  CHECK(collector.exit.get() == otp::exit_reason::normal());
+}
+
+TEST_CASE("wait on a live process gives its reason; on one already gone, noproc") {
+  otp::node n({.schedulers = 1});
+  auto w = n.spawn_watch({}, []() -> otp::task<void> { co_return; });
+  CHECK(w.exit.get() == otp::exit_reason::normal());
+  CHECK(n.wait(w.pid).value() == otp::exit_reason::noproc());
+  // A process that waits for a message: wait() monitors it before it ends.
+  auto p = n.spawn(count_to, 1);
+  while (!n.info(p) || n.info(p)->status != otp::process_info::status_t::waiting)
+    std::this_thread::yield();
+  std::thread t([&] { otp::send(p, 1); });
+  auto r = n.wait(p);
+  t.join();
+  CHECK((r.value() == otp::exit_reason::normal() || r.value() == otp::exit_reason::noproc()));
+  CHECK(n.wait(otp::pid{}).value() == otp::exit_reason::noproc());
+}
+
+TEST_CASE("shutdown destroys processes blocked in receive on every scheduler") {
+  counted::reset();
+  {
+    otp::node n({.schedulers = 2});
+    std::vector<otp::pid> pids;
+    for (int i = 0; i < 200; ++i)
+      pids.push_back(n.spawn([]() -> otp::task<void> {
+        counted local;
+        co_await otp::receive<int>();
+      }));
+    for (auto& p : pids)
+      otp::send(p, std::string("left in the mailbox"));
+    // Wait until all 200 are blocked, then shut down with them inside.
+    while (counted::constructed.load() < 200)
+      std::this_thread::yield();
+  }
+  CHECK(counted::alive() == 0);
+  CHECK(counted::destroyed.load() == 200);
+}
+
+TEST_CASE("a deterministic node's wait fails clearly when the node goes idle") {
+  otp::node n({.deterministic = true});
+  auto p = n.spawn(count_to, 1);
+  auto r = n.wait(p);
+  REQUIRE(r.has_error());
+  CHECK(r.error() == otp::errc::timeout);
+  CHECK(r.error().message().find(p.to_string()) != std::string::npos);
+  CHECK_THROWS_AS(otp::node({.schedulers = 1}).run_until_idle(), std::logic_error);
+}
+
+TEST_SUITE_END();
