@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "otp/process.hpp"
 
+#include "otp/asio.hpp"
 #include "otp/detail/runtime.hpp"
 #include "otp/receive.hpp"
 

@@ -4,7 +4,7 @@
 set -u
 root=$1 file=$2 expected=$3
 shift 4
-out=$("$@" -std=c++20 -fsyntax-only -DASIO_HAS_CO_AWAIT=1 -DASIO_HAS_STD_COROUTINE=1 -I"$root" "$file" 2>&1)
+out=$("$@" -std=c++20 -fsyntax-only -DASIO_HAS_CO_AWAIT=1 -DASIO_HAS_STD_COROUTINE=1 -DASIO_DISABLE_STD_ALIGNED_ALLOC -I"$root" "$file" 2>&1)
 if [ $? -eq 0 ]; then
   echo "FAIL: $file compiled, but it must be rejected"
   exit 1

@@ -130,7 +130,7 @@ TEST_CASE("receive with several alternatives runs the handler of the first match
     for (int i = 0; i < 3; ++i) {
       auto s = co_await otp::receive(
         [](int v) { return "int " + std::to_string(v); },
-        otp::when([](const std::string& s) { return !s.empty(); }, [](std::string s) { return "str " + s; }),
+        otp::when([](const std::string& v) { return !v.empty(); }, [](std::string v) { return "str " + v; }),
         [](double) { return std::string("double"); });
       got.push_back(s);
     }
