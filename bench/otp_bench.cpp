@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: Apache-2.0
+// bench/otp_bench - this library's side of the side-by-side benchmarks.
+// The same programs exist in bench/erlang/otp_bench.erl and bench/caf/caf_bench.cpp;
+// bench/run.py runs all three and reports the ratios.
+//
+// usage: otp_bench NAME     prints "RESULT <bench> <value> <unit>" lines
+//        otp_bench --list   prints the names it knows
+#include "otp/otp.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ns_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
+}
+
+void result(const char* name, double value, const char* unit) {
+  std::printf("RESULT %s %.3f %s\n", name, value, unit);
+  std::fflush(stdout);
+}
+
+long rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  long pages = 0, resident = 0;
+  f >> pages >> resident;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+struct never {};
+
+otp::task<void> idle() { co_await otp::receive<never>(); }
+
+// Runs `body` as a process and waits for it: the measurements happen inside.
+template <class F>
+void run_in_process(otp::node& n, F body) {
+  auto w = n.spawn_watch({.scheduler = 0}, std::move(body));
+  auto why = w.exit.get();
+  if (!why.is_normal()) {
+    std::fprintf(stderr, "benchmark process failed: %s\n", why.to_string().c_str());
+    std::exit(1);
+  }
+}
+
+// ---------------------------------------------------------------- spawn
+
+void spawn_idle() {
+  constexpr int n = 100000;
+  otp::node node;
+  double ns = 0;
+  long before = 0, after = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    before = rss_bytes();
+    auto t0 = clock_type::now();
+    for (int i = 0; i < n; ++i)
+      (void)otp::spawn(idle);
+    ns = ns_since(t0);
+    co_await otp::yield(); // let them all run into their receive
+    after = rss_bytes();
+  });
+  result("spawn_idle_ns", ns / n, "ns");
+  result("idle_process_bytes", static_cast<double>(after - before) / n, "bytes");
+}
+
+void spawn_exit() {
+  constexpr int n = 200000;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto t0 = clock_type::now();
+    for (int i = 0; i < n; ++i) {
+      (void)otp::spawn_monitor([]() -> otp::task<void> { co_return; });
+      (void)co_await otp::receive<otp::down_msg>();
+    }
+    ns = ns_since(t0);
+  });
+  result("spawn_exit_ns", ns / n, "ns");
+}
+
+// ------------------------------------------------------------ messaging
+
+struct ball {
+  otp::pid from;
+  int left;
+};
+
+otp::task<void> ponger() {
+  for (;;) {
+    auto b = co_await otp::receive<ball>();
+    otp::send(b.from, ball{otp::self(), b.left});
+    if (b.left == 0)
+      co_return;
+  }
+}
+
+void ping_pong(unsigned schedulers, const char* name) {
+  constexpr int n = 1000000;
+  otp::node node({.schedulers = schedulers});
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto peer = otp::spawn_opt({.scheduler = schedulers - 1}, ponger).pid;
+    const auto me = otp::self();
+    auto t0 = clock_type::now();
+    for (int i = n - 1; i >= 0; --i) {
+      otp::send(peer, ball{me, i});
+      (void)co_await otp::receive<ball>();
+    }
+    ns = ns_since(t0);
+  });
+  result(name, ns / n, "ns");
+}
+
+otp::task<void> ring_node() {
+  auto next = co_await otp::receive<otp::pid>();
+  for (;;) {
+    int token = co_await otp::receive<int>();
+    otp::send(next, token - 1);
+    if (token <= 0)
+      co_return;
+  }
+}
+
+void ring() {
+  constexpr int size = 10000, hops = 10000000;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    // The ring: us, then 9,999 processes; the last one sends back to us.
+    std::vector<otp::pid> ring{otp::self()};
+    for (int i = 1; i < size; ++i)
+      ring.push_back(otp::spawn(ring_node));
+    for (int i = 1; i < size; ++i)
+      otp::send(ring[static_cast<std::size_t>(i)], ring[static_cast<std::size_t>((i + 1) % size)]);
+    auto t0 = clock_type::now();
+    otp::send(ring[1], hops - 1);
+    for (;;) {
+      int token = co_await otp::receive<int>();
+      if (token <= 0)
+        break;
+      otp::send(ring[1], token - 1);
+    }
+    ns = ns_since(t0);
+    for (int i = 1; i < size; ++i) // stop the others
+      otp::exit(ring[static_cast<std::size_t>(i)], otp::exit_reason::kill());
+  });
+  result("ring_hop_ns", ns / hops, "ns");
+}
+
+void fan_in() {
+  constexpr int senders = 100, each = 100000;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    const auto me = otp::self();
+    const unsigned scheds = otp::this_scheduler().owner().scheduler_count();
+    auto t0 = clock_type::now();
+    for (int s = 0; s < senders; ++s)
+      otp::spawn_opt({.scheduler = static_cast<unsigned>(s) % scheds}, [](otp::pid to) -> otp::task<void> {
+        for (int i = 0; i < each; ++i) {
+          otp::send(to, i);
+          if ((i & 1023) == 0)
+            co_await otp::yield(); // share the scheduler like Erlang's reductions do
+        }
+      }, me);
+    for (long i = 0; i < long{senders} * each; ++i)
+      (void)co_await otp::receive<int>();
+    ns = ns_since(t0);
+  });
+  result("fan_in_msgs_per_s", double(senders) * each / (ns / 1e9), "msgs/s");
+}
+
+// ---------------------------------------------------------------- skynet
+
+otp::task<void> skynet(otp::pid parent, long num, long size, unsigned spread) {
+  if (size == 1) {
+    otp::send(parent, num);
+    co_return;
+  }
+  const long child = size / 10;
+  for (long i = 0; i < 10; ++i) {
+    otp::spawn_opt({.scheduler = spread > 1 ? static_cast<unsigned>(i) % spread : std::optional<unsigned>{}},
+                   skynet, otp::self(), num + i * child, child, 1u);
+  }
+  long sum = 0;
+  for (int i = 0; i < 10; ++i)
+    sum += co_await otp::receive<long>();
+  otp::send(parent, sum);
+}
+
+void skynet_bench() {
+  otp::node node;
+  double ns = 0;
+  long sum = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto t0 = clock_type::now();
+    otp::spawn(skynet, otp::self(), 0L, 1000000L, otp::this_scheduler().owner().scheduler_count());
+    sum = co_await otp::receive<long>();
+    ns = ns_since(t0);
+  });
+  if (sum != 499999500000L) {
+    std::fprintf(stderr, "skynet: wrong sum %ld\n", sum);
+    std::exit(1);
+  }
+  result("skynet_ms", ns / 1e6, "ms");
+}
+
+const std::map<std::string, std::function<void()>>& benches() {
+  static const std::map<std::string, std::function<void()>> table = {
+    {"spawn_idle", spawn_idle},
+    {"spawn_exit_ns", spawn_exit},
+    {"ping_pong_ns", [] { ping_pong(1, "ping_pong_ns"); }},
+    {"ping_pong_cross_ns", [] { ping_pong(2, "ping_pong_cross_ns"); }},
+    {"ring_hop_ns", ring},
+    {"fan_in_msgs_per_s", fan_in},
+    {"skynet_ms", skynet_bench},
+  };
+  return table;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s NAME | --list\n", argv[0]);
+    return 2;
+  }
+  if (std::strcmp(argv[1], "--list") == 0) {
+    for (auto& [name, fn] : benches())
+      std::printf("%s\n", name.c_str());
+    return 0;
+  }
+  auto found = benches().find(argv[1]);
+  if (found == benches().end()) {
+    std::fprintf(stderr, "unknown benchmark '%s' (try --list)\n", argv[1]);
+    return 2;
+  }
+  found->second();
+  return 0;
+}
