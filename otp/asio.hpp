@@ -51,6 +51,7 @@ template <class... Args>
 struct io_handler {
   using executor_type = asio::io_context::executor_type;
   executor_type ex;
+  scheduler* home;
   process* proc;
   std::uint64_t id;
   std::uint32_t seq;
@@ -59,6 +60,7 @@ struct io_handler {
   [[nodiscard]] executor_type get_executor() const noexcept { return ex; }
 
   void operator()(Args... args) {
+    home->io_finished();
     // Runs on the home thread. The control block is type-stable; if the
     // process was killed (or the block recycled) while the operation was
     // pending, id or seq no longer match and the completion is dropped.
@@ -80,11 +82,12 @@ public:
   void await_suspend(std::coroutine_handle<> h) {
     process& p = require_process("co_await of an Asio operation");
     std::uint32_t seq = ++p.io_seq;
-    io_handler<Args...> handler{process_executor(p), &p, p.id.load(std::memory_order_relaxed), seq, &slot_};
+    io_handler<Args...> handler{process_executor(p), p.home, &p, p.id.load(std::memory_order_relaxed), seq, &slot_};
     std::apply(
       [&](auto&&... a) { std::move(init_)(std::move(handler), std::forward<decltype(a)>(a)...); },
       std::move(args_));
     // Asio never completes inside the initiation, so suspending after it is safe.
+    p.home->io_started();
     io_suspend(p, h);
   }
 

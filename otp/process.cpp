@@ -38,8 +38,13 @@ node& calling_node(const char* what) {
 }
 
 void record_crash(std::exception_ptr e) noexcept {
-  if (auto* p = this_thread.current)
-    p->crash = std::move(e);
+  if (auto* p = this_thread.current) {
+    try {
+      p->ext().crash = std::move(e);
+    } catch (...) {
+      // Out of memory: the process still ends, as an unknown crash.
+    }
+  }
 }
 
 std::uint64_t make_ref(node& n) noexcept {
@@ -173,11 +178,9 @@ otp::process_info snapshot(const process& p) {
   for (const item* it = p.signals.head; it != nullptr; it = it->next)
     i.message_queue_len += it->kind == item_kind::message ? 1 : 0;
   if (p.extras != nullptr) {
-    i.links.assign(p.extras->links.begin(), p.extras->links.end());
-    for (const auto& [ref, target] : p.extras->monitors)
-      i.monitors.push_back(ref);
-    for (const auto& [ref, watcher] : p.extras->monitored_by)
-      i.monitored_by.push_back(watcher);
+    p.extras->links.for_each([&](const pid& l, bool) { i.links.push_back(l); });
+    p.extras->monitors.for_each([&](const monitor_ref& r, const pid&) { i.monitors.push_back(r); });
+    p.extras->monitored_by.for_each([&](const monitor_ref&, const pid& w) { i.monitored_by.push_back(w); });
   }
   i.scheduler = p.home->index();
   i.trap_exit = p.trap_exit;
@@ -224,15 +227,15 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   const pid child = p->self();
   spawn_result r{child, {}};
   if (o.link) {
-    p->ext().links.insert(parent->self());
-    parent->ext().links.insert(child);
+    p->ext().links.insert(parent->self(), true);
+    parent->ext().links.insert(child, true);
   }
   if (watcher)
     p->ext().exit_watchers.push_back(std::move(watcher));
   if (o.monitor) {
     r.monitor = monitor_ref{make_ref(*n)};
-    p->ext().monitored_by.emplace(r.monitor, parent->self());
-    parent->ext().monitors.emplace(r.monitor, child);
+    p->ext().monitored_by.insert(r.monitor, parent->self());
+    parent->ext().monitors.insert(r.monitor, child);
   }
   // Open for remote senders: they read `id` and `home` only after seeing this.
   p->refs.fetch_and(~process::closed_bit, std::memory_order_release);
@@ -274,7 +277,7 @@ void receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handl
 void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept {
   if (p.waiter == w)
     p.waiter = nullptr;
-  if (timer->armed())
+  if (timer != nullptr && timer->armed())
     p.home->cancel_timer(timer);
 }
 
@@ -290,7 +293,7 @@ bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept
 
 void receive_matched(process& p, timer_node* timer) noexcept {
   p.waiter = nullptr;
-  if (timer->armed())
+  if (timer != nullptr && timer->armed())
     p.home->cancel_timer(timer);
 }
 
@@ -406,9 +409,8 @@ void link(const pid& to) {
   const pid mine = me.self();
   if (!to || to == mine)
     return;
-  if (me.extras != nullptr && me.extras->links.contains(to))
+  if (!me.ext().links.insert(to, true))
     return;
-  me.ext().links.insert(to);
   if (!detail::send_signal(item_kind::link, mine, to)) {
     // As if `to` had died linked to us with `noproc` (erlang:link/1).
     detail::signal* s = detail::make_signal(item_kind::exit, to);
@@ -428,7 +430,7 @@ void unlink(const pid& to) {
 monitor_ref monitor(const pid& target) {
   process& me = detail::require_process("otp::monitor");
   const monitor_ref ref{detail::make_ref(*me.owner_node)};
-  me.ext().monitors.emplace(ref, target);
+  me.ext().monitors.insert(ref, target);
   if (!detail::send_signal(item_kind::monitor, me.self(), target, {}, ref)) {
     detail::signal* s = detail::make_signal(item_kind::down, target);
     s->reason = exit_reason::noproc();
@@ -442,9 +444,9 @@ bool demonitor(monitor_ref ref, bool flush) {
   process& me = detail::require_process("otp::demonitor");
   bool active = false;
   if (me.extras != nullptr) {
-    if (auto found = me.extras->monitors.find(ref); found != me.extras->monitors.end()) {
-      const pid target = found->second;
-      me.extras->monitors.erase(found);
+    if (const pid* found = me.extras->monitors.find(ref)) {
+      const pid target = *found;
+      me.extras->monitors.erase(ref);
       detail::send_signal(item_kind::demonitor, me.self(), target, {}, ref);
       active = true;
     }

@@ -10,6 +10,7 @@
 #include <concepts>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <tuple>
@@ -92,27 +93,40 @@ void receive_matched(process& p, timer_node* timer) noexcept;
 bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept;
 void unlink_from_mailbox(process& p, item* prev, item* it) noexcept;
 
+// The timer part of a receive that has an `after` clause.
+struct receive_timeout : timer_node {
+  std::chrono::steady_clock::duration timeout{};
+};
+struct receive_no_timeout {};
+
 // The awaitable behind every receive. It lives in the awaiting frame: the
-// scheduler asks it to look at new messages (try_match) and its embedded
-// timer node fires the timeout; nothing is allocated per receive.
+// scheduler asks it to look at new messages (try_match) and, with an
+// `after` clause, its embedded timer node fires the timeout; nothing is
+// allocated per receive, and a receive without a timeout carries no timer.
 template <class AfterF, class... Alts>
-class receive_awaiter final : receive_waiter, timer_node {
+class receive_awaiter final
+  : receive_waiter,
+    std::conditional_t<std::is_void_v<AfterF>, receive_no_timeout, receive_timeout> {
+  static constexpr bool has_timeout = !std::is_void_v<AfterF>;
+  using after_storage = std::conditional_t<has_timeout, AfterF, receive_no_timeout>;
+
 public:
   using result_type = std::common_type_t<typename Alts::result_type...>;
 
-  using after_storage = std::conditional_t<std::is_void_v<AfterF>, int, AfterF>;
+  explicit receive_awaiter(Alts... alts) requires(!has_timeout)
+    : receive_waiter{&try_match_thunk}, alts_(std::move(alts)...) {}
 
-  receive_awaiter(std::optional<std::chrono::steady_clock::duration> timeout,
-                  std::optional<after_storage> after, Alts... alts)
-    : receive_waiter{&try_match_thunk}, timer_node{}, alts_(std::move(alts)...),
-      after_(std::move(after)), timeout_(timeout) {
-    fire = &fire_thunk;
+  receive_awaiter(std::chrono::steady_clock::duration timeout, after_storage after, Alts... alts)
+    requires(has_timeout)
+    : receive_waiter{&try_match_thunk}, alts_(std::move(alts)...), after_(std::move(after)) {
+    this->fire = &fire_thunk;
+    this->timeout = timeout;
   }
   receive_awaiter(const receive_awaiter&) = delete;
   receive_awaiter& operator=(const receive_awaiter&) = delete;
   ~receive_awaiter() {
     if (proc_ != nullptr)
-      receive_cleanup(*proc_, this, this);
+      receive_cleanup(*proc_, this, timer());
     if (matched_ != nullptr)
       matched_->destroy(matched_);
   }
@@ -125,7 +139,7 @@ public:
       return false;
     if (scan())
       return true;
-    if (timeout_ && *timeout_ <= std::chrono::steady_clock::duration::zero()) {
+    if (zero_timeout()) {
       timed_out_ = true;
       return true;
     }
@@ -133,18 +147,18 @@ public:
   }
 
   void await_suspend(std::coroutine_handle<> h) {
-    receive_prepare_suspend(*proc_, this, h, this, timeout_);
+    std::optional<std::chrono::steady_clock::duration> t;
+    if constexpr (has_timeout)
+      t = this->timeout;
+    receive_prepare_suspend(*proc_, this, h, timer(), t);
   }
 
   result_type await_resume() {
     if (error_)
       std::rethrow_exception(error_);
-    if (timed_out_) {
-      if constexpr (std::is_void_v<AfterF>) {
-        std::terminate(); // unreachable: only an `after` clause sets a timeout
-      } else {
-        return (*after_)();
-      }
+    if constexpr (has_timeout) {
+      if (timed_out_)
+        return after_();
     }
     message* m = std::exchange(matched_, nullptr);
     struct free_on_exit {
@@ -155,6 +169,19 @@ public:
   }
 
 private:
+  [[nodiscard]] timer_node* timer() noexcept {
+    if constexpr (has_timeout)
+      return this;
+    else
+      return nullptr;
+  }
+  [[nodiscard]] bool zero_timeout() const noexcept {
+    if constexpr (has_timeout)
+      return this->timeout <= std::chrono::steady_clock::duration::zero();
+    else
+      return false;
+  }
+
   template <std::size_t... I>
   result_type dispatch(message* m, std::index_sequence<I...>) {
     if constexpr (std::is_void_v<result_type>) {
@@ -189,7 +216,7 @@ private:
       if (i >= 0) {
         unlink_from_mailbox(*proc_, prev, it);
         matched_ = m;
-        index_ = i;
+        index_ = static_cast<std::int8_t>(i);
         return true;
       }
       prev = it;
@@ -209,38 +236,32 @@ private:
       a->error_ = std::current_exception();
       ok = true;
     }
-    if (!ok && a->timeout_ && *a->timeout_ <= std::chrono::steady_clock::duration::zero()) {
+    if (!ok && a->zero_timeout()) {
       a->timed_out_ = true;
       ok = true;
     }
     if (ok)
-      receive_matched(*a->proc_, a);
+      receive_matched(*a->proc_, a->timer());
     return ok;
   }
 
-  static void fire_thunk(timer_node* t, scheduler& s) noexcept;
+  static void fire_thunk(timer_node* t, scheduler& s) noexcept {
+    if constexpr (has_timeout) {
+      auto* a = static_cast<receive_awaiter*>(static_cast<receive_timeout*>(t));
+      if (receive_timeout_fired(*a->proc_, a, s))
+        a->timed_out_ = true;
+    }
+  }
 
-  std::tuple<Alts...> alts_;
-  std::optional<after_storage> after_;
-  std::optional<std::chrono::steady_clock::duration> timeout_;
+  [[no_unique_address]] std::tuple<Alts...> alts_;
+  [[no_unique_address]] after_storage after_{};
   process* proc_ = nullptr;
   item* cursor_ = nullptr;
   message* matched_ = nullptr;
   std::exception_ptr error_;
-  int index_ = -1;
+  std::int8_t index_ = -1;
   bool timed_out_ = false;
-
-public:
-  /// @private
-  [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
 };
-
-template <class AfterF, class... Alts>
-void receive_awaiter<AfterF, Alts...>::fire_thunk(timer_node* t, scheduler& s) noexcept {
-  auto* a = static_cast<receive_awaiter*>(t);
-  if (receive_timeout_fired(*a->proc_, a, s))
-    a->timed_out_ = true;
-}
 
 // A void "after" handler type for receives without one.
 template <class R>
@@ -305,12 +326,12 @@ auto receive(Hs&&... hs) {
       using A = std::remove_cvref_t<decltype(a)>;
       using AfterF = decltype(A::handler);
       return detail::receive_awaiter<AfterF, decltype(detail::as_alternative(std::get<I>(std::move(all))))...>{
-        a.timeout, std::optional<AfterF>{std::move(a.handler)}, detail::as_alternative(std::get<I>(std::move(all)))...};
+        a.timeout, std::move(a.handler), detail::as_alternative(std::get<I>(std::move(all)))...};
     }(std::make_index_sequence<sizeof...(Hs) - 1>{});
   } else {
     return [&]<std::size_t... I>(std::index_sequence<I...>) {
       return detail::receive_awaiter<void, decltype(detail::as_alternative(std::get<I>(std::move(all))))...>{
-        std::nullopt, std::nullopt, detail::as_alternative(std::get<I>(std::move(all)))...};
+        detail::as_alternative(std::get<I>(std::move(all)))...};
     }(std::make_index_sequence<sizeof...(Hs)>{});
   }
 }
@@ -319,7 +340,7 @@ auto receive(Hs&&... hs) {
 template <class T>
 auto receive() {
   using alt = detail::alternative<T, detail::no_predicate, detail::identity_handler<T>>;
-  return detail::receive_awaiter<void, alt>{std::nullopt, std::nullopt, alt{}};
+  return detail::receive_awaiter<void, alt>{alt{}};
 }
 
 /// Receives the first message of type `T` for which `pred` holds.
@@ -327,7 +348,7 @@ template <class T, class Pred>
   requires std::is_invocable_r_v<bool, Pred&, const T&>
 auto receive(Pred pred) {
   using alt = detail::alternative<T, Pred, detail::identity_handler<T>>;
-  return detail::receive_awaiter<void, alt>{std::nullopt, std::nullopt, alt{std::move(pred), {}}};
+  return detail::receive_awaiter<void, alt>{alt{std::move(pred), {}}};
 }
 
 /// Receives the first `T` within `timeout`; nothing if none came (0: poll).

@@ -217,7 +217,8 @@ void scheduler::run(process* p) noexcept {
   p->resume.resume();
   detail::this_thread.current = prev;
   if (p->top.done()) {
-    exit_reason why = p->crash ? exit_reason::from_exception(p->crash) : exit_reason::normal();
+    const bool crashed = p->extras != nullptr && p->extras->crash;
+    exit_reason why = crashed ? exit_reason::from_exception(p->extras->crash) : exit_reason::normal();
     exit_process(p, why);
   } else if (p->state == proc_state::running) {
     // Suspended on an awaitable that is not the runtime's: only that
@@ -283,12 +284,12 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
       exit_process(p, s->reason);
       return false;
     }
-    case item_kind::link: p->ext().links.insert(s->from); return true;
+    case item_kind::link: p->ext().links.insert(s->from, true); return true;
     case item_kind::unlink:
       if (p->extras != nullptr)
         p->extras->links.erase(s->from);
       return true;
-    case item_kind::monitor: p->ext().monitored_by.emplace(s->ref, s->from); return true;
+    case item_kind::monitor: p->ext().monitored_by.insert(s->ref, s->from); return true;
     case item_kind::demonitor:
       if (p->extras != nullptr)
         p->extras->monitored_by.erase(s->ref);
@@ -323,15 +324,13 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
     p->top = {};
     p->resume = {};
   }
-  p->crash = nullptr;
   p->waiter = nullptr;
   if (auto* x = std::exchange(p->extras, nullptr)) {
-    for (const pid& l : x->links)
-      detail::send_signal(item_kind::exit, me, l, why, {}, true);
-    for (const auto& [ref, watcher] : x->monitored_by)
-      detail::send_signal(item_kind::down, me, watcher, why, ref);
-    for (const auto& [ref, target] : x->monitors)
-      detail::send_signal(item_kind::demonitor, me, target, {}, ref);
+    x->links.for_each([&](const pid& l, bool) { detail::send_signal(item_kind::exit, me, l, why, {}, true); });
+    x->monitored_by.for_each(
+      [&](const monitor_ref& ref, const pid& watcher) { detail::send_signal(item_kind::down, me, watcher, why, ref); });
+    x->monitors.for_each(
+      [&](const monitor_ref& ref, const pid& target) { detail::send_signal(item_kind::demonitor, me, target, {}, ref); });
     watchers = std::move(x->exit_watchers);
     while (auto* t = x->timers) {
       x->timers = t->next;
@@ -401,7 +400,6 @@ void scheduler::teardown(process* p) noexcept {
     p->top = {};
     p->resume = {};
   }
-  p->crash = nullptr;
   p->waiter = nullptr;
   if (auto* x = std::exchange(p->extras, nullptr)) {
     while (auto* t = x->timers) {
@@ -507,7 +505,10 @@ bool scheduler::run_batch() {
   did |= n > 0;
   if (!zombies_.empty())
     reap_zombies();
-  did |= io_.poll() > 0;
+  if (io_pending_ > 0 || ++batches_since_poll_ >= 64) {
+    batches_since_poll_ = 0;
+    did |= io_.poll() > 0;
+  }
   return did;
 }
 
@@ -546,13 +547,16 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
     // Idle: poll briefly before sleeping; a wake-up costs far more.
     const auto until = std::chrono::steady_clock::now() + spin;
     bool woke = false;
-    for (unsigned k = 1; std::chrono::steady_clock::now() < until; ++k) {
+    for (unsigned k = 1;; ++k) {
       if (remote_ready_.load(std::memory_order_relaxed) != nullptr || stop_.load(std::memory_order_relaxed)) {
         woke = true;
         break;
       }
       if ((k & 63) == 0) {
-        if (io_.poll() > 0 || (!timers_.empty() && timers_.top()->deadline <= now())) {
+        const auto t = std::chrono::steady_clock::now();
+        if (t >= until)
+          break;
+        if ((io_pending_ > 0 && io_.poll() > 0) || (!timers_.empty() && timers_.top()->deadline <= t)) {
           woke = true;
           break;
         }

@@ -99,6 +99,10 @@ public:
   void remote_enqueue(detail::process* p) noexcept;
   /// @private
   void add_timer(detail::timer_node* t) { timers_.push(t); }
+  /// @private Counts co_awaited Asio operations still pending on this scheduler.
+  void io_started() noexcept { ++io_pending_; }
+  /// @private
+  void io_finished() noexcept { --io_pending_; }
   /// @private
   void cancel_timer(detail::timer_node* t) noexcept {
     if (t->armed())
@@ -188,6 +192,12 @@ private:
 
   detail::timer_heap timers_;
   std::unordered_map<std::uint64_t, detail::send_timer*> send_timers_;
+
+  // Asio is polled every batch while processes await its operations, else
+  // every 64 batches (for handlers posted by other code): a poll with the
+  // reactor armed is an epoll_wait system call.
+  std::size_t io_pending_ = 0;
+  unsigned batches_since_poll_ = 0;
 
   std::vector<detail::process*> live_;
   std::vector<detail::process*> zombies_;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "otp/detail/item.hpp"
+#include "otp/detail/small_map.hpp"
 #include "otp/pid.hpp"
 
 #include <atomic>
@@ -37,11 +38,15 @@ struct receive_waiter {
 
 // Rarely used state, allocated on first use so idle processes stay small.
 struct process_extras {
-  std::unordered_set<pid> links;
-  std::unordered_map<monitor_ref, pid> monitors;     // monitors this process holds
-  std::unordered_map<monitor_ref, pid> monitored_by; // monitors held on this process
+  small_map<pid, bool> links;
+  small_map<monitor_ref, pid> monitors;     // monitors this process holds
+  small_map<monitor_ref, pid> monitored_by; // monitors held on this process
   send_timer* timers = nullptr; // send_after timers aimed at this process (same scheduler)
   std::vector<std::shared_ptr<std::promise<exit_reason>>> exit_watchers; // node::spawn_watch
+  std::exception_ptr crash; // what escaped the top frame
+
+  static void* operator new(std::size_t n) { return pool_allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
 };
 
 // The control block of one process.
@@ -58,7 +63,6 @@ struct process {
   // --- shared with other threads ---
   std::atomic<std::uint64_t> refs{closed_bit}; // remote senders' holds | closed_bit
   std::atomic<item*> inbox{nullptr};           // LIFO stack of remote items
-  std::atomic<bool> notified{false};           // on the home's remote-ready stack
   std::atomic<std::uint64_t> id{0};            // the pid this block holds now
   process* remote_next = nullptr;              // link in the remote-ready stack
   scheduler* home = nullptr;                   // written before open, read after hold
@@ -72,13 +76,13 @@ struct process {
   item_list signals;              // local signals, and messages queued behind them
   receive_waiter* waiter = nullptr;
   process_extras* extras = nullptr;
-  std::exception_ptr crash;       // what escaped the top frame
   std::uint32_t mailbox_len = 0;
   std::uint32_t live_index = 0;
   std::uint32_t io_seq = 0;       // bumped per Asio wait; stale completions are dropped
   proc_state state = proc_state::dead;
   bool in_ready = false;
   bool trap_exit = false;
+  std::atomic<bool> notified{false}; // shared: on the home's remote-ready stack
 
   [[nodiscard]] pid self() const noexcept {
     return pid{const_cast<process*>(this), id.load(std::memory_order_relaxed)};
