@@ -63,6 +63,10 @@ struct process {
   // --- shared with other threads ---
   std::atomic<std::uint64_t> refs{closed_bit}; // remote senders' holds | closed_bit
   std::atomic<item*> inbox{nullptr};           // LIFO stack of remote items
+  std::atomic<bool> notified{false};           // on the home's remote-ready stack
+  // Owner-thread flags, packed beside `notified` to fill the padding.
+  bool in_ready = false;
+  bool trap_exit = false;
   std::atomic<std::uint64_t> id{0};            // the pid this block holds now
   process* remote_next = nullptr;              // link in the remote-ready stack
   scheduler* home = nullptr;                   // written before open, read after hold
@@ -80,9 +84,7 @@ struct process {
   std::uint32_t live_index = 0;
   std::uint32_t io_seq = 0;       // bumped per Asio wait; stale completions are dropped
   proc_state state = proc_state::dead;
-  bool in_ready = false;
-  bool trap_exit = false;
-  std::atomic<bool> notified{false}; // shared: on the home's remote-ready stack
+
 
   [[nodiscard]] pid self() const noexcept {
     return pid{const_cast<process*>(this), id.load(std::memory_order_relaxed)};
