@@ -54,7 +54,7 @@ struct io_handler {
   scheduler* home;
   process* proc;
   std::uint64_t id;
-  std::uint32_t seq;
+  std::uint16_t seq;
   std::optional<std::tuple<Args...>>* slot;
 
   [[nodiscard]] executor_type get_executor() const noexcept { return ex; }
@@ -81,13 +81,13 @@ public:
 
   void await_suspend(std::coroutine_handle<> h) {
     process& p = require_process("co_await of an Asio operation");
-    std::uint32_t seq = ++p.io_seq;
-    io_handler<Args...> handler{process_executor(p), p.home, &p, p.id.load(std::memory_order_relaxed), seq, &slot_};
+    std::uint16_t seq = ++p.io_seq;
+    io_handler<Args...> handler{process_executor(p), p.home(), &p, p.id.load(std::memory_order_relaxed), seq, &slot_};
     std::apply(
       [&](auto&&... a) { std::move(init_)(std::move(handler), std::forward<decltype(a)>(a)...); },
       std::move(args_));
     // Asio never completes inside the initiation, so suspending after it is safe.
-    p.home->io_started();
+    p.home()->io_started();
     io_suspend(p, h);
   }
 

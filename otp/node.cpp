@@ -38,7 +38,6 @@ node::~node() { shutdown(); }
 detail::process* node::allocate_blocks(std::size_t n) {
   auto chunk = std::make_unique<detail::process[]>(n);
   for (std::size_t i = 0; i < n; ++i) {
-    chunk[i].owner_node = this;
     chunk[i].remote_next = i + 1 < n ? &chunk[i + 1] : nullptr;
   }
   detail::process* head = &chunk[0];
@@ -130,7 +129,7 @@ std::optional<otp::process_info> node::info(const pid& p) {
     auto* s = detail::this_thread.sched;
     if (opts_.deterministic && s == nullptr)
       s = schedulers_[0].get();
-    if (t == nullptr || t->owner_node != this || p.scheduler_index() != s->index())
+    if (t == nullptr || t->home() != s || p.scheduler_index() != s->index())
       return std::nullopt;
     if (t->id.load(std::memory_order_relaxed) != p.id() || t->state >= detail::proc_state::exiting)
       return std::nullopt;

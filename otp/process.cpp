@@ -55,8 +55,7 @@ std::uint64_t make_ref(node& n) noexcept {
 
 bool is_local(const process* p, const pid& to) noexcept {
   const scheduler* s = this_thread.sched;
-  return s != nullptr && p->owner_node == &const_cast<scheduler*>(s)->owner()
-         && to.scheduler_index() == s->index();
+  return s != nullptr && p->home() == s && to.scheduler_index() == s->index();
 }
 
 void local_push(process& p, item* it) noexcept {
@@ -67,7 +66,7 @@ void local_push(process& p, item* it) noexcept {
     // wake-up and no scheduler round trip.
     if (p.state == proc_state::waiting && !p.in_ready && p.waiter->try_match(p.waiter, p)) {
       p.state = proc_state::runnable;
-      p.home->make_ready(&p);
+      p.home()->make_ready(&p);
     }
     return;
   }
@@ -75,7 +74,7 @@ void local_push(process& p, item* it) noexcept {
   // handled by the scheduler while the process is suspended.
   p.signals.push_back(it);
   if (!p.in_ready && p.state != proc_state::running && p.state != proc_state::created)
-    p.home->make_ready(&p);
+    p.home()->make_ready(&p);
 }
 
 namespace {
@@ -93,7 +92,7 @@ bool remote_push(process& p, std::uint64_t id, item* it) noexcept {
     // Only the push onto an empty inbox needs to tell the scheduler; the
     // flag keeps the block on its remote-ready stack at most once.
     if (head == nullptr && !p.notified.exchange(true, std::memory_order_seq_cst))
-      p.home->remote_enqueue(&p);
+      p.home()->remote_enqueue(&p);
   } else {
     destroy_item(it);
   }
@@ -182,7 +181,7 @@ otp::process_info snapshot(const process& p) {
     p.extras->monitors.for_each([&](const monitor_ref& r, const pid&) { i.monitors.push_back(r); });
     p.extras->monitored_by.for_each([&](const monitor_ref&, const pid& w) { i.monitored_by.push_back(w); });
   }
-  i.scheduler = p.home->index();
+  i.scheduler = p.home()->index();
   i.trap_exit = p.trap_exit;
   return i;
 }
@@ -220,7 +219,7 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
 
   process* p = cur != nullptr ? cur->allocate_block() : n->allocate_blocks(1);
   const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
-  p->home = target;
+  p->home_.store(target, std::memory_order_relaxed);
   p->top = p->resume = std::exchange(guard.h, {});
   p->state = proc_state::created;
   p->id.store(id, std::memory_order_relaxed);
@@ -267,18 +266,18 @@ void receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handl
   p.waiter = w;
   p.state = proc_state::waiting;
   if (timeout && *timeout > std::chrono::steady_clock::duration::zero()) {
-    timer->deadline = p.home->now() + *timeout;
-    p.home->add_timer(timer);
+    timer->deadline = p.home()->now() + *timeout;
+    p.home()->add_timer(timer);
   }
   if (p.has_pending_signals())
-    p.home->make_ready(&p);
+    p.home()->make_ready(&p);
 }
 
 void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept {
   if (p.waiter == w)
     p.waiter = nullptr;
   if (timer != nullptr && timer->armed())
-    p.home->cancel_timer(timer);
+    p.home()->cancel_timer(timer);
 }
 
 bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept {
@@ -294,7 +293,7 @@ bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept
 void receive_matched(process& p, timer_node* timer) noexcept {
   p.waiter = nullptr;
   if (timer != nullptr && timer->armed())
-    p.home->cancel_timer(timer);
+    p.home()->cancel_timer(timer);
 }
 
 // -------------------------------------------------------------------- I/O
@@ -303,22 +302,22 @@ void io_suspend(process& p, std::coroutine_handle<> h) noexcept {
   p.resume = h;
   p.state = proc_state::suspended;
   if (p.has_pending_signals() && !p.in_ready)
-    p.home->make_ready(&p);
+    p.home()->make_ready(&p);
 }
 
 void io_complete(process& p) noexcept {
   p.state = proc_state::runnable;
   if (!p.in_ready)
-    p.home->make_ready(&p);
+    p.home()->make_ready(&p);
 }
 
-asio::io_context::executor_type process_executor(process& p) noexcept { return p.home->get_executor(); }
+asio::io_context::executor_type process_executor(process& p) noexcept { return p.home()->get_executor(); }
 
 void yield_awaiter::await_suspend(std::coroutine_handle<> h) const noexcept {
   process& p = *this_thread.current;
   p.resume = h;
   p.state = proc_state::runnable;
-  p.home->make_ready(&p);
+  p.home()->make_ready(&p);
 }
 
 // ------------------------------------------------------------------ timers
@@ -429,7 +428,7 @@ void unlink(const pid& to) {
 
 monitor_ref monitor(const pid& target) {
   process& me = detail::require_process("otp::monitor");
-  const monitor_ref ref{detail::make_ref(*me.owner_node)};
+  const monitor_ref ref{detail::make_ref(me.home()->owner())};
   me.ext().monitors.insert(ref, target);
   if (!detail::send_signal(item_kind::monitor, me.self(), target, {}, ref)) {
     detail::signal* s = detail::make_signal(item_kind::down, target);
@@ -511,7 +510,7 @@ task<std::optional<process_info>> get_process_info(pid p) {
       co_return std::nullopt;
     co_return detail::snapshot(*target);
   }
-  const std::uint64_t tag = detail::make_ref(*me.owner_node);
+  const std::uint64_t tag = detail::make_ref(me.home()->owner());
   if (!detail::send_signal(item_kind::info, me.self(), p, {}, monitor_ref{tag}))
     co_return std::nullopt;
   auto reply = receive<detail::info_reply>(info_tag_is{tag});

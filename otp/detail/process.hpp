@@ -57,20 +57,25 @@ struct process_extras {
 // is touched only on the home scheduler's thread. Other threads reach a
 // process only through `refs` (a hold that keeps the block from being
 // recycled while they push), `inbox` and `notified`.
-struct process {
+struct alignas(64) process {
   static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
 
   // --- shared with other threads ---
   std::atomic<std::uint64_t> refs{closed_bit}; // remote senders' holds | closed_bit
   std::atomic<item*> inbox{nullptr};           // LIFO stack of remote items
   std::atomic<bool> notified{false};           // on the home's remote-ready stack
-  // Owner-thread flags, packed beside `notified` to fill the padding.
+  // Owner-thread fields packed into this line's padding: the owner touches
+  // the line on every hop anyway (measured: fewer lines per hop is faster).
   bool in_ready = false;
   bool trap_exit = false;
+  proc_state state = proc_state::dead;
+  std::uint16_t io_seq = 0; // bumped per Asio wait; with `id`, rejects stale completions
   std::atomic<std::uint64_t> id{0};            // the pid this block holds now
   process* remote_next = nullptr;              // link in the remote-ready stack
-  scheduler* home = nullptr;                   // written before open, read after hold
-  node* owner_node = nullptr;                  // the node that owns this block; fixed
+  // The scheduler the process is bound to. Changed only by the thread of the
+  // block's previous home (which recycles it), so a thread that reads itself
+  // here can rely on it; others read it only to compare, or under a hold.
+  std::atomic<scheduler*> home_{nullptr};
 
   // --- owner thread only ---
   process* ready_next = nullptr;
@@ -82,10 +87,9 @@ struct process {
   process_extras* extras = nullptr;
   std::uint32_t mailbox_len = 0;
   std::uint32_t live_index = 0;
-  std::uint32_t io_seq = 0;       // bumped per Asio wait; stale completions are dropped
-  proc_state state = proc_state::dead;
 
 
+  [[nodiscard]] scheduler* home() const noexcept { return home_.load(std::memory_order_relaxed); }
   [[nodiscard]] pid self() const noexcept {
     return pid{const_cast<process*>(this), id.load(std::memory_order_relaxed)};
   }
@@ -112,3 +116,8 @@ extern thread_local thread_state this_thread;
 [[nodiscard]] process& require_process(const char* what);
 
 } // namespace otp::detail
+
+// Two cache lines, the first holding what remote senders touch: a layout that
+// does not depend on where the allocator puts a chunk (measured: cross-core
+// ping-pong varied 0.4-1.4 us with a 136-byte block).
+static_assert(sizeof(otp::detail::process) == 128);
