@@ -20,11 +20,9 @@ using detail::process;
 
 namespace detail {
 
-thread_local thread_state this_thread;
+constinit thread_local thread_state this_thread{};
 
-process& require_process(const char* what) {
-  if (auto* p = this_thread.current)
-    return *p;
+void throw_not_in_process(const char* what) {
   throw std::system_error(make_error_code(errc::not_in_process),
                           std::string(what) + " must be called from a process");
 }

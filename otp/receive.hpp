@@ -116,11 +116,11 @@ public:
   explicit receive_awaiter(Alts... alts) requires(!has_timeout)
     : receive_waiter{&try_match_thunk}, alts_(std::move(alts)...) {}
 
-  receive_awaiter(std::chrono::steady_clock::duration timeout, after_storage after, Alts... alts)
+  receive_awaiter(std::chrono::steady_clock::duration d, after_storage after, Alts... alts)
     requires(has_timeout)
     : receive_waiter{&try_match_thunk}, alts_(std::move(alts)...), after_(std::move(after)) {
     this->fire = &fire_thunk;
-    this->timeout = timeout;
+    this->timeout = d;
   }
   receive_awaiter(const receive_awaiter&) = delete;
   receive_awaiter& operator=(const receive_awaiter&) = delete;

@@ -108,12 +108,18 @@ struct thread_state {
   scheduler* sched = nullptr;
   process* current = nullptr;
 };
-extern thread_local thread_state this_thread;
+extern constinit thread_local thread_state this_thread;
 
 [[nodiscard]] inline process* current_process() noexcept { return this_thread.current; }
 
-// The calling process; terminates with a clear message outside a process.
-[[nodiscard]] process& require_process(const char* what);
+[[noreturn]] void throw_not_in_process(const char* what);
+
+// The calling process; throws system_error(not_in_process) outside one.
+[[nodiscard]] inline process& require_process(const char* what) {
+  if (auto* p = this_thread.current) [[likely]]
+    return *p;
+  throw_not_in_process(what);
+}
 
 } // namespace otp::detail
 
