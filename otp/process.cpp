@@ -258,17 +258,20 @@ void unlink_from_mailbox(process& p, item* prev, item* it) noexcept {
   --p.mailbox_len;
 }
 
-void receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handle<> h, timer_node* timer,
-                             std::optional<std::chrono::steady_clock::duration> timeout) {
+std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handle<> h,
+                                                timer_node* timer,
+                                                std::optional<std::chrono::steady_clock::duration> timeout) {
   p.resume = h;
   p.waiter = w;
   p.state = proc_state::waiting;
+  scheduler* s = p.home();
   if (timeout && *timeout > std::chrono::steady_clock::duration::zero()) {
-    timer->deadline = p.home()->now() + *timeout;
-    p.home()->add_timer(timer);
+    timer->deadline = s->now() + *timeout;
+    s->add_timer(timer);
   }
   if (p.has_pending_signals())
-    p.home()->make_ready(&p);
+    s->make_ready(&p);
+  return s->handoff();
 }
 
 void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept {
@@ -311,11 +314,12 @@ void io_complete(process& p) noexcept {
 
 asio::io_context::executor_type process_executor(process& p) noexcept { return p.home()->get_executor(); }
 
-void yield_awaiter::await_suspend(std::coroutine_handle<> h) const noexcept {
+std::coroutine_handle<> yield_awaiter::await_suspend(std::coroutine_handle<> h) const noexcept {
   process& p = *this_thread.current;
   p.resume = h;
   p.state = proc_state::runnable;
   p.home()->make_ready(&p);
+  return p.home()->handoff();
 }
 
 // ------------------------------------------------------------------ timers

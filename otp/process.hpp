@@ -117,7 +117,7 @@ namespace detail {
 // Suspends the caller and queues it behind the ready processes.
 struct yield_awaiter {
   [[nodiscard]] bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) const noexcept;
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) const noexcept;
   void await_resume() const noexcept {}
 };
 

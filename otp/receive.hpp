@@ -86,8 +86,9 @@ auto as_alternative(H&& h) {
   }
 }
 
-void receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handle<> h,
-                             timer_node* timer, std::optional<std::chrono::steady_clock::duration> timeout);
+std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handle<> h,
+                                                timer_node* timer,
+                                                std::optional<std::chrono::steady_clock::duration> timeout);
 void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept;
 void receive_matched(process& p, timer_node* timer) noexcept;
 bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept;
@@ -146,11 +147,11 @@ public:
     return false;
   }
 
-  void await_suspend(std::coroutine_handle<> h) {
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) {
     std::optional<std::chrono::steady_clock::duration> t;
     if constexpr (has_timeout)
       t = this->timeout;
-    receive_prepare_suspend(*proc_, this, h, timer(), t);
+    return receive_prepare_suspend(*proc_, this, h, timer(), t);
   }
 
   result_type await_resume() {

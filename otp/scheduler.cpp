@@ -211,11 +211,31 @@ void scheduler::step(process* p) noexcept {
   }
 }
 
-void scheduler::run(process* p) noexcept {
-  p->state = proc_state::running;
-  process* prev = std::exchange(detail::this_thread.current, p);
-  p->resume.resume();
-  detail::this_thread.current = prev;
+std::coroutine_handle<> scheduler::handoff() noexcept {
+  process* q = ready_head_;
+  // Only the simple case: a runnable process with no signal to handle first.
+  // Everything else (signals, a seeded order) goes through step().
+  if (handoffs_left_ == 0 || q == nullptr || rng_ || q->state != proc_state::runnable || q->has_pending_signals())
+    return std::noop_coroutine();
+  --handoffs_left_;
+  ready_head_ = q->ready_next;
+  if (ready_tail_ == q)
+    ready_tail_ = nullptr;
+  --ready_count_;
+  q->ready_next = nullptr;
+  q->in_ready = false;
+  q->state = proc_state::running;
+  detail::this_thread.current = q;
+  return q->resume;
+}
+
+void scheduler::run(process* first) noexcept {
+  first->state = proc_state::running;
+  handoffs_left_ = handoff_budget;
+  process* prev = std::exchange(detail::this_thread.current, first);
+  first->resume.resume();
+  // Hand-offs may have passed the thread along: `p` is whoever ran last.
+  process* p = std::exchange(detail::this_thread.current, prev);
   if (p->top.done()) {
     const bool crashed = p->extras != nullptr && p->extras->crash;
     exit_reason why = crashed ? exit_reason::from_exception(p->extras->crash) : exit_reason::normal();
@@ -495,12 +515,14 @@ bool scheduler::run_batch() {
     did |= fire_timers();
   // A bounded batch, so that I/O and other cores' wake-ups are not starved
   // by two processes that keep each other busy.
-  std::size_t n = 0;
-  for (; n < 256; ++n) {
+  unsigned n = 0;
+  while (n < 256) {
     process* p = pop_ready();
     if (p == nullptr)
       break;
     step(p);
+    n += 1 + handoff_budget - handoffs_left_; // hand-offs count against the batch
+    handoffs_left_ = handoff_budget;
   }
   did |= n > 0;
   if (!zombies_.empty())

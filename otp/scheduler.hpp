@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -146,6 +147,9 @@ public:
       return t->deadline;
     return std::nullopt;
   }
+  /// @private From a suspending process: the next ready process to resume
+  /// directly (symmetric transfer), or noop_coroutine() to return to the loop.
+  [[nodiscard]] std::coroutine_handle<> handoff() noexcept;
   /// @private
   [[nodiscard]] bool has_ready() const noexcept { return ready_head_ != nullptr; }
   /// @private
@@ -183,20 +187,28 @@ private:
   detail::process* ready_head_ = nullptr;
   detail::process* ready_tail_ = nullptr;
   std::size_t ready_count_ = 0;
+  // A process that suspends hands the thread straight to the next ready
+  // one, skipping the loop; bounded so I/O, timers and other cores' wake-ups
+  // are still looked at.
+  static constexpr unsigned handoff_budget = 16;
+  unsigned handoffs_left_ = handoff_budget;
   std::optional<std::mt19937_64> rng_; // deterministic mode: seeded pick order
 
-  // Processes woken or spawned from other threads: a LIFO stack, drained whole.
-  std::atomic<detail::process*> remote_ready_{nullptr};
+  // Processes woken or spawned from other threads: a LIFO stack, drained
+  // whole. On a cache line of its own, away from the owner's hot fields
+  // (measured: cross-core ping-pong was bimodal, 0.34 or 1.25 us, by the
+  // scheduler object's address).
+  alignas(64) std::atomic<detail::process*> remote_ready_{nullptr};
   std::atomic<bool> sleeping_{false};
   std::atomic<bool> stop_{false};
+  alignas(64) std::size_t io_pending_ = 0;
 
   detail::timer_heap timers_;
   std::unordered_map<std::uint64_t, detail::send_timer*> send_timers_;
 
-  // Asio is polled every batch while processes await its operations, else
-  // every 64 batches (for handlers posted by other code): a poll with the
-  // reactor armed is an epoll_wait system call.
-  std::size_t io_pending_ = 0;
+  // Asio is polled every batch while processes await its operations
+  // (io_pending_), else every 64 batches (for handlers posted by other
+  // code): a poll with the reactor armed is an epoll_wait system call.
   unsigned batches_since_poll_ = 0;
 
   std::vector<detail::process*> live_;
