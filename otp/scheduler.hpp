@@ -90,6 +90,9 @@ public:
   [[nodiscard]] otp::node& owner() noexcept { return node_; }
   /// Returns the number of live processes bound to this scheduler (owner thread).
   [[nodiscard]] std::size_t process_count() const noexcept { return live_.size(); }
+  /// Returns whether the scheduler's thread is asleep in its io_context
+  /// (idle past its spin). Safe from any thread; for tests and monitoring.
+  [[nodiscard]] bool sleeping() const noexcept { return sleeping_.load(std::memory_order_acquire); }
   /// Returns the scheduler's clock: steady_clock, or the node's manual clock.
   [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept;
 

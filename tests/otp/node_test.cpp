@@ -187,3 +187,17 @@ TEST_CASE("a deterministic node's wait fails clearly when the node goes idle") {
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("otp/node");
+
+TEST_CASE("idle schedulers go to sleep, and a message wakes them") {
+  otp::node n({.schedulers = 2, .spin = std::chrono::microseconds(0)});
+  auto [p, exit] = n.spawn_watch({.scheduler = 1}, count_to, 1);
+  // Wait for the event itself: both threads asleep in their io_context.
+  while (!(n.get_scheduler(0).sleeping() && n.get_scheduler(1).sleeping()))
+    std::this_thread::yield();
+  otp::send(p, 1);
+  CHECK(exit.get() == otp::exit_reason::normal());
+}
+
+TEST_SUITE_END();

@@ -350,3 +350,63 @@ TEST_CASE("process_info reports status, mailbox, links, monitors and scheduler")
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("otp/process");
+
+TEST_CASE("a stale pid never reaches the process that reuses its control block") {
+  otp::node n({.deterministic = true});
+  auto old = n.spawn([]() -> otp::task<void> { co_return; });
+  n.run_until_idle();
+  std::size_t queued = 99;
+  auto fresh = n.spawn([&]() -> otp::task<void> {
+    co_await otp::yield();
+    queued = (co_await otp::get_process_info(otp::self()))->message_queue_len;
+  });
+  // Control blocks are recycled: the new process may sit in the old one's block.
+  CHECK(fresh != old);
+  CHECK(fresh.serial() != old.serial());
+  otp::send(old, 1);
+  otp::exit(old, otp::exit_reason::kill());
+  n.run_until_idle();
+  CHECK(queued == 0);
+  CHECK_FALSE(n.info(fresh)); // it ended normally: the kill did not reach it
+}
+
+TEST_CASE("a waiting receive looks at each message once, however many wait unmatched") {
+  otp::node n({.deterministic = true});
+  int looked = 0;
+  auto is_stop = [&looked](const int& v) {
+    ++looked;
+    return v < 0;
+  };
+  auto p = n.spawn([&]() -> otp::task<void> { co_await otp::receive<int>(is_stop); });
+  n.run_until_idle();
+  for (int i = 0; i < 1000; ++i) {
+    otp::send(p, i); // examined once, on arrival; never rescanned
+    n.run_until_idle();
+  }
+  CHECK(looked == 1000);
+  otp::send(p, -1);
+  n.run_until_idle();
+  CHECK(looked == 1001);
+  CHECK_FALSE(n.info(p));
+}
+
+TEST_CASE("a receive whose first message matches looks at nothing else") {
+  otp::node n({.deterministic = true});
+  int looked = 0;
+  auto is_stop = [&looked](const int& v) {
+    ++looked;
+    return v < 0;
+  };
+  n.spawn([&]() -> otp::task<void> {
+    otp::send(otp::self(), -1);
+    for (int i = 0; i < 1000; ++i)
+      otp::send(otp::self(), i);
+    co_await otp::receive<int>(is_stop);
+  });
+  n.run_until_idle();
+  CHECK(looked == 1);
+}
+
+TEST_SUITE_END();
