@@ -120,7 +120,12 @@ result<exit_reason> node::wait(const pid& p) {
     if (fut.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
       return error{errc::timeout, "node::wait: the node went idle while " + p.to_string() + " is alive"};
   }
-  return fut.get();
+  try {
+    return fut.get();
+  } catch (const std::future_error&) {
+    // The helper was destroyed by a shutdown before `p` exited.
+    return error{errc::node_stopped, "node::wait: the node shut down while waiting for " + p.to_string()};
+  }
 }
 
 std::optional<otp::process_info> node::info(const pid& p) {
@@ -144,9 +149,11 @@ std::optional<otp::process_info> node::info(const pid& p) {
     auto r = co_await get_process_info(p);
     done->set_value(std::move(r));
   });
-  if (stopping())
-    return std::nullopt;
-  return fut.get();
+  try {
+    return fut.get();
+  } catch (const std::future_error&) {
+    return std::nullopt; // the node shut down before the helper answered
+  }
 }
 
 void node::shutdown() {
