@@ -331,19 +331,33 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
 
 // ---------------------------------------------------------------- exiting
 
+void scheduler::destroy_frame(process* p) noexcept {
+  if (!p->top)
+    return;
+  // Destroying the outermost frame destroys every frame it awaits, and with
+  // them the process's locals: this is how kill runs destructors.
+  process* prev = std::exchange(detail::this_thread.current, p);
+  p->top.destroy();
+  detail::this_thread.current = prev;
+  p->top = {};
+  p->resume = {};
+}
+
+void scheduler::cancel_send_timers(detail::process_extras& x) noexcept {
+  while (auto* t = x.timers) {
+    x.timers = t->next;
+    cancel_timer(t);
+    send_timers_.erase(t->ref);
+    detail::destroy_item(t->msg);
+    delete t;
+  }
+}
+
 void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
   p->state = proc_state::exiting;
   std::vector<std::shared_ptr<std::promise<exit_reason>>> watchers;
   const pid me = p->self();
-  if (p->top) {
-    // Destroying the outermost frame destroys every frame it awaits, and
-    // with them the process's locals: this is how kill runs destructors.
-    process* prev = std::exchange(detail::this_thread.current, p);
-    p->top.destroy();
-    detail::this_thread.current = prev;
-    p->top = {};
-    p->resume = {};
-  }
+  destroy_frame(p);
   p->waiter = nullptr;
   if (auto* x = std::exchange(p->extras, nullptr)) {
     x->links.for_each([&](const pid& l, bool) { detail::send_signal(item_kind::exit, me, l, why, {}, true); });
@@ -352,13 +366,7 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
     x->monitors.for_each(
       [&](const monitor_ref& ref, const pid& target) { detail::send_signal(item_kind::demonitor, me, target, {}, ref); });
     watchers = std::move(x->exit_watchers);
-    while (auto* t = x->timers) {
-      x->timers = t->next;
-      cancel_timer(t);
-      send_timers_.erase(t->ref);
-      detail::destroy_item(t->msg);
-      delete t;
-    }
+    cancel_send_timers(*x);
     delete x;
   }
   for (item* it = p->mailbox.take_all(); it != nullptr;) {
@@ -413,22 +421,10 @@ void scheduler::retire(process* p) noexcept { zombies_.push_back(p); }
 void scheduler::teardown(process* p) noexcept {
   // Node shutdown: the frame is destroyed (destructors run), nobody is told.
   p->state = proc_state::exiting;
-  if (p->top) {
-    process* prev = std::exchange(detail::this_thread.current, p);
-    p->top.destroy();
-    detail::this_thread.current = prev;
-    p->top = {};
-    p->resume = {};
-  }
+  destroy_frame(p);
   p->waiter = nullptr;
   if (auto* x = std::exchange(p->extras, nullptr)) {
-    while (auto* t = x->timers) {
-      x->timers = t->next;
-      cancel_timer(t);
-      send_timers_.erase(t->ref);
-      detail::destroy_item(t->msg);
-      delete t;
-    }
+    cancel_send_timers(*x);
     for (auto& w : x->exit_watchers)
       w->set_value(exit_reason::killed());
     delete x;

@@ -172,6 +172,8 @@ private:
   void run(detail::process* p) noexcept;
   bool handle_signal(detail::process* p, detail::signal* s) noexcept;
   void teardown(detail::process* p) noexcept;
+  void destroy_frame(detail::process* p) noexcept;
+  void cancel_send_timers(detail::process_extras& x) noexcept;
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;
   bool drain_remote() noexcept;
