@@ -11,6 +11,8 @@
 #include <chrono>
 #include <coroutine>
 #include <optional>
+#include <string>
+#include <type_traits>
 #include <utility>
 
 namespace otp {
@@ -31,12 +33,24 @@ timer_ref start_send_timer(std::chrono::steady_clock::duration d, const pid& to,
 /// the process's Asio objects (sockets, timers).
 [[nodiscard]] scheduler& this_scheduler();
 
+namespace detail {
+// The type a message is stored and matched as: std::decay_t<T>, except that
+// a string literal (a char array) is sent as std::string, so that
+// `send(p, "hi")` is received by `receive<std::string>()`.
+template <class T>
+using message_type_t =
+  std::conditional_t<std::is_array_v<std::remove_reference_t<T>>
+                       && std::is_same_v<std::remove_cv_t<std::remove_extent_t<std::remove_reference_t<T>>>, char>,
+                     std::string, std::decay_t<T>>;
+} // namespace detail
+
 /// Sends `value` to `to` (Erlang's `!`). Never blocks and never fails: a
 /// message to a dead process is dropped. Order is kept per sender.
-/// Safe from any thread.
+/// The message is matched by its type, std::decay_t<T> (a string literal is
+/// sent as std::string). Safe from any thread.
 template <class T>
 void send(const pid& to, T&& value) {
-  detail::deliver(to, detail::make_message<std::decay_t<T>>(std::forward<T>(value)));
+  detail::deliver(to, detail::make_message<detail::message_type_t<T>>(std::forward<T>(value)));
 }
 
 /// Spawns `f(args...)` on the calling process's scheduler.
@@ -104,7 +118,7 @@ bool trap_exit(bool on);
 /// is cancelled when that process exits.
 template <class T>
 timer_ref send_after(std::chrono::steady_clock::duration d, const pid& to, T&& value) {
-  return detail::start_send_timer(d, to, detail::make_message<std::decay_t<T>>(std::forward<T>(value)));
+  return detail::start_send_timer(d, to, detail::make_message<detail::message_type_t<T>>(std::forward<T>(value)));
 }
 
 /// Cancels a send_after timer (erlang:cancel_timer/1). Returns true if it

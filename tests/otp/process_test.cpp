@@ -410,3 +410,39 @@ TEST_CASE("a receive whose first message matches looks at nothing else") {
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("otp/process");
+
+TEST_CASE("a string literal is sent as std::string") {
+  otp::node n({.deterministic = true});
+  std::string got;
+  auto p = n.spawn([&]() -> otp::task<void> { got = co_await otp::receive<std::string>(); });
+  n.run_until_idle();
+  n.spawn([p]() -> otp::task<void> {
+    otp::send(p, "hello");
+    co_return;
+  });
+  n.run_until_idle();
+  CHECK(got == "hello");
+}
+
+TEST_CASE("a receive predicate runs as the receiver, even when matched on send") {
+  otp::node n({.deterministic = true});
+  otp::pid seen_as;
+  auto receiver = n.spawn([&]() -> otp::task<void> {
+    auto who = [&seen_as](const int&) {
+      seen_as = otp::self();
+      return true;
+    };
+    co_await otp::receive<int>(who);
+  });
+  n.run_until_idle();
+  n.spawn([receiver]() -> otp::task<void> {
+    otp::send(receiver, 1);
+    co_return;
+  });
+  n.run_until_idle();
+  CHECK(seen_as == receiver);
+}
+
+TEST_SUITE_END();
