@@ -34,7 +34,7 @@ bench-deps: deps
 
 # $(1) = build dir, $(2) = compiler, $(3) = extra meson options
 define meson_build
-	@[ -f $(1)/build.ninja ] || CXX=$(2) meson setup $(1) $(3) >/dev/null
+	@[ -f $(1)/build.ninja ] || CXX=$(2) meson setup $(1) $(3)
 	ninja -C $(1) -j $(JOBS)
 endef
 
