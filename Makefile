@@ -65,7 +65,6 @@ bench: bench-deps
 	$(call meson_build,build-release,$(CXX_CLANG),--buildtype=release -Dtests=disabled -Dsamples=disabled)
 	python3 bench/run.py --otp-bin build-release/bench/otp_bench
 	python3 bench/table.py --update README.md
-	python3 bench/table.py --update README.md
 
 clean:
 	rm -rf build build-asan build-tsan build-gcc build-release build-bench
