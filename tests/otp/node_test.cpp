@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -198,6 +199,39 @@ TEST_CASE("idle schedulers go to sleep, and a message wakes them") {
     std::this_thread::yield();
   otp::send(p, 1);
   CHECK(exit.get() == otp::exit_reason::normal());
+}
+
+TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("otp/node");
+
+TEST_CASE("a link exit signal already queued when the link is removed is dropped") {
+  otp::node n({.schedulers = 2});
+  // B, on the other scheduler, crashes while A is linked to it and busy (not
+  // suspended): B's exit signal waits in A's queue. A then unlinks and
+  // suspends: the signal belongs to a link that no longer exists.
+  auto a = n.spawn_watch({.scheduler = 0}, [&n]() -> otp::task<void> {
+    auto b = otp::spawn_opt({.scheduler = 1}, []() -> otp::task<void> {
+      co_await otp::receive<int>();
+      throw std::runtime_error("b crashes");
+    }).pid;
+    otp::link(b);
+    for (;;) { // wait for B to block in its receive
+      auto info = co_await otp::get_process_info(b);
+      if (info && info->status == otp::process_info::status_t::waiting)
+        break;
+      co_await otp::yield();
+    }
+    otp::send(b, 1);
+    // Busy, without suspending, until B is gone: the node counts a process
+    // out only after its exit signals were pushed.
+    while (n.process_count() > 1)
+      std::this_thread::yield();
+    otp::unlink(b);
+    co_await otp::yield(); // the stale signal is handled (and dropped) here
+    otp::exit(otp::exit_reason::error("survived"));
+  });
+  CHECK(a.exit.get() == otp::exit_reason::error("survived"));
 }
 
 TEST_SUITE_END();

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -443,6 +444,26 @@ TEST_CASE("a receive predicate runs as the receiver, even when matched on send")
   });
   n.run_until_idle();
   CHECK(seen_as == receiver);
+}
+
+TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("otp/process");
+
+TEST_CASE("a move-only value can be sent and received") {
+  otp::node n({.deterministic = true});
+  int got = 0;
+  auto p = n.spawn([&]() -> otp::task<void> {
+    auto v = co_await otp::receive<std::unique_ptr<int>>();
+    got = *v;
+  });
+  n.run_until_idle();
+  n.spawn([p]() -> otp::task<void> {
+    otp::send(p, std::make_unique<int>(7));
+    co_return;
+  });
+  n.run_until_idle();
+  CHECK(got == 7);
 }
 
 TEST_SUITE_END();
