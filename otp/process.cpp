@@ -226,6 +226,12 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   p->home_.store(target, std::memory_order_relaxed);
   p->top = p->resume = std::exchange(guard.h, {});
   p->state = proc_state::created;
+  // A recycled block carries the last process's flags: start afresh. (Its
+  // queues, extras and waiter were emptied when that process exited.)
+  p->trap_exit = false;
+  p->in_ready = false;
+  p->mailbox_len = 0;
+  p->waiter = nullptr;
   p->id.store(id, std::memory_order_relaxed);
   const pid child = p->self();
   spawn_result r{child, {}};

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -264,6 +265,36 @@ TEST_CASE("trap_exit returns the previous value") {
   });
   n.run_until_idle();
   CHECK(got == std::vector<bool>{false, true, false});
+}
+
+TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("otp/links");
+
+TEST_CASE("a new process does not inherit trap_exit from a recycled control block") {
+  otp::node n({.deterministic = true});
+  // Many trapping processes come and go, so the blocks they leave are reused.
+  for (int i = 0; i < 100; ++i)
+    n.spawn([]() -> otp::task<void> {
+      otp::trap_exit(true);
+      co_return;
+    });
+  n.run_until_idle();
+  std::vector<otp::pid> fresh;
+  std::vector<bool> trapping;
+  n.spawn([&]() -> otp::task<void> {
+    for (int i = 0; i < 100; ++i)
+      fresh.push_back(otp::spawn(idle));
+    for (auto& p : fresh)
+      trapping.push_back((co_await otp::get_process_info(p))->trap_exit);
+  });
+  n.run_until_idle();
+  REQUIRE(trapping.size() == 100);
+  CHECK(std::count(trapping.begin(), trapping.end(), true) == 0);
+  for (auto& p : fresh)
+    otp::exit(p, otp::exit_reason::error("stop"));
+  n.run_until_idle();
+  CHECK(n.process_count() == 0);
 }
 
 TEST_SUITE_END();
