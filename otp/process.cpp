@@ -63,14 +63,9 @@ void local_push(process& p, item* it) noexcept {
     // Match at once: a message the waiting receive does not want costs no
     // wake-up and no scheduler round trip. The receiver's predicates run as
     // the receiver (self() names it), though on the sender's turn.
-    if (p.state == proc_state::waiting && !p.in_ready) {
-      process* sender = std::exchange(this_thread.current, &p);
-      const bool matched = p.waiter->try_match(p.waiter, p);
-      this_thread.current = sender;
-      if (matched) {
-        p.state = proc_state::runnable;
-        p.home()->make_ready(&p);
-      }
+    if (p.state == proc_state::waiting && !p.in_ready && match_waiting(p)) {
+      p.state = proc_state::runnable;
+      p.home()->make_ready(&p);
     }
     return;
   }

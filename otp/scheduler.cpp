@@ -198,7 +198,7 @@ void scheduler::step(process* p) noexcept {
   switch (p->state) {
     case proc_state::runnable: run(p); break;
     case proc_state::waiting:
-      if (p->waiter->try_match(p->waiter, *p)) {
+      if (detail::match_waiting(*p)) {
         p->state = proc_state::runnable;
         run(p);
       }
@@ -218,11 +218,7 @@ std::coroutine_handle<> scheduler::handoff() noexcept {
   if (handoffs_left_ == 0 || q == nullptr || rng_ || q->state != proc_state::runnable || q->has_pending_signals())
     return std::noop_coroutine();
   --handoffs_left_;
-  ready_head_ = q->ready_next;
-  if (ready_tail_ == q)
-    ready_tail_ = nullptr;
-  --ready_count_;
-  q->ready_next = nullptr;
+  (void)pop_ready(); // without a seed, pops the head: q
   q->in_ready = false;
   q->state = proc_state::running;
   detail::this_thread.current = q;
@@ -415,8 +411,6 @@ void scheduler::reclaim(process* p) noexcept {
   p->remote_next = free_blocks_;
   free_blocks_ = p;
 }
-
-void scheduler::retire(process* p) noexcept { zombies_.push_back(p); }
 
 void scheduler::teardown(process* p) noexcept {
   // Node shutdown: the frame is destroyed (destructors run), nobody is told.

@@ -141,8 +141,6 @@ public:
   /// @private
   void reclaim(detail::process* p) noexcept;
   /// @private
-  void retire(detail::process* p) noexcept;
-  /// @private
   void adopt(detail::process* p);
   /// @private The earliest pending timer's deadline, if any.
   [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> next_deadline() const noexcept {
@@ -153,14 +151,6 @@ public:
   /// @private From a suspending process: the next ready process to resume
   /// directly (symmetric transfer), or noop_coroutine() to return to the loop.
   [[nodiscard]] std::coroutine_handle<> handoff() noexcept;
-  /// @private
-  [[nodiscard]] bool has_ready() const noexcept { return ready_head_ != nullptr; }
-  /// @private
-  template <class F>
-  void for_each_process(F&& f) const {
-    for (auto* p : live_)
-      f(*p);
-  }
 
   /// @private Ends `p` with `why`: destroys its frame, tells its links and monitors.
   void exit_process(detail::process* p, const exit_reason& why) noexcept;

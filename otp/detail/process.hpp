@@ -114,6 +114,16 @@ extern constinit thread_local thread_state this_thread;
 
 [[noreturn]] void throw_not_in_process(const char* what);
 
+// Asks p's waiting receive whether a new message matches. Its predicates run
+// as p (self() names p), whoever's turn it is: a sender's, or the scheduler's.
+[[nodiscard]] inline bool match_waiting(process& p) noexcept {
+  process* caller = this_thread.current;
+  this_thread.current = &p;
+  const bool matched = p.waiter->try_match(p.waiter, p);
+  this_thread.current = caller;
+  return matched;
+}
+
 // The calling process; throws system_error(not_in_process) outside one.
 [[nodiscard]] inline process& require_process(const char* what) {
   if (auto* p = this_thread.current) [[likely]]

@@ -446,6 +446,23 @@ TEST_CASE("a receive predicate runs as the receiver, even when matched on send")
   CHECK(seen_as == receiver);
 }
 
+TEST_CASE("a receive predicate runs as the receiver when the scheduler matches it") {
+  otp::node n({.deterministic = true});
+  otp::pid seen_as;
+  auto receiver = n.spawn([&]() -> otp::task<void> {
+    auto who = [&seen_as](const int&) {
+      seen_as = otp::self();
+      return true;
+    };
+    co_await otp::receive<int>(who);
+  });
+  n.run_until_idle();
+  otp::send(receiver, 1); // from outside: queued remotely, matched in step()
+  n.run_until_idle();
+  CHECK(seen_as == receiver);
+  CHECK_FALSE(n.info(receiver));
+}
+
 TEST_SUITE_END();
 
 TEST_SUITE_BEGIN("otp/process");
