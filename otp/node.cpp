@@ -33,7 +33,20 @@ node::node(node_options o) : opts_(o) {
   }
 }
 
-node::~node() { shutdown(); }
+node::~node() {
+  shutdown();
+  // After the processes: their exit hooks may still have used a service.
+  for (auto it = service_deleters_.rbegin(); it != service_deleters_.rend(); ++it)
+    (*it)();
+}
+
+std::size_t detail::next_service_slot() {
+  static std::atomic<std::size_t> next{0};
+  const std::size_t slot = next.fetch_add(1);
+  if (slot >= max_services)
+    throw std::logic_error("node::service: more than " + std::to_string(max_services) + " service types");
+  return slot;
+}
 
 detail::process* node::allocate_blocks(std::size_t n) {
   auto chunk = std::make_unique<detail::process[]>(n);

@@ -8,7 +8,9 @@
 #include "otp/pid.hpp"
 #include "otp/task.hpp"
 
+#include <array>
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <coroutine>
 #include <future>
@@ -75,6 +77,9 @@ struct process_info {
 };
 
 namespace detail {
+inline constexpr std::size_t max_services = 8;
+// Hands out the slots of node::service, one per service type.
+std::size_t next_service_slot();
 spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top,
                          std::shared_ptr<std::promise<exit_reason>> watcher = {});
 } // namespace detail
@@ -159,6 +164,23 @@ public:
   /// Destroys every process and stops every thread; idempotent.
   void shutdown();
 
+  /// Returns the node's instance of `T`, a service of a layer above the
+  /// runtime (the registry), created on first use and destroyed with the
+  /// node after its processes. Safe from any thread; lock-free once created.
+  template <class T>
+  T& service() {
+    static const std::size_t slot = detail::next_service_slot();
+    if (void* p = services_[slot].load(std::memory_order_acquire))
+      return *static_cast<T*>(p);
+    std::lock_guard lock(services_mutex_);
+    if (void* p = services_[slot].load(std::memory_order_relaxed))
+      return *static_cast<T*>(p);
+    auto* created = new T(*this);
+    service_deleters_.push_back([created] { delete created; });
+    services_[slot].store(created, std::memory_order_release);
+    return *created;
+  }
+
   /// @private
   [[nodiscard]] bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   /// @private
@@ -183,6 +205,10 @@ private:
   bool shut_down_ = false;
   std::atomic<std::uint64_t> foreign_ref_{1};
   std::chrono::steady_clock::time_point manual_now_{};
+
+  std::mutex services_mutex_;
+  std::array<std::atomic<void*>, detail::max_services> services_{};
+  std::vector<std::function<void()>> service_deleters_;
 
   std::mutex blocks_mutex_;
   std::vector<std::unique_ptr<detail::process[]>> block_chunks_;

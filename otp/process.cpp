@@ -150,6 +150,7 @@ void bounce(const pid& dead, item* it) noexcept {
         } catch (...) {
         }
         break;
+      case item_kind::hook: s->hook(dead); break;
       case item_kind::message:
       case item_kind::exit:
       case item_kind::unlink:
@@ -158,6 +159,17 @@ void bounce(const pid& dead, item* it) noexcept {
     }
   }
   destroy_item(it);
+}
+
+bool add_exit_hook(const pid& p, exit_hook h) noexcept {
+  signal* s = nullptr;
+  try {
+    s = make_signal(item_kind::hook, pid{});
+  } catch (...) {
+    return false;
+  }
+  s->hook = h;
+  return push_item(p, s);
 }
 
 otp::process_info snapshot(const process& p) {

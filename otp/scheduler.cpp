@@ -320,6 +320,13 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
     case item_kind::info:
       otp::send(s->from, detail::info_reply{s->ref.value(), detail::snapshot(*p)});
       return true;
+    case item_kind::hook:
+      try {
+        p->ext().exit_hooks.push_back(s->hook);
+      } catch (...) {
+        s->hook(p->self()); // cannot keep it: run it as if p had exited
+      }
+      return true;
     case item_kind::message: break;
   }
   return true;
@@ -356,6 +363,10 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
   destroy_frame(p);
   p->waiter = nullptr;
   if (auto* x = std::exchange(p->extras, nullptr)) {
+    // First, so that what a hook releases (a registered name) is free
+    // before anyone hears of the exit.
+    for (auto& h : x->exit_hooks)
+      h(me);
     x->links.for_each([&](const pid& l, bool) { detail::send_signal(item_kind::exit, me, l, why, {}, true); });
     x->monitored_by.for_each(
       [&](const monitor_ref& ref, const pid& watcher) { detail::send_signal(item_kind::down, me, watcher, why, ref); });
@@ -415,17 +426,22 @@ void scheduler::reclaim(process* p) noexcept {
 void scheduler::teardown(process* p) noexcept {
   // Node shutdown: the frame is destroyed (destructors run), nobody is told.
   p->state = proc_state::exiting;
+  const pid me = p->self();
   destroy_frame(p);
   p->waiter = nullptr;
   if (auto* x = std::exchange(p->extras, nullptr)) {
     cancel_send_timers(*x);
     for (auto& w : x->exit_watchers)
       w->set_value(exit_reason::killed());
+    for (auto& h : x->exit_hooks)
+      h(me);
     delete x;
   }
   for (item* list : {p->mailbox.take_all(), p->signals.take_all()}) {
     for (item* it = list; it != nullptr;) {
       item* next = it->next;
+      if (it->kind == item_kind::hook)
+        static_cast<detail::signal*>(it)->hook(me); // a hook runs exactly once
       detail::destroy_item(it);
       it = next;
     }
@@ -467,6 +483,8 @@ void scheduler::final_cleanup() noexcept {
   for (process* z : zombies_) {
     for (item* it = z->inbox.exchange(nullptr, std::memory_order_acq_rel); it != nullptr;) {
       item* next = it->next;
+      if (it->kind == item_kind::hook)
+        static_cast<detail::signal*>(it)->hook(z->self());
       detail::destroy_item(it);
       it = next;
     }

@@ -43,6 +43,7 @@ enum class item_kind : std::uint8_t {
   demonitor, // the monitor `ref` was removed by its owner
   down,      // the target of our monitor `ref` exited with `reason`
   info,      // `from` asks for process_info; `ref` is the reply tag
+  hook,      // install `hook`, run once when the process exits
 };
 
 // Intrusive node of every queue a process has (inbox, signals, mailbox).
@@ -99,10 +100,20 @@ template <class T>
   return static_cast<message_of<T>*>(m)->value;
 }
 
+// Code of a layer above the runtime (the registry) to run once when a
+// process exits, before its links and monitors are told; or at once if the
+// process turns out to be gone already. `who` is the exited process.
+struct exit_hook {
+  void (*fn)(void* ctx, const pid& who) noexcept = nullptr;
+  void* ctx = nullptr;
+  void operator()(const pid& who) const noexcept { fn(ctx, who); }
+};
+
 struct signal : item {
   pid from;
   exit_reason reason;
   monitor_ref ref;
+  exit_hook hook;
   bool flag = false;
   signal(item_kind k, pid f) noexcept : item(k), from(f) {}
 };

@@ -43,6 +43,7 @@ struct process_extras {
   small_map<monitor_ref, pid> monitored_by; // monitors held on this process
   send_timer* timers = nullptr; // send_after timers aimed at this process (same scheduler)
   std::vector<std::shared_ptr<std::promise<exit_reason>>> exit_watchers; // node::spawn_watch
+  std::vector<exit_hook> exit_hooks;                                      // add_exit_hook
   std::exception_ptr crash; // what escaped the top frame
 
   static void* operator new(std::size_t n) { return pool_allocate(n); }

@@ -28,6 +28,11 @@ bool send_signal(item_kind k, const pid& from, const pid& to, const exit_reason&
 // monitor request is answered with `noproc`, an info request with nothing.
 void bounce(const pid& dead, item* it) noexcept;
 
+// Installs `h` on `p`: it runs once, on p's thread, when p exits (before
+// p's links and monitors are told), or on whatever thread finds p gone if p
+// exits first. Returns false, without running `h`, if p is already gone.
+bool add_exit_hook(const pid& p, exit_hook h) noexcept;
+
 // A node-unique reference (monitors, timers, request tags).
 [[nodiscard]] std::uint64_t make_ref(node& n) noexcept;
 
