@@ -6,6 +6,7 @@
 // usage: otp_bench NAME     prints "RESULT <bench> <value> <unit>" lines
 //        otp_bench --list   prints the names it knows
 #include "otp/otp.hpp"
+#include "registry/registry.hpp"
 
 #include <unistd.h>
 
@@ -214,6 +215,45 @@ void skynet_bench() {
   result("skynet_ms", ns / 1e6, "ms");
 }
 
+// ---------------------------------------------------------------- registry
+
+void registry_lookup() {
+  constexpr int n = 10000000;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    if (!otp::register_name("bench_worker", otp::self()))
+      std::exit(1);
+    std::size_t found = 0;
+    auto t0 = clock_type::now();
+    for (int i = 0; i < n; ++i)
+      found += otp::whereis("bench_worker").has_value() ? 1 : 0;
+    ns = ns_since(t0);
+    if (found != n)
+      std::exit(1);
+    co_return;
+  });
+  result("registry_lookup_ns", ns / n, "ns");
+}
+
+void registry_register_unregister() {
+  constexpr int n = 1000000;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    auto t0 = clock_type::now();
+    for (int i = 0; i < n; ++i) {
+      if (!otp::register_name("bench_name", me) || !otp::unregister_name("bench_name"))
+        std::exit(1);
+      if ((i & 1023) == 0)
+        co_await otp::yield(); // let the exit-hook signals be handled
+    }
+    ns = ns_since(t0);
+  });
+  result("registry_register_unregister_ns", ns / n, "ns");
+}
+
 const std::map<std::string, std::function<void()>>& benches() {
   static const std::map<std::string, std::function<void()>> table = {
     {"spawn_idle", spawn_idle},
@@ -223,6 +263,8 @@ const std::map<std::string, std::function<void()>>& benches() {
     {"ring_hop_ns", ring},
     {"fan_in_msgs_per_s", fan_in},
     {"skynet_ms", skynet_bench},
+    {"registry_lookup_ns", registry_lookup},
+    {"registry_register_unregister_ns", registry_register_unregister},
   };
   return table;
 }

@@ -22,6 +22,8 @@ result<void> registry::register_name(const std::string& name, const pid& p) {
                    "register_name: '" + name + "' is already registered to " + taken->second.to_string()};
     s.names.emplace(name, p);
     by_pid_.emplace(p, name);
+    if (!hooked_.insert(p).second)
+      return outcome::success(); // its hook is installed (so it has not exited)
   }
   // The hook frees the name when p exits. If p is already gone it refuses
   // the hook; if p exits before it installs it, the hook runs then.
@@ -65,6 +67,7 @@ std::vector<std::string> registry::registered() const {
 
 void registry::forget(const pid& who) noexcept {
   std::lock_guard by_pid_lock(by_pid_mutex_);
+  hooked_.erase(who); // called only once `who` is gone
   auto held = by_pid_.find(who);
   if (held == by_pid_.end())
     return; // unregistered meanwhile

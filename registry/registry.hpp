@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace otp {
@@ -72,6 +73,9 @@ private:
   // Which name each process holds: written on (un)register and exit only.
   std::mutex by_pid_mutex_;
   std::unordered_map<pid, std::string> by_pid_;
+  // Processes whose exit hook is installed: one hook per process, however
+  // often it registers and unregisters.
+  std::unordered_set<pid> hooked_;
 };
 
 /// Registers `p` as `name` in the calling process's node (erlang:register/2).

@@ -169,3 +169,24 @@ TEST_CASE("names held by processes of a node that shuts down are released") {
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("registry/names");
+
+TEST_CASE("registering again after unregister keeps one exit hook, and exit still frees the name") {
+  otp::node n({.deterministic = true});
+  auto& reg = otp::registry::of(n);
+  auto p = n.spawn(wait_for_string);
+  for (int i = 0; i < 1000; ++i) {
+    REQUIRE(reg.register_name("again", p));
+    REQUIRE(reg.unregister_name("again"));
+  }
+  REQUIRE(reg.register_name("again", p));
+  n.run_until_idle();
+  otp::exit(p, otp::exit_reason::kill());
+  n.run_until_idle();
+  CHECK_FALSE(reg.whereis("again"));
+  auto q = n.spawn(wait_for_string);
+  CHECK(reg.register_name("again", q));
+}
+
+TEST_SUITE_END();
