@@ -58,8 +58,7 @@ bool is_local(const process* p, const pid& to) noexcept {
 
 void local_push(process& p, item* it) noexcept {
   if (it->kind == item_kind::message && p.signals.empty()) {
-    p.mailbox.push_back(it);
-    ++p.mailbox_len;
+    p.append_to_mailbox(it);
     // Match at once: a message the waiting receive does not want costs no
     // wake-up and no scheduler round trip. The receiver's predicates run as
     // the receiver (self() names it), though on the sender's turn.
@@ -159,6 +158,16 @@ void bounce(const pid& dead, item* it) noexcept {
     }
   }
   destroy_item(it);
+}
+
+void discard_all(const pid& dead, item* list) noexcept {
+  while (list != nullptr) {
+    item* next = list->next;
+    if (list->kind == item_kind::hook)
+      static_cast<signal*>(list)->hook(dead);
+    destroy_item(list);
+    list = next;
+  }
 }
 
 bool add_exit_hook(const pid& p, exit_hook h) noexcept {
@@ -431,13 +440,9 @@ void link(const pid& to) {
     return;
   if (!me.ext().links.insert(to, true))
     return;
-  if (!detail::send_signal(item_kind::link, mine, to)) {
-    // As if `to` had died linked to us with `noproc` (erlang:link/1).
-    detail::signal* s = detail::make_signal(item_kind::exit, to);
-    s->reason = exit_reason::noproc();
-    s->flag = true;
-    detail::local_push(me, s);
-  }
+  // If `to` is gone: as if it had died linked to us with `noproc` (erlang:link/1).
+  if (!detail::send_signal(item_kind::link, mine, to))
+    detail::send_signal(item_kind::exit, to, mine, exit_reason::noproc(), {}, true);
 }
 
 void unlink(const pid& to) {
@@ -451,12 +456,9 @@ monitor_ref monitor(const pid& target) {
   process& me = detail::require_process("otp::monitor");
   const monitor_ref ref{detail::make_ref(me.home()->owner())};
   me.ext().monitors.insert(ref, target);
-  if (!detail::send_signal(item_kind::monitor, me.self(), target, {}, ref)) {
-    detail::signal* s = detail::make_signal(item_kind::down, target);
-    s->reason = exit_reason::noproc();
-    s->ref = ref;
-    detail::local_push(me, s);
-  }
+  // If `target` is gone: a DOWN with `noproc`, at once.
+  if (!detail::send_signal(item_kind::monitor, me.self(), target, {}, ref))
+    detail::send_signal(item_kind::down, target, me.self(), exit_reason::noproc(), ref);
   return ref;
 }
 

@@ -261,8 +261,7 @@ bool scheduler::process_signals(process* p) noexcept {
       if (p->state >= proc_state::exiting) {
         detail::bounce(me, it);
       } else if (it->kind == item_kind::message) {
-        p->mailbox.push_back(it);
-        ++p->mailbox_len;
+        p->append_to_mailbox(it);
       } else {
         handle_signal(p, static_cast<detail::signal*>(it));
       }
@@ -291,8 +290,7 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
         return false;
       }
       if (p->trap_exit) {
-        p->mailbox.push_back(detail::make_message<exit_msg>(exit_msg{s->from, s->reason}));
-        ++p->mailbox_len;
+        p->append_to_mailbox(detail::make_message<exit_msg>(exit_msg{s->from, s->reason}));
         return true;
       }
       if (s->reason.is_normal() && s->from != p->self())
@@ -313,8 +311,7 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
     case item_kind::down:
       // Dropped if the monitor was removed meanwhile (demonitor).
       if (p->extras != nullptr && p->extras->monitors.erase(s->ref) != 0) {
-        p->mailbox.push_back(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
-        ++p->mailbox_len;
+        p->append_to_mailbox(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
       }
       return true;
     case item_kind::info:
@@ -437,15 +434,8 @@ void scheduler::teardown(process* p) noexcept {
       h(me);
     delete x;
   }
-  for (item* list : {p->mailbox.take_all(), p->signals.take_all()}) {
-    for (item* it = list; it != nullptr;) {
-      item* next = it->next;
-      if (it->kind == item_kind::hook)
-        static_cast<detail::signal*>(it)->hook(me); // a hook runs exactly once
-      detail::destroy_item(it);
-      it = next;
-    }
-  }
+  detail::discard_all(me, p->mailbox.take_all());
+  detail::discard_all(me, p->signals.take_all());
   p->mailbox_len = 0;
   p->state = proc_state::dead;
   p->refs.fetch_or(process::closed_bit, std::memory_order_acq_rel);
@@ -480,15 +470,8 @@ void scheduler::final_cleanup() noexcept {
       teardown(p);
     }
   }
-  for (process* z : zombies_) {
-    for (item* it = z->inbox.exchange(nullptr, std::memory_order_acq_rel); it != nullptr;) {
-      item* next = it->next;
-      if (it->kind == item_kind::hook)
-        static_cast<detail::signal*>(it)->hook(z->self());
-      detail::destroy_item(it);
-      it = next;
-    }
-  }
+  for (process* z : zombies_)
+    detail::discard_all(z->self(), z->inbox.exchange(nullptr, std::memory_order_acq_rel));
   zombies_.clear();
   for (auto& [ref, t] : send_timers_) {
     cancel_timer(t);

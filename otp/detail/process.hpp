@@ -99,6 +99,11 @@ struct alignas(64) process {
       extras = new process_extras;
     return *extras;
   }
+  // Appends a message; the counterpart of unlink_from_mailbox.
+  void append_to_mailbox(item* m) noexcept {
+    mailbox.push_back(m);
+    ++mailbox_len;
+  }
   [[nodiscard]] bool has_pending_signals() const noexcept {
     return !signals.empty() || inbox.load(std::memory_order_relaxed) != nullptr;
   }

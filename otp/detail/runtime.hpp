@@ -33,6 +33,10 @@ void bounce(const pid& dead, item* it) noexcept;
 // exits first. Returns false, without running `h`, if p is already gone.
 bool add_exit_hook(const pid& p, exit_hook h) noexcept;
 
+// Disposes of every item of a list at node shutdown, when nobody is told
+// anything: an exit hook in it still runs (a hook runs exactly once).
+void discard_all(const pid& dead, item* list) noexcept;
+
 // A node-unique reference (monitors, timers, request tags).
 [[nodiscard]] std::uint64_t make_ref(node& n) noexcept;
 
