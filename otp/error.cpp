@@ -18,6 +18,9 @@ public:
       case errc::invalid_argument: return "invalid argument";
       case errc::node_stopped: return "node stopped";
       case errc::invalid_child_spec: return "invalid child spec";
+      case errc::exited: return "the process exited";
+      case errc::ignored: return "start ignored";
+      case errc::registry_failed: return "registry failed";
     }
     return "unknown otp error";
   }

@@ -2,6 +2,8 @@
 // otp/error.hpp - error codes and results at API boundaries.
 #pragma once
 
+#include "otp/exit_reason.hpp"
+
 #include <boost/outcome/std_result.hpp>
 
 #include <string>
@@ -21,6 +23,9 @@ enum class errc {
   invalid_argument,  ///< an argument is out of range or malformed
   node_stopped,      ///< the node is shutting down or gone
   invalid_child_spec,///< a child specification failed validation
+  exited,            ///< the process exited; error::reason says why
+  ignored,           ///< the process's init chose not to start (OTP's `ignore`)
+  registry_failed,   ///< a `via` registry failed (threw) while resolving or registering
 };
 
 [[nodiscard]] const std::error_category& otp_category() noexcept;
@@ -30,13 +35,17 @@ enum class errc {
 }
 
 /// An error code plus context, e.g. "scheduler 7 does not exist (node has 2)".
+/// For `exited`, `reason` is the exit reason of the process concerned.
 struct error {
   std::error_code code;
   std::string context;
+  exit_reason reason;
 
   error() = default;
   error(errc e, std::string ctx = {}) : code(make_error_code(e)), context(std::move(ctx)) {}
   error(std::error_code c, std::string ctx = {}) : code(c), context(std::move(ctx)) {}
+  error(errc e, std::string ctx, exit_reason why)
+    : code(make_error_code(e)), context(std::move(ctx)), reason(std::move(why)) {}
 
   /// Returns "message: context".
   [[nodiscard]] std::string message() const;

@@ -49,6 +49,10 @@ struct spawn_options {
   bool link = false;
   /// Monitor the new process atomically (needs a calling process).
   bool monitor = false;
+  /// @private Monitor under this reference, made in advance with
+  /// detail::make_ref so that the new process can be handed it (behaviours
+  /// pass it as the tag of the start's reply). Implies `monitor`.
+  std::optional<monitor_ref> monitor_as{};
 };
 
 /// What spawn_opt returns: the pid, and the monitor when one was asked for.
@@ -206,7 +210,7 @@ private:
   std::atomic<std::uint64_t> foreign_ref_{1};
   std::chrono::steady_clock::time_point manual_now_{};
 
-  std::mutex services_mutex_;
+  std::recursive_mutex services_mutex_; // a service may create another in its constructor
   std::array<std::atomic<void*>, detail::max_services> services_{};
   std::vector<std::function<void()>> service_deleters_;
 

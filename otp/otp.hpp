@@ -3,6 +3,7 @@
 #pragma once
 
 #include "otp/asio.hpp"
+#include "otp/call.hpp"
 #include "otp/error.hpp"
 #include "otp/exit_reason.hpp"
 #include "otp/node.hpp"

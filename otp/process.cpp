@@ -2,6 +2,7 @@
 #include "otp/process.hpp"
 
 #include "otp/asio.hpp"
+#include "otp/call.hpp"
 #include "otp/detail/runtime.hpp"
 #include "otp/receive.hpp"
 
@@ -57,8 +58,11 @@ bool is_local(const process* p, const pid& to) noexcept {
 }
 
 void local_push(process& p, item* it) noexcept {
-  if (it->kind == item_kind::message && p.signals.empty()) {
-    p.append_to_mailbox(it);
+  if (is_message(it->kind) && p.signals.empty()) {
+    if (it->kind == item_kind::message)
+      p.append_to_mailbox(it);
+    else if (!p.offer_reply(it))
+      return;
     // Match at once: a message the waiting receive does not want costs no
     // wake-up and no scheduler round trip. The receiver's predicates run as
     // the receiver (self() names it), though on the sender's turn.
@@ -134,7 +138,7 @@ bool send_signal(item_kind k, const pid& from, const pid& to, const exit_reason&
 }
 
 void bounce(const pid& dead, item* it) noexcept {
-  if (it->kind != item_kind::message) {
+  if (!is_message(it->kind)) {
     auto* s = static_cast<signal*>(it);
     switch (s->kind) {
       case item_kind::link:
@@ -151,6 +155,7 @@ void bounce(const pid& dead, item* it) noexcept {
         break;
       case item_kind::hook: s->hook(dead); break;
       case item_kind::message:
+      case item_kind::reply:
       case item_kind::exit:
       case item_kind::unlink:
       case item_kind::demonitor:
@@ -223,7 +228,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
     cur = nullptr;
   if (parent != nullptr && cur == nullptr)
     parent = nullptr; // a process of another node: it cannot link across nodes
-  if ((o.link || o.monitor) && parent == nullptr)
+  const bool monitor = o.monitor || o.monitor_as.has_value();
+  if ((o.link || monitor) && parent == nullptr)
     throw std::system_error(make_error_code(errc::not_in_process),
                             "spawn_opt: link and monitor need a calling process of this node");
   if (o.scheduler && *o.scheduler >= n->scheduler_count())
@@ -257,8 +263,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   }
   if (watcher)
     p->ext().exit_watchers.push_back(std::move(watcher));
-  if (o.monitor) {
-    r.monitor = monitor_ref{make_ref(*n)};
+  if (monitor) {
+    r.monitor = o.monitor_as ? *o.monitor_as : monitor_ref{make_ref(*n)};
     p->ext().monitored_by.insert(r.monitor, parent->self());
     parent->ext().monitors.insert(r.monitor, child);
   }
@@ -452,10 +458,31 @@ void unlink(const pid& to) {
   detail::send_signal(item_kind::unlink, me.self(), to);
 }
 
+namespace {
+
+// `to`'s control block if it lives on this thread, is alive and has no
+// signal queued: a signal to it may then be carried out directly, since it
+// would be the next thing it handles.
+process* live_local_without_signals(const pid& to) noexcept {
+  process* t = to.control_block();
+  if (t == nullptr || !detail::is_local(t, to) || t->id.load(std::memory_order_relaxed) != to.id()
+      || t->state >= proc_state::exiting || !t->signals.empty())
+    return nullptr;
+  return t;
+}
+
+} // namespace
+
 monitor_ref monitor(const pid& target) {
   process& me = detail::require_process("otp::monitor");
   const monitor_ref ref{detail::make_ref(me.home()->owner())};
   me.ext().monitors.insert(ref, target);
+  if (process* t = live_local_without_signals(target)) {
+    // Same thread, nothing of ours queued before it: the signal would be
+    // handled next anyway, so record it at once (every call does this).
+    t->ext().monitored_by.insert(ref, me.self());
+    return ref;
+  }
   // If `target` is gone: a DOWN with `noproc`, at once.
   if (!detail::send_signal(item_kind::monitor, me.self(), target, {}, ref))
     detail::send_signal(item_kind::down, target, me.self(), exit_reason::noproc(), ref);
@@ -469,7 +496,10 @@ bool demonitor(monitor_ref ref, bool flush) {
     if (const pid* found = me.extras->monitors.find(ref)) {
       const pid target = *found;
       me.extras->monitors.erase(ref);
-      detail::send_signal(item_kind::demonitor, me.self(), target, {}, ref);
+      if (process* t = live_local_without_signals(target); t != nullptr && t->extras != nullptr)
+        t->extras->monitored_by.erase(ref);
+      else
+        detail::send_signal(item_kind::demonitor, me.self(), target, {}, ref);
       active = true;
     }
   }
@@ -542,3 +572,127 @@ task<std::optional<process_info>> get_process_info(pid p) {
 }
 
 } // namespace otp
+
+// ------------------------------------------------------------------- calls
+
+namespace otp::detail {
+
+call_wait::call_wait(process& p, monitor_ref ref, const pid& callee, const class timeout& t) noexcept
+  : receive_waiter{&try_match_thunk}, proc_(&p), ref_(ref), callee_(callee), limit_(t.duration()), armed_(true) {
+  this->fire = &fire_thunk;
+}
+
+call_wait::call_wait(error e) noexcept : receive_waiter{&try_match_thunk}, early_(std::move(e)) {}
+
+call_wait::~call_wait() {
+  if (!armed_)
+    return;
+  // Never awaited to the end (the process was killed while waiting, or the
+  // awaiter was dropped): disarm the slot so nothing lands there later.
+  receive_cleanup(*proc_, this, this);
+  process_extras* x = proc_->extras;
+  if (x == nullptr)
+    return;
+  if (x->call_tag == ref_.value()) {
+    x->call_tag = 0;
+    if (auto* r = std::exchange(x->call_reply, nullptr))
+      r->destroy(r);
+  }
+  if (x->monitors.find(ref_) != nullptr && this_thread.current == proc_)
+    (void)otp::demonitor(ref_);
+}
+
+bool call_wait::ready() const noexcept {
+  if (early_)
+    return true;
+  // Pending signals (a DOWN for this call among them) are the scheduler's to handle first.
+  return !proc_->has_pending_signals() && proc_->extras != nullptr && proc_->extras->call_reply != nullptr;
+}
+
+std::coroutine_handle<> call_wait::suspend(std::coroutine_handle<> h) {
+  if (limit_ && *limit_ <= std::chrono::steady_clock::duration::zero()) {
+    // A zero timeout still lets what is queued be handled first.
+    limit_ = std::chrono::steady_clock::duration{1};
+  }
+  return receive_prepare_suspend(*proc_, this, h, this, limit_);
+}
+
+bool call_wait::try_match_thunk(receive_waiter* self, process& p) noexcept {
+  auto* w = static_cast<call_wait*>(self);
+  if (p.extras == nullptr || p.extras->call_reply == nullptr)
+    return false;
+  receive_matched(p, w);
+  return true;
+}
+
+void call_wait::fire_thunk(timer_node* t, scheduler& s) noexcept {
+  auto* w = static_cast<call_wait*>(static_cast<receive_timeout*>(t));
+  (void)receive_timeout_fired(*w->proc_, w, s);
+}
+
+message_ptr call_wait::finish() noexcept {
+  armed_ = false;
+  process& p = *proc_;
+  receive_cleanup(p, this, this);
+  message_ptr m;
+  if (process_extras* x = p.extras) {
+    m.reset(std::exchange(x->call_reply, nullptr));
+    x->call_tag = 0;
+  }
+  // A DOWN for the call ended its monitor; otherwise drop the monitor now
+  // (a DOWN already on its way is then discarded on arrival).
+  if (m == nullptr || m->kind == item_kind::reply)
+    (void)otp::demonitor(ref_);
+  return m;
+}
+
+error call_wait::failure(message* down) const {
+  if (down == nullptr) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit_.value_or(std::chrono::steady_clock::duration{}));
+    return error{errc::timeout, "no reply from " + callee_.to_string() + " within " + std::to_string(ms.count()) + " ms"};
+  }
+  const exit_reason& why = payload<down_msg>(down).reason;
+  if (why.which() == exit_reason::kind::noproc)
+    return error{errc::noproc, callee_.to_string() + " is not alive", why};
+  return error{errc::exited, callee_.to_string() + " exited with " + why.to_string() + " before it replied", why};
+}
+
+error call_wait::wrong_reply_type() const {
+  return error{errc::invalid_argument, "the reply from " + callee_.to_string() + " is not of the type the call expects"};
+}
+
+void arm_call(process& me, monitor_ref ref) {
+  process_extras& x = me.ext();
+  x.call_tag = ref.value();
+  if (auto* stale = std::exchange(x.call_reply, nullptr))
+    stale->destroy(stale);
+}
+
+monitor_ref begin_call(process& me, const pid& to) {
+  const monitor_ref ref = otp::monitor(to);
+  arm_call(me, ref);
+  return ref;
+}
+
+void abandon_call(process& me, monitor_ref ref) noexcept {
+  if (process_extras* x = me.extras) {
+    if (x->call_tag == ref.value())
+      x->call_tag = 0;
+    if (auto* r = std::exchange(x->call_reply, nullptr))
+      r->destroy(r);
+  }
+  try {
+    (void)otp::demonitor(ref, true);
+  } catch (...) {
+  }
+}
+
+error call_refused(const pid& me, const pid& to) {
+  if (!to)
+    return error{errc::noproc, "call to an empty pid"};
+  if (to == me)
+    return error{errc::calling_self, me.to_string() + " called itself"};
+  return error{errc::noproc, to.to_string() + " is not alive", exit_reason::noproc()};
+}
+
+} // namespace otp::detail

@@ -56,6 +56,16 @@ struct alternative {
   }
 };
 
+// Takes whatever message comes first and hands over ownership of it (the
+// behaviours' loops, which dispatch on the type themselves).
+struct any_alternative {
+  using result_type = message_ptr;
+  [[nodiscard]] static constexpr bool matches(message*) noexcept { return true; }
+};
+
+template <class A>
+inline constexpr bool is_raw_v = std::is_same_v<A, any_alternative>;
+
 template <class F>
 struct after_clause {
   std::chrono::steady_clock::duration timeout;
@@ -161,12 +171,14 @@ public:
       if (timed_out_)
         return after_();
     }
-    message* m = std::exchange(matched_, nullptr);
     struct free_on_exit {
       message* m;
-      ~free_on_exit() { m->destroy(m); }
-    } guard{m};
-    return dispatch(m, std::index_sequence_for<Alts...>{});
+      ~free_on_exit() {
+        if (m != nullptr)
+          m->destroy(m);
+      }
+    } guard{std::exchange(matched_, nullptr)};
+    return dispatch(guard.m, std::index_sequence_for<Alts...>{});
   }
 
 private:
@@ -184,7 +196,7 @@ private:
   }
 
   template <std::size_t... I>
-  result_type dispatch(message* m, std::index_sequence<I...>) {
+  result_type dispatch(message*& m, std::index_sequence<I...>) {
     if constexpr (std::is_void_v<result_type>) {
       (void)((index_ == I && (invoke<I>(m), true)) || ...);
     } else {
@@ -194,10 +206,15 @@ private:
     }
   }
   template <std::size_t I>
-  decltype(auto) invoke(message* m) {
+  decltype(auto) invoke(message*& m) {
     auto& alt = std::get<I>(alts_);
-    using T = typename std::remove_reference_t<decltype(alt)>::message_type;
-    return alt.handler(std::move(payload<T>(m)));
+    using A = std::remove_reference_t<decltype(alt)>;
+    if constexpr (is_raw_v<A>) {
+      return message_ptr(std::exchange(m, nullptr));
+    } else {
+      using T = typename A::message_type;
+      return alt.handler(std::move(payload<T>(m)));
+    }
   }
 
   template <std::size_t... I>
@@ -368,6 +385,19 @@ auto receive_for(std::chrono::steady_clock::duration timeout, Pred pred) {
   using after_f = detail::no_after<std::optional<T>>;
   return detail::receive_awaiter<after_f, alt>{timeout, after_f{}, alt{std::move(pred), {}}};
 }
+
+namespace detail {
+
+/// @private Takes the next message, whatever its type (for behaviours).
+inline auto receive_any() { return receive_awaiter<void, any_alternative>{any_alternative{}}; }
+
+/// @private Takes the next message within `d`; null if none came.
+inline auto receive_any_for(std::chrono::steady_clock::duration d) {
+  using after_f = no_after<message_ptr>;
+  return receive_awaiter<after_f, any_alternative>{d, after_f{}, any_alternative{}};
+}
+
+} // namespace detail
 
 /// Suspends the calling process for `d` (timer:sleep/1): a receive that
 /// matches nothing; the mailbox is left as it is.

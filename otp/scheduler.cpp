@@ -262,6 +262,8 @@ bool scheduler::process_signals(process* p) noexcept {
         detail::bounce(me, it);
       } else if (it->kind == item_kind::message) {
         p->append_to_mailbox(it);
+      } else if (it->kind == item_kind::reply) {
+        (void)p->offer_reply(it);
       } else {
         handle_signal(p, static_cast<detail::signal*>(it));
       }
@@ -311,7 +313,11 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
     case item_kind::down:
       // Dropped if the monitor was removed meanwhile (demonitor).
       if (p->extras != nullptr && p->extras->monitors.erase(s->ref) != 0) {
-        p->append_to_mailbox(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
+        auto& x = *p->extras;
+        if (s->ref.value() != x.call_tag)
+          p->append_to_mailbox(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
+        else if (x.call_reply == nullptr) // the callee exited before it replied
+          x.call_reply = detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason});
       }
       return true;
     case item_kind::info:
@@ -324,7 +330,8 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
         s->hook(p->self()); // cannot keep it: run it as if p had exited
       }
       return true;
-    case item_kind::message: break;
+    case item_kind::message:
+    case item_kind::reply: break;
   }
   return true;
 }
@@ -371,6 +378,8 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
       [&](const monitor_ref& ref, const pid& target) { detail::send_signal(item_kind::demonitor, me, target, {}, ref); });
     watchers = std::move(x->exit_watchers);
     cancel_send_timers(*x);
+    if (x->call_reply != nullptr)
+      x->call_reply->destroy(x->call_reply);
     delete x;
   }
   for (item* it = p->mailbox.take_all(); it != nullptr;) {

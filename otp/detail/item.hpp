@@ -33,9 +33,10 @@ struct down_msg {
 
 namespace otp::detail {
 
-// Ordered with the signals after `message`, so `kind > message` means signal.
+// The first two kinds are messages (struct message); the rest are signals.
 enum class item_kind : std::uint8_t {
   message,
+  reply,     // a message for the caller's reply slot (call_tag), never the mailbox
   exit,      // exit signal; `flag` = it came through a link
   link,      // `from` linked to us
   unlink,    // `from` removed its link to us
@@ -84,6 +85,57 @@ struct message_of final : message {
   }
 };
 
+// A reply to a call: delivered to the caller's one-shot slot if `tag` is
+// the call it waits for, else dropped (OTP's alias, deactivated on timeout).
+struct reply_message : message {
+  std::uint64_t tag;
+  reply_message(type_tag t, void (*d)(message*) noexcept, std::uint64_t call_tag) noexcept
+    : message(t, d), tag(call_tag) {
+    kind = item_kind::reply;
+  }
+};
+
+template <class T>
+struct reply_of final : reply_message {
+  T value;
+
+  template <class... A>
+  explicit reply_of(std::uint64_t call_tag, A&&... a)
+    : reply_message(tag_of<T>(), &destroy_self, call_tag), value(std::forward<A>(a)...) {}
+
+  static void destroy_self(message* m) noexcept {
+    auto* self = static_cast<reply_of*>(m);
+    self->~reply_of();
+    pool_deallocate(self, sizeof(reply_of));
+  }
+};
+
+template <class T, class... A>
+[[nodiscard]] message* make_reply(std::uint64_t call_tag, A&&... a) {
+  void* mem = pool_allocate(sizeof(reply_of<T>));
+  try {
+    return ::new (mem) reply_of<T>(call_tag, std::forward<A>(a)...);
+  } catch (...) {
+    pool_deallocate(mem, sizeof(reply_of<T>));
+    throw;
+  }
+}
+
+template <class T>
+[[nodiscard]] T& reply_payload(message* m) noexcept {
+  return static_cast<reply_of<T>*>(m)->value;
+}
+
+[[nodiscard]] constexpr bool is_message(item_kind k) noexcept {
+  return k == item_kind::message || k == item_kind::reply;
+}
+
+/// Owns a message taken out of a mailbox.
+struct message_deleter {
+  void operator()(message* m) const noexcept { m->destroy(m); }
+};
+using message_ptr = std::unique_ptr<message, message_deleter>;
+
 template <class T, class... A>
 [[nodiscard]] message* make_message(A&&... a) {
   void* mem = pool_allocate(sizeof(message_of<T>));
@@ -123,7 +175,7 @@ struct signal : item {
 }
 
 inline void destroy_item(item* it) noexcept {
-  if (it->kind == item_kind::message) {
+  if (is_message(it->kind)) {
     auto* m = static_cast<message*>(it);
     m->destroy(m);
   } else {

@@ -45,6 +45,12 @@ struct process_extras {
   std::vector<std::shared_ptr<std::promise<exit_reason>>> exit_watchers; // node::spawn_watch
   std::vector<exit_hook> exit_hooks;                                      // add_exit_hook
   std::exception_ptr crash; // what escaped the top frame
+  // The reply slot of the call this process waits for (OTP's alias): the
+  // call's monitor ref, 0 when no call is active, and what arrived for it
+  // (a reply_message, or a down_msg message if the callee exited first).
+  // Here, not in the block: a caller has extras anyway, for the monitor.
+  std::uint64_t call_tag = 0;
+  message* call_reply = nullptr;
 
   static void* operator new(std::size_t n) { return pool_allocate(n); }
   static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
@@ -103,6 +109,17 @@ struct alignas(64) process {
   void append_to_mailbox(item* m) noexcept {
     mailbox.push_back(m);
     ++mailbox_len;
+  }
+  // Takes a reply into the slot if it answers the active call; drops it
+  // otherwise (a late reply, after a timeout). Returns whether it was taken.
+  bool offer_reply(item* it) noexcept {
+    auto* r = static_cast<reply_message*>(it);
+    if (extras != nullptr && extras->call_tag != 0 && r->tag == extras->call_tag && extras->call_reply == nullptr) {
+      extras->call_reply = r;
+      return true;
+    }
+    r->destroy(r);
+    return false;
   }
   [[nodiscard]] bool has_pending_signals() const noexcept {
     return !signals.empty() || inbox.load(std::memory_order_relaxed) != nullptr;

@@ -1,0 +1,884 @@
+// SPDX-License-Identifier: Apache-2.0
+// behaviours/gen_server.hpp - the generic server behaviour (OTP's gen_server).
+//
+// A module is a plain struct that holds the server's state; its callbacks
+// are found by name and checked with concepts (STYLE.md 2.4):
+//
+//   struct counter {
+//     struct get {};
+//     struct add { int n; };
+//     int value = 0;
+//     int handle_call(otp::context&, get) { return value; }
+//     void handle_cast(otp::context&, add a) { value += a.n; }
+//   };
+//   auto s = co_await otp::gen_server::start<counter>();
+//   int v = (co_await otp::gen_server::call(*s, counter::get{})).value();
+//
+// Each callback may be a plain function or return otp::task<...>.
+#pragma once
+
+#include "otp/call.hpp"
+#include "otp/detail/runtime.hpp"
+#include "otp/error.hpp"
+#include "otp/process.hpp"
+#include "otp/receive.hpp"
+#include "otp/task.hpp"
+#include "registry/name.hpp"
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+namespace otp {
+
+class context;
+
+/// handle_call's way to say "no reply now" (OTP's `{noreply, State}`): the
+/// reply comes later through the handle from context::defer_reply.
+struct noreply_t {
+  explicit constexpr noreply_t() = default;
+};
+inline constexpr noreply_t noreply{};
+
+/// What handle_call returns when it may not reply at once: a reply value,
+/// or otp::noreply.
+template <class R>
+class call_result {
+public:
+  call_result(R value) : v_(std::move(value)) {} // NOLINT: implicit on purpose
+  call_result(noreply_t) noexcept {}             // NOLINT
+  [[nodiscard]] bool has_reply() const noexcept { return v_.has_value(); }
+  [[nodiscard]] R take() { return std::move(*v_); }
+
+private:
+  std::optional<R> v_;
+};
+
+template <>
+class call_result<void> {
+public:
+  call_result() noexcept = default;
+  call_result(noreply_t) noexcept : reply_(false) {} // NOLINT
+  [[nodiscard]] bool has_reply() const noexcept { return reply_; }
+
+private:
+  bool reply_ = true;
+};
+
+/// What init returns (OTP's `{ok, S}`, `{stop, Reason}`, `ignore`). A void
+/// init means ok.
+class init_result {
+public:
+  [[nodiscard]] static init_result ok() noexcept { return init_result{outcome_t::ok, {}}; }
+  /// Start fails with `why`; the server exits with it.
+  [[nodiscard]] static init_result stop(exit_reason why) { return init_result{outcome_t::stop, std::move(why)}; }
+  /// The server does not start; start returns `ignored` (a supervisor keeps the child's spec).
+  [[nodiscard]] static init_result ignore() noexcept { return init_result{outcome_t::ignore, {}}; }
+
+  enum class outcome_t : std::uint8_t { ok, stop, ignore };
+  [[nodiscard]] outcome_t outcome() const noexcept { return outcome_; }
+  [[nodiscard]] const exit_reason& reason() const noexcept { return reason_; }
+
+private:
+  init_result(outcome_t o, exit_reason r) : reason_(std::move(r)), outcome_(o) {}
+  exit_reason reason_;
+  outcome_t outcome_;
+};
+
+/// Delivered to handle_info when the idle timeout set with
+/// context::set_timeout expires before a message comes (OTP's `timeout`).
+struct idle_timeout {};
+
+/// Any message, for a handle_info that takes whatever comes (Erlang's
+/// catch-all clause): ask for the type you expect.
+class any_message {
+public:
+  explicit any_message(detail::message_ptr m) noexcept : m_(std::move(m)) {}
+  /// Returns whether the message is a `T`.
+  template <class T>
+  [[nodiscard]] bool is() const noexcept {
+    return m_->type == detail::tag_of<T>();
+  }
+  /// Returns the message as a `T`, or null if it is not one.
+  template <class T>
+  [[nodiscard]] T* get() noexcept {
+    return is<T>() ? &detail::payload<T>(m_.get()) : nullptr;
+  }
+
+private:
+  detail::message_ptr m_;
+};
+
+/// A started gen_server of module M: a pid that remembers its module, so
+/// that calls and casts are checked against M's callbacks.
+template <class M>
+class server_ref {
+public:
+  server_ref() = default;
+  explicit server_ref(const otp::pid& p) noexcept : pid_(p) {}
+  [[nodiscard]] const otp::pid& pid() const noexcept { return pid_; }
+  operator const otp::pid&() const noexcept { return pid_; } // NOLINT: a server is a process
+  friend bool operator==(const server_ref&, const server_ref&) = default;
+
+private:
+  otp::pid pid_;
+};
+
+/// A server's counters (sys:statistics-like). Reply times are measured
+/// only for servers started with `statistics = true`.
+struct server_statistics {
+  std::uint64_t calls = 0;
+  std::uint64_t casts = 0;
+  std::uint64_t infos = 0;
+  std::uint64_t unexpected = 0; ///< messages handle_info does not accept, dropped
+  std::chrono::nanoseconds call_time_total{0};
+  std::chrono::nanoseconds call_time_max{0};
+};
+
+namespace detail {
+template <class M>
+class gs_server;
+struct gs_call_state {
+  pid caller;
+  std::uint64_t tag = 0;
+  type_tag reply_type = nullptr;
+  bool deferred = false;
+};
+} // namespace detail
+
+/// What a gen_server's callbacks may ask of their server, passed as the
+/// first argument of every callback (OTP's return tuples, as requests).
+class context {
+public:
+  /// Returns the server's pid.
+  [[nodiscard]] const pid& self() const noexcept { return self_; }
+  /// Returns the process that started the server.
+  [[nodiscard]] const pid& parent() const noexcept { return parent_; }
+
+  /// Stops the server once this callback returns: terminate runs, then a
+  /// handle_call's reply is sent, then the server exits with `why` (OTP's
+  /// `{stop, Reason, Reply, State}` and `{stop, Reason, State}`).
+  void stop(exit_reason why = exit_reason::normal()) { stop_ = std::move(why); }
+
+  /// Runs handle_continue(ctx, value) before the next message (OTP's
+  /// `{continue, C}`). handle_continue must accept the value's type.
+  template <class C>
+  void continue_with(C value) {
+    continue_.reset(detail::make_message<std::decay_t<C>>(std::move(value)));
+  }
+
+  /// Delivers otp::idle_timeout to handle_info if no message comes within
+  /// `d` after this callback (OTP's `Timeout` return). It applies to the
+  /// next wait only; each callback sets it again if it wants it.
+  void set_timeout(std::chrono::steady_clock::duration d) noexcept { timeout_ = d; }
+
+  /// Inside handle_call: returns the caller's reply handle and leaves the
+  /// reply to whoever holds it (otp::reply). handle_call then returns
+  /// otp::noreply. `R` must be the call's reply type.
+  template <class R>
+  [[nodiscard]] from<R> defer_reply() {
+    if (!call_)
+      throw std::logic_error("context::defer_reply must be called inside handle_call");
+    if (call_->reply_type != detail::tag_of<detail::reply_storage_t<R>>())
+      throw std::logic_error("context::defer_reply<R>: R is not the reply type of this call");
+    call_->deferred = true;
+    return from<R>{call_->caller, call_->tag};
+  }
+
+private:
+  template <class M>
+  friend class detail::gs_server;
+
+  pid self_;
+  pid parent_;
+  std::optional<exit_reason> stop_;
+  detail::message_ptr continue_;
+  std::optional<std::chrono::steady_clock::duration> timeout_;
+  std::optional<detail::gs_call_state> call_;
+};
+
+namespace detail {
+
+template <class T>
+struct task_traits {
+  static constexpr bool is_task = false;
+  using value_type = T;
+};
+template <class T>
+struct task_traits<task<T>> {
+  static constexpr bool is_task = true;
+  using value_type = T;
+};
+
+template <class T>
+struct call_result_traits {
+  static constexpr bool is_call_result = false;
+  using reply_type = T;
+};
+template <class R>
+struct call_result_traits<call_result<R>> {
+  static constexpr bool is_call_result = true;
+  using reply_type = R;
+};
+
+template <class M, class Req>
+concept handles_call = requires(M& m, context& c, Req&& r) { m.handle_call(c, std::move(r)); };
+template <class M, class Req>
+concept handles_cast = requires(M& m, context& c, Req&& r) { m.handle_cast(c, std::move(r)); };
+template <class M>
+concept has_init = requires(M& m, context& c) { m.init(c); };
+template <class M>
+concept has_terminate = requires(M& m, context& c, const exit_reason& r) { m.terminate(c, r); };
+
+// Stands for the reply type of a request M does not handle, so that the
+// static_assert in call() is the one error the user sees.
+struct not_a_call {};
+
+template <class M, class Req>
+struct call_reply {
+  using type = not_a_call;
+};
+template <class M, class Req>
+  requires handles_call<M, Req>
+struct call_reply<M, Req> {
+  using ret = decltype(std::declval<M&>().handle_call(std::declval<context&>(), std::declval<Req&&>()));
+  using type = typename call_result_traits<typename task_traits<ret>::value_type>::reply_type;
+};
+template <class M, class Req>
+using call_reply_t = typename call_reply<M, Req>::type;
+
+// The parameter type of a single, non-template callback `name(context&, T)`.
+template <class F>
+struct callback_arg {
+  static constexpr bool valid = false;
+};
+template <class C, class R, class A>
+struct callback_arg<R (C::*)(context&, A)> {
+  static constexpr bool valid = true;
+  using type = std::remove_cvref_t<A>;
+};
+template <class C, class R, class A>
+struct callback_arg<R (C::*)(context&, A) noexcept> : callback_arg<R (C::*)(context&, A)> {};
+
+// Whether M has any member named handle_info / handle_continue, however
+// declared: a base with a member of the same name makes the name ambiguous.
+struct info_probe {
+  int handle_info;
+  int handle_continue;
+};
+template <class M>
+struct probe : M, info_probe {};
+template <class M>
+concept names_handle_info = std::is_class_v<M> && !std::is_final_v<M> && !requires { &probe<M>::handle_info; };
+template <class M>
+concept names_handle_continue =
+  std::is_class_v<M> && !std::is_final_v<M> && !requires { &probe<M>::handle_continue; };
+
+template <class M>
+concept single_handle_info = requires { &M::handle_info; } && callback_arg<decltype(&M::handle_info)>::valid;
+template <class M>
+concept single_handle_continue = requires { &M::handle_continue; } && callback_arg<decltype(&M::handle_continue)>::valid;
+
+template <class T>
+struct is_variant : std::false_type {};
+template <class... Ts>
+struct is_variant<std::variant<Ts...>> : std::true_type {};
+
+// Builds the argument of type T (a message type, a variant of them, or
+// any_message) from `m` if `m` fits; empty otherwise.
+template <class T>
+std::optional<T> accept_as(message_ptr& m) {
+  if constexpr (std::is_same_v<T, any_message>) {
+    return std::optional<T>(std::in_place, std::move(m));
+  } else if constexpr (is_variant<T>::value) {
+    return []<class... Ts>(message_ptr& msg, std::type_identity<std::variant<Ts...>>) {
+      std::optional<T> out;
+      (void)((msg->type == tag_of<Ts>() && (out.emplace(std::in_place_type<Ts>, std::move(payload<Ts>(msg.get()))), true))
+             || ...);
+      return out;
+    }(m, std::type_identity<T>{});
+  } else {
+    if (m->type != tag_of<T>())
+      return std::nullopt;
+    return std::optional<T>(std::move(payload<T>(m.get())));
+  }
+}
+
+// Messages of every gen_server's protocol that do not depend on the module.
+struct system_msg {
+  enum class kind : std::uint8_t { stop, statistics } what;
+  exit_reason reason;
+  std::uint64_t tag = 0;
+  pid caller;
+};
+
+// A request to a server of module M: a call, a cast or get_state. One type
+// tag for all of M's requests; `run` knows the concrete request.
+template <class M>
+struct gs_envelope : message {
+  using run_fn = std::optional<task<void>> (*)(gs_envelope* self, gs_server<M>& s);
+  run_fn run;
+  bool is_call;
+  gs_envelope(run_fn r, void (*d)(message*) noexcept, bool call) noexcept
+    : message(tag_of<gs_envelope>(), d), run(r), is_call(call) {}
+};
+
+template <class M, class Body>
+struct gs_item final : gs_envelope<M> {
+  Body body;
+  explicit gs_item(Body b) : gs_envelope<M>(&run_self, &destroy_self, Body::is_call), body(std::move(b)) {}
+  static std::optional<task<void>> run_self(gs_envelope<M>* e, gs_server<M>& s) {
+    return Body::run(static_cast<gs_item*>(e)->body, s);
+  }
+  static void destroy_self(message* m) noexcept {
+    auto* self = static_cast<gs_item*>(m);
+    self->~gs_item();
+    pool_deallocate(self, sizeof(gs_item));
+  }
+};
+
+template <class M, class Body>
+[[nodiscard]] message* make_envelope(Body body) {
+  void* mem = pool_allocate(sizeof(gs_item<M, Body>));
+  try {
+    return ::new (mem) gs_item<M, Body>(std::move(body));
+  } catch (...) {
+    pool_deallocate(mem, sizeof(gs_item<M, Body>));
+    throw;
+  }
+}
+
+template <class M, class Req>
+struct call_body {
+  static constexpr bool is_call = true;
+  from<call_reply_t<M, Req>> reply_to;
+  Req req;
+  static std::optional<task<void>> run(call_body& b, gs_server<M>& s) { return s.on_call(b.reply_to, b.req); }
+};
+
+template <class M, class Req>
+struct cast_body {
+  static constexpr bool is_call = false;
+  Req req;
+  static std::optional<task<void>> run(cast_body& b, gs_server<M>& s) { return s.on_cast(b.req); }
+};
+
+template <class M>
+struct get_state_body {
+  static constexpr bool is_call = false;
+  from<M> reply_to;
+  static std::optional<task<void>> run(get_state_body& b, gs_server<M>& s) {
+    otp::reply(b.reply_to, s.module());
+    return std::nullopt;
+  }
+};
+
+void report_unexpected_info(const pid& server) noexcept;
+
+// What a starting server tells its starter: started, or why not.
+struct init_ack {
+  std::optional<error> failure;
+};
+[[nodiscard]] error init_failed(const pid& server, const exit_reason& why);
+
+// The process behind a gen_server of module M: its loop, and the module's state.
+template <class M>
+class gs_server {
+public:
+  gs_server(const pid& self, const pid& parent, bool timing) : timing_(timing) {
+    ctx_.self_ = self;
+    ctx_.parent_ = parent;
+  }
+
+  [[nodiscard]] M& module() noexcept { return *mod_; }
+
+  // The server's body: register, init, acknowledge, then loop.
+  template <class... A>
+  static task<void> main(from<init_ack> starter, std::optional<server_name> name, bool timing, pid parent,
+                         A... args) {
+    process& me = require_process("gen_server");
+    node& n = me.home()->owner();
+    gs_server s(me.self(), parent, timing);
+    // Registered before init, so that of two concurrent starts one wins.
+    if (name) {
+      if (auto r = name->register_name(n, me.self()); !r) {
+        otp::unlink(parent);
+        otp::reply(starter, init_ack{r.error()});
+        co_return;
+      }
+    }
+    std::exception_ptr crash;
+    std::optional<init_result> ir;
+    try {
+      if constexpr (std::is_constructible_v<M, A&&...>)
+        s.mod_.emplace(std::move(args)...);
+      else
+        s.mod_.emplace(M{std::move(args)...});
+      ir = co_await s.run_init();
+    } catch (...) {
+      crash = std::current_exception();
+    }
+    if (crash || ir->outcome() != init_result::outcome_t::ok) {
+      // OTP: the name goes first, then the caller hears, then the exit.
+      if (name)
+        name->unregister_name(n);
+      otp::unlink(parent);
+      if (ir && ir->outcome() == init_result::outcome_t::ignore) {
+        otp::reply(starter, init_ack{error{errc::ignored, me.self().to_string() + " ignored its start"}});
+        co_return;
+      }
+      const exit_reason why = crash ? exit_reason::from_exception(crash) : ir->reason();
+      otp::reply(starter, init_ack{init_failed(me.self(), why)});
+      if (why.is_normal())
+        co_return;
+      otp::exit(why);
+    }
+    otp::reply(starter, init_ack{});
+    co_await s.loop();
+  }
+
+  // --- requests (called through the envelopes)
+
+  template <class R, class Req>
+  std::optional<task<void>> on_call(const from<R>& f, Req& req) {
+    ++stats_.calls;
+    ctx_.call_.emplace(gs_call_state{f.caller(), f.tag(), tag_of<reply_storage_t<R>>(), false});
+    using ret = decltype(module().handle_call(ctx_, std::move(req)));
+    if constexpr (task_traits<ret>::is_task) {
+      return call_async<R, Req>(this, &req, f);
+    } else if constexpr (std::is_void_v<ret>) {
+      module().handle_call(ctx_, std::move(req));
+      finish_call<R>(f, call_result<void>{});
+      return std::nullopt;
+    } else {
+      finish_call<R>(f, module().handle_call(ctx_, std::move(req)));
+      return std::nullopt;
+    }
+  }
+
+  template <class Req>
+  std::optional<task<void>> on_cast(Req& req) {
+    ++stats_.casts;
+    using ret = decltype(module().handle_cast(ctx_, std::move(req)));
+    if constexpr (task_traits<ret>::is_task) {
+      return module().handle_cast(ctx_, std::move(req));
+    } else {
+      module().handle_cast(ctx_, std::move(req));
+      return std::nullopt;
+    }
+  }
+
+private:
+  task<init_result> run_init() {
+    if constexpr (has_init<M>) {
+      using ret = decltype(module().init(ctx_));
+      using value = typename task_traits<ret>::value_type;
+      static_assert(std::is_void_v<value> || std::is_same_v<value, init_result>,
+                    "gen_server: init(otp::context&) must return void or otp::init_result (or a task of them)");
+      if constexpr (task_traits<ret>::is_task) {
+        if constexpr (std::is_void_v<value>) {
+          co_await module().init(ctx_);
+          co_return init_result::ok();
+        } else {
+          co_return co_await module().init(ctx_);
+        }
+      } else if constexpr (std::is_void_v<value>) {
+        module().init(ctx_);
+        co_return init_result::ok();
+      } else {
+        co_return module().init(ctx_);
+      }
+    } else {
+      co_return init_result::ok();
+    }
+  }
+
+  template <class R, class Req>
+  static task<void> call_async(gs_server* s, Req* req, from<R> f) {
+    using value = typename task_traits<decltype(s->module().handle_call(s->ctx_, std::move(*req)))>::value_type;
+    if constexpr (std::is_void_v<value>) {
+      co_await s->module().handle_call(s->ctx_, std::move(*req));
+      s->finish_call<R>(f, call_result<void>{});
+    } else {
+      value v = co_await s->module().handle_call(s->ctx_, std::move(*req));
+      s->finish_call<R>(f, std::move(v));
+    }
+  }
+
+  // Sends a handle_call's reply, or keeps it until terminate ran when the
+  // callback also stopped the server.
+  template <class R, class X>
+  void finish_call(const from<R>& f, X&& x) {
+    ctx_.call_.reset();
+    using stored = reply_storage_t<R>;
+    message* rep = nullptr;
+    if constexpr (call_result_traits<std::decay_t<X>>::is_call_result) {
+      if (!x.has_reply())
+        return;
+      if constexpr (std::is_void_v<R>)
+        rep = make_reply<stored>(f.tag());
+      else
+        rep = make_reply<stored>(f.tag(), x.take());
+    } else {
+      rep = make_reply<stored>(f.tag(), std::forward<X>(x));
+    }
+    if (ctx_.stop_) {
+      pending_reply_.reset(rep);
+      pending_to_ = f.caller();
+    } else {
+      deliver(f.caller(), rep);
+    }
+  }
+
+  std::optional<task<void>> on_info(message_ptr& m) {
+    if constexpr (single_handle_info<M>) {
+      using T = typename callback_arg<decltype(&M::handle_info)>::type;
+      auto arg = accept_as<T>(m);
+      if (!arg) {
+        unexpected();
+        return std::nullopt;
+      }
+      ++stats_.infos;
+      using ret = decltype(module().handle_info(ctx_, std::move(*arg)));
+      if constexpr (task_traits<ret>::is_task) {
+        return info_async<T>(this, std::move(*arg));
+      } else {
+        module().handle_info(ctx_, std::move(*arg));
+        return std::nullopt;
+      }
+    } else {
+      static_assert(!names_handle_info<M>,
+                    "gen_server: handle_info must be one non-template member function "
+                    "handle_info(otp::context&, T), where T is a message type, a std::variant of "
+                    "message types, or otp::any_message");
+      unexpected();
+      return std::nullopt;
+    }
+  }
+
+  template <class T>
+  static task<void> info_async(gs_server* s, T arg) {
+    co_await s->module().handle_info(s->ctx_, std::move(arg));
+  }
+
+  std::optional<task<void>> on_continue(message_ptr& m) {
+    if constexpr (single_handle_continue<M>) {
+      using T = typename callback_arg<decltype(&M::handle_continue)>::type;
+      auto arg = accept_as<T>(m);
+      if (!arg)
+        throw std::logic_error("gen_server: handle_continue does not accept the value given to continue_with");
+      using ret = decltype(module().handle_continue(ctx_, std::move(*arg)));
+      if constexpr (task_traits<ret>::is_task) {
+        return continue_async<T>(this, std::move(*arg));
+      } else {
+        module().handle_continue(ctx_, std::move(*arg));
+        return std::nullopt;
+      }
+    } else {
+      static_assert(!names_handle_continue<M>,
+                    "gen_server: handle_continue must be one non-template member function "
+                    "handle_continue(otp::context&, T)");
+      // OTP: a {continue, C} without handle_continue exits with undef.
+      throw std::logic_error("gen_server: continue_with was used but the module has no handle_continue");
+    }
+  }
+
+  template <class T>
+  static task<void> continue_async(gs_server* s, T arg) {
+    co_await s->module().handle_continue(s->ctx_, std::move(arg));
+  }
+
+  void unexpected() noexcept {
+    ++stats_.unexpected;
+    report_unexpected_info(ctx_.self_);
+  }
+
+  // Takes one message (or the idle timeout) and hands it to its callback.
+  std::optional<task<void>> dispatch(message_ptr& m, bool& timed_call) {
+    if (m == nullptr) {
+      message_ptr t(make_message<idle_timeout>());
+      return on_info(t);
+    }
+    if (m->type == tag_of<gs_envelope<M>>()) {
+      auto* e = static_cast<gs_envelope<M>*>(m.get());
+      timed_call = timing_ && e->is_call;
+      return e->run(e, *this);
+    }
+    if (m->type == tag_of<system_msg>()) {
+      auto& s = payload<system_msg>(m.get());
+      switch (s.what) {
+        case system_msg::kind::stop: ctx_.stop_ = s.reason; break;
+        case system_msg::kind::statistics:
+          deliver(s.caller, make_reply<server_statistics>(s.tag, stats_));
+          break;
+      }
+      return std::nullopt;
+    }
+    // OTP: an exit signal from the parent, trapped, stops the server.
+    if (m->type == tag_of<exit_msg>() && payload<exit_msg>(m.get()).from == ctx_.parent_) {
+      ctx_.stop_ = payload<exit_msg>(m.get()).reason;
+      return std::nullopt;
+    }
+    return on_info(m);
+  }
+
+  // Runs terminate (if M has it) for a server about to exit with `why`; a
+  // crash in terminate replaces the reason.
+  task<void> run_terminate(exit_reason why) {
+    if constexpr (has_terminate<M>) {
+      using ret = decltype(module().terminate(ctx_, why));
+      if constexpr (task_traits<ret>::is_task)
+        co_await module().terminate(ctx_, why);
+      else
+        module().terminate(ctx_, why);
+    }
+    co_return;
+  }
+
+  task<void> loop() {
+    for (;;) {
+      std::exception_ptr crash;
+      try {
+        if (ctx_.continue_) {
+          message_ptr c = std::move(ctx_.continue_);
+          ctx_.timeout_.reset();
+          if (auto t = on_continue(c))
+            co_await std::move(*t);
+        } else {
+          message_ptr m;
+          if (ctx_.timeout_) {
+            const auto d = *ctx_.timeout_;
+            ctx_.timeout_.reset();
+            m = co_await receive_any_for(d);
+          } else {
+            m = co_await receive_any();
+          }
+          bool timed_call = false;
+          const auto started = timing_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+          if (auto t = dispatch(m, timed_call))
+            co_await std::move(*t);
+          if (timed_call) {
+            const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
+            stats_.call_time_total += took;
+            stats_.call_time_max = std::max(stats_.call_time_max, took);
+          }
+        }
+      } catch (...) {
+        crash = std::current_exception();
+      }
+      ctx_.call_.reset();
+      if (crash) {
+        // OTP calls terminate for a crash in a callback, then exits with it.
+        std::exception_ptr in_terminate;
+        try {
+          co_await run_terminate(exit_reason::from_exception(crash));
+        } catch (...) {
+          in_terminate = std::current_exception();
+        }
+        std::rethrow_exception(in_terminate ? in_terminate : crash);
+      }
+      if (ctx_.stop_) {
+        const exit_reason why = *ctx_.stop_;
+        co_await run_terminate(why);
+        if (pending_reply_)
+          deliver(pending_to_, pending_reply_.release());
+        if (why.is_normal())
+          co_return;
+        otp::exit(why);
+      }
+    }
+  }
+
+  context ctx_;
+  std::optional<M> mod_;
+  server_statistics stats_;
+  message_ptr pending_reply_;
+  pid pending_to_;
+  bool timing_ = false;
+};
+
+template <class M, class Req>
+struct cast_check {
+  static_assert(handles_cast<M, Req>,
+                "otp::gen_server::cast: the server's module has no handle_cast(otp::context&, Req) "
+                "for this request type");
+  static constexpr bool ok = handles_cast<M, Req>;
+};
+
+template <class M, class Req>
+struct call_check {
+  static_assert(handles_call<M, Req>,
+                "otp::gen_server::call: the server's module has no handle_call(otp::context&, Req) "
+                "for this request type");
+  static constexpr bool ok = handles_call<M, Req>;
+};
+
+} // namespace detail
+
+/// The generic server behaviour: start, call, cast, stop (OTP's gen_server).
+namespace gen_server {
+
+/// How a server is started.
+struct start_options {
+  /// Register the server under this name before its init runs.
+  std::optional<server_name> name{};
+  /// Link the caller and the server (start_link).
+  bool link = false;
+  /// Kill the server and fail with `timeout` if init takes longer.
+  otp::timeout init_timeout = otp::infinity;
+  /// The scheduler to run the server on (default: the caller's).
+  std::optional<unsigned> scheduler{};
+  /// Measure reply times (gen_server::statistics).
+  bool statistics = false;
+};
+
+/// Starts a server of module M, constructed from `args` inside the new
+/// process, and returns once its init returned (gen_server:start/4). Fails
+/// with `already_started` (the name is taken: the context names the
+/// holder), `exited` (init stopped or threw: error::reason says why),
+/// `ignored` (init returned ignore), or `timeout`.
+template <class M, class... A>
+task<result<server_ref<M>>> start_opt(start_options o, A... args) {
+  static_assert(std::is_class_v<M>, "gen_server: the module must be a class");
+  static_assert(std::is_constructible_v<M, A&&...> || requires { M{std::declval<A&&>()...}; },
+                "gen_server::start: the module cannot be constructed from these arguments");
+  detail::process& me = detail::require_process("gen_server::start");
+  node& n = me.home()->owner();
+  const monitor_ref ref{detail::make_ref(n)};
+  // Armed before the spawn: the reply may come from another scheduler at once.
+  detail::arm_call(me, ref);
+  spawn_result sr;
+  try {
+    sr = n.spawn_opt({.scheduler = o.scheduler, .link = o.link, .monitor_as = ref},
+                     &detail::gs_server<M>::template main<A...>, from<detail::init_ack>{me.self(), ref.value()}, o.name,
+                     o.statistics, me.self(), std::move(args)...);
+  } catch (...) {
+    detail::abandon_call(me, ref);
+    throw;
+  }
+  if (!sr.pid) {
+    detail::abandon_call(me, ref);
+    co_return error{errc::node_stopped, "gen_server::start: the node is shutting down"};
+  }
+  detail::call_awaiter<detail::init_ack> ack(me, ref, sr.pid, o.init_timeout);
+  result<detail::init_ack> r = co_await ack;
+  if (!r) {
+    if (r.error() == errc::timeout) {
+      // Unlinked first, so that the kill does not reach the caller.
+      otp::unlink(sr.pid);
+      otp::exit(sr.pid, exit_reason::kill());
+    }
+    co_return std::move(r).error();
+  }
+  if (r.value().failure)
+    co_return std::move(*r.value().failure);
+  co_return server_ref<M>(sr.pid);
+}
+
+/// Starts a server of module M (gen_server:start/3).
+template <class M, class... A>
+task<result<server_ref<M>>> start(A... args) {
+  return start_opt<M>(start_options{}, std::move(args)...);
+}
+
+/// Starts a server of module M linked to the caller (gen_server:start_link/3).
+template <class M, class... A>
+task<result<server_ref<M>>> start_link(A... args) {
+  return start_opt<M>(start_options{.link = true}, std::move(args)...);
+}
+
+/// The default time a call waits for its reply (OTP's 5000 ms).
+inline constexpr std::chrono::milliseconds default_call_timeout{5000};
+
+/// Calls the server `to` of module M with `request` and waits for the
+/// reply (gen_server:call/3). `co_await` the result: the reply, or an
+/// error: `noproc` (no such server; nothing was sent), `exited` (it died
+/// before replying; error::reason is why), `timeout` (a reply that comes
+/// later is dropped), `calling_self`.
+template <class M, class Req>
+auto call(const destination& to, Req&& request, otp::timeout t = default_call_timeout) {
+  using R = detail::call_reply_t<M, std::decay_t<Req>>;
+  static_assert(detail::call_check<M, std::decay_t<Req>>::ok);
+  if constexpr (detail::call_check<M, std::decay_t<Req>>::ok) {
+    auto target = to.resolve(detail::calling_node("gen_server::call"));
+    if (!target)
+      return detail::call_awaiter<R>(std::move(target).error());
+    return detail::call_process<R>(target.value(), t, [&](const from<R>& f) {
+      using body = detail::call_body<M, std::decay_t<Req>>;
+      return detail::make_envelope<M>(body{f, std::forward<Req>(request)});
+    });
+  }
+}
+
+/// Calls the server `s` (its module deduced).
+template <class M, class Req>
+auto call(const server_ref<M>& s, Req&& request, otp::timeout t = default_call_timeout) {
+  return call<M>(destination(s.pid()), std::forward<Req>(request), t);
+}
+
+/// Sends `request` to the server `to` of module M without waiting
+/// (gen_server:cast/2). Like OTP's, it always succeeds: a request to a
+/// server that is not there is dropped.
+template <class M, class Req>
+void cast(const destination& to, Req&& request) {
+  static_assert(detail::cast_check<M, std::decay_t<Req>>::ok);
+  if constexpr (detail::cast_check<M, std::decay_t<Req>>::ok) {
+    auto target = to.resolve(detail::calling_node("gen_server::cast"));
+    if (!target)
+      return;
+    using body = detail::cast_body<M, std::decay_t<Req>>;
+    detail::deliver(target.value(), detail::make_envelope<M>(body{std::forward<Req>(request)}));
+  }
+}
+
+/// Casts to the server `s` (its module deduced). Safe from any thread.
+template <class M, class Req>
+void cast(const server_ref<M>& s, Req&& request) {
+  static_assert(detail::cast_check<M, std::decay_t<Req>>::ok);
+  if constexpr (detail::cast_check<M, std::decay_t<Req>>::ok) {
+    using body = detail::cast_body<M, std::decay_t<Req>>;
+    detail::deliver(s.pid(), detail::make_envelope<M>(body{std::forward<Req>(request)}));
+  }
+}
+
+/// Stops the server `to` with `why` and waits until it is gone
+/// (gen_server:stop/3): terminate runs, then the server exits. Fails with
+/// `noproc`, `timeout`, or `exited` if it exited with another reason.
+task<result<void>> stop(destination to, exit_reason why = exit_reason::normal(), otp::timeout t = otp::infinity);
+
+/// Returns a copy of the state of the server `to` of module M (sys:get_state/1).
+template <class M>
+  requires std::copy_constructible<M>
+auto get_state(const destination& to, otp::timeout t = default_call_timeout) {
+  auto target = to.resolve(detail::calling_node("gen_server::get_state"));
+  if (!target)
+    return detail::call_awaiter<M>(std::move(target).error());
+  return detail::call_process<M>(target.value(), t, [](const from<M>& f) {
+    return detail::make_envelope<M>(detail::get_state_body<M>{f});
+  });
+}
+
+/// Returns the state of the server `s` (its module deduced).
+template <class M>
+auto get_state(const server_ref<M>& s, otp::timeout t = default_call_timeout) {
+  return get_state<M>(destination(s.pid()), t);
+}
+
+/// Returns the counters of the server `to` (sys:statistics/2).
+detail::call_awaiter<server_statistics> statistics(const destination& to,
+                                                   otp::timeout t = default_call_timeout);
+
+} // namespace gen_server
+
+/// Returns whether `M` can serve as a gen_server module.
+template <class M>
+concept gen_server_module = std::is_class_v<M> && std::is_destructible_v<M>;
+
+} // namespace otp
