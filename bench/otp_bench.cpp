@@ -6,6 +6,7 @@
 // usage: otp_bench NAME     prints "RESULT <bench> <value> <unit>" lines
 //        otp_bench --list   prints the names it knows
 #include "otp/otp.hpp"
+#include "behaviours/gen_server.hpp"
 #include "registry/registry.hpp"
 
 #include <unistd.h>
@@ -254,6 +255,90 @@ void registry_register_unregister() {
   result("registry_register_unregister_ns", ns / n, "ns");
 }
 
+// -------------------------------------------------------------- gen_server
+
+// The counter of bench/erlang/bench_gs.erl: call {add, N} replies the new
+// value, cast {add, N} adds.
+struct bench_counter {
+  struct add {
+    long n;
+  };
+  long value = 0;
+  long handle_call(otp::context&, add a) { return value += a.n; }
+  void handle_cast(otp::context&, add a) { value += a.n; }
+};
+
+otp::task<void> call_n(otp::server_ref<bench_counter> s, long n, otp::pid report_to) {
+  for (long i = 0; i < n; ++i) {
+    if (!co_await otp::gen_server::call(s, bench_counter::add{1}))
+      std::exit(1);
+  }
+  otp::send(report_to, std::string("done"));
+}
+
+otp::task<void> timed_calls(otp::server_ref<bench_counter> s, long n, otp::pid report_to) {
+  auto t0 = clock_type::now();
+  for (long i = 0; i < n; ++i) {
+    if (!co_await otp::gen_server::call(s, bench_counter::add{1}))
+      std::exit(1);
+  }
+  otp::send(report_to, ns_since(t0));
+}
+
+void gen_server_call() {
+  constexpr long n = 1000000;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto s = co_await otp::gen_server::start_link<bench_counter>();
+    // The client is a fresh process, as in the Erlang version; it times itself.
+    otp::spawn(timed_calls, s.value(), n, otp::self());
+    ns = co_await otp::receive<double>();
+    if ((co_await otp::gen_server::call(s.value(), bench_counter::add{0})).value() != n)
+      std::exit(1);
+  });
+  result("gen_server_call_ns", ns / n, "ns");
+}
+
+void gen_server_call_clients(const char* name, long clients) {
+  constexpr long total = 1000000;
+  const long per_client = total / clients;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto s = co_await otp::gen_server::start_link<bench_counter>();
+    auto t0 = clock_type::now();
+    // Default placement: every process on its spawner's scheduler, as a
+    // user gets it without choosing.
+    for (long c = 0; c < clients; ++c)
+      otp::spawn(call_n, s.value(), per_client, otp::self());
+    for (long c = 0; c < clients; ++c)
+      (void)co_await otp::receive<std::string>();
+    ns = ns_since(t0);
+    if ((co_await otp::gen_server::call(s.value(), bench_counter::add{0})).value() != per_client * clients)
+      std::exit(1);
+  });
+  result(name, static_cast<double>(per_client * clients) / (ns / 1e9), "calls_per_s");
+}
+
+void gen_server_cast() {
+  constexpr long n = 1000000;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto s = co_await otp::gen_server::start_link<bench_counter>();
+    auto t0 = clock_type::now();
+    for (long i = 0; i < n; ++i)
+      otp::gen_server::cast(s.value(), bench_counter::add{1});
+    // Synchronise: the call is answered after every cast was handled.
+    const long count = (co_await otp::gen_server::call(s.value(), bench_counter::add{0}, otp::infinity)).value();
+    ns = ns_since(t0);
+    if (count != n)
+      std::exit(1);
+  });
+  result("gen_server_cast_ns", ns / n, "ns");
+}
+
 const std::map<std::string, std::function<void()>>& benches() {
   static const std::map<std::string, std::function<void()>> table = {
     {"spawn_idle", spawn_idle},
@@ -263,6 +348,10 @@ const std::map<std::string, std::function<void()>>& benches() {
     {"ring_hop_ns", ring},
     {"fan_in_msgs_per_s", fan_in},
     {"skynet_ms", skynet_bench},
+    {"gen_server_call_ns", gen_server_call},
+    {"gen_server_call_2clients_per_s", [] { gen_server_call_clients("gen_server_call_2clients_per_s", 2); }},
+    {"gen_server_call_100clients_per_s", [] { gen_server_call_clients("gen_server_call_100clients_per_s", 100); }},
+    {"gen_server_cast_ns", gen_server_cast},
     {"registry_lookup_ns", registry_lookup},
     {"registry_register_unregister_ns", registry_register_unregister},
   };

@@ -300,7 +300,7 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
   p.state = proc_state::waiting;
   scheduler* s = p.home();
   if (timeout && *timeout > std::chrono::steady_clock::duration::zero()) {
-    timer->deadline = s->now() + *timeout;
+    timer->deadline = s->deadline_after(*timeout);
     s->add_timer(timer);
   }
   if (p.has_pending_signals())
@@ -405,7 +405,7 @@ timer_ref start_send_timer(std::chrono::steady_clock::duration d, const pid& to,
                             "send_after must be called from a process (or a scheduler thread)");
   }
   auto* t = new send_timer;
-  t->deadline = s->now() + d;
+  t->deadline = s->deadline_after(d);
   t->fire = &fire_send_timer;
   t->target = to;
   t->msg = m;

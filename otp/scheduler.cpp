@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #include <utility>
 
@@ -88,6 +89,35 @@ scheduler::~scheduler() { join(); }
 
 std::chrono::steady_clock::time_point scheduler::now() const noexcept {
   return node_.deterministic() ? node_.now() : std::chrono::steady_clock::now();
+}
+
+namespace {
+
+// CLOCK_MONOTONIC_COARSE runs on the same base as steady_clock
+// (CLOCK_MONOTONIC) but lags it by less than its resolution.
+std::chrono::nanoseconds coarse_resolution() noexcept {
+  timespec res{};
+  if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0)
+    return std::chrono::nanoseconds::max();
+  return std::chrono::seconds(res.tv_sec) + std::chrono::nanoseconds(res.tv_nsec);
+}
+
+} // namespace
+
+std::chrono::steady_clock::time_point scheduler::deadline_after(std::chrono::steady_clock::duration d) const noexcept {
+  if (node_.deterministic())
+    return node_.now() + d;
+  static const std::chrono::nanoseconds res = coarse_resolution();
+  // Only where the tick is small against `d` (at most 1/64 of it).
+  if (res != std::chrono::nanoseconds::max() && d >= 64 * res) {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    const auto coarse = std::chrono::steady_clock::time_point(
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(ts.tv_sec)
+                                                                      + std::chrono::nanoseconds(ts.tv_nsec)));
+    return coarse + res + d;
+  }
+  return std::chrono::steady_clock::now() + d;
 }
 
 process* scheduler::allocate_block() {

@@ -95,6 +95,10 @@ public:
   [[nodiscard]] bool sleeping() const noexcept { return sleeping_.load(std::memory_order_acquire); }
   /// Returns the scheduler's clock: steady_clock, or the node's manual clock.
   [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept;
+  /// Returns a deadline `d` from now that is never early; for long `d` it
+  /// may be late by the coarse clock's tick (a few ms), because reading
+  /// the coarse clock costs a fraction of the precise one (every call arms one).
+  [[nodiscard]] std::chrono::steady_clock::time_point deadline_after(std::chrono::steady_clock::duration d) const noexcept;
 
   // ---- runtime internals (public for the runtime's free functions) ----
   /// @private
