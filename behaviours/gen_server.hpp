@@ -159,7 +159,8 @@ class context {
 public:
   /// Returns the server's pid.
   [[nodiscard]] const pid& self() const noexcept { return self_; }
-  /// Returns the process that started the server.
+  /// Returns the server's parent: the process that started it linked, or
+  /// the server itself when it was started without a link.
   [[nodiscard]] const pid& parent() const noexcept { return parent_; }
 
   /// Stops the server once this callback returns: terminate runs, then a
@@ -392,9 +393,11 @@ struct init_ack {
 template <class M>
 class gs_server {
 public:
+  // Without a link the server is its own parent, as in OTP (gen.erl's
+  // `nolink`): an exit signal from its starter is then an ordinary message.
   gs_server(const pid& self, const pid& parent, bool timing) : timing_(timing) {
     ctx_.self_ = self;
-    ctx_.parent_ = parent;
+    ctx_.parent_ = parent ? parent : self;
   }
 
   [[nodiscard]] M& module() noexcept { return *mod_; }
@@ -409,7 +412,7 @@ public:
     // Registered before init, so that of two concurrent starts one wins.
     if (name) {
       if (auto r = name->register_name(n, me.self()); !r) {
-        otp::unlink(parent);
+        otp::unlink(s.ctx_.parent_);
         otp::reply(starter, init_ack{r.error()});
         co_return;
       }
@@ -429,7 +432,7 @@ public:
       // OTP: the name goes first, then the caller hears, then the exit.
       if (name)
         name->unregister_name(n);
-      otp::unlink(parent);
+      otp::unlink(s.ctx_.parent_);
       if (ir && ir->outcome() == init_result::outcome_t::ignore) {
         otp::reply(starter, init_ack{error{errc::ignored, me.self().to_string() + " ignored its start"}});
         co_return;
@@ -758,7 +761,7 @@ task<result<server_ref<M>>> start_opt(start_options o, A... args) {
   try {
     sr = n.spawn_opt({.scheduler = o.scheduler, .link = o.link, .monitor_as = ref},
                      &detail::gs_server<M>::template main<A...>, from<detail::init_ack>{me.self(), ref.value()}, o.name,
-                     o.statistics, me.self(), std::move(args)...);
+                     o.statistics, o.link ? me.self() : pid{}, std::move(args)...);
   } catch (...) {
     detail::abandon_call(me, ref);
     throw;

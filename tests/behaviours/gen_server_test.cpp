@@ -124,7 +124,9 @@ TEST_CASE("an init that stops, ignores or throws makes start fail, and the calle
   otp::node n({.deterministic = true});
   std::vector<std::string> log;
   auto caller = n.spawn([&]() -> otp::task<void> {
-    auto a = co_await gs::start_opt<init_stops>({.name = "db", .link = true});
+    // g++ 12: no aggregate temporaries inside co_await (docs/design.md): options are locals.
+    const gs::start_options named_linked{.name = "db", .link = true};
+    auto a = co_await gs::start_opt<init_stops>(named_linked);
     REQUIRE(a.has_error());
     CHECK(a.error() == otp::errc::exited);
     CHECK(a.error().reason == otp::exit_reason::error("bad_config"));
@@ -163,7 +165,8 @@ TEST_CASE("a start timeout kills a slow init and returns `timeout`") {
   otp::node n({.deterministic = true});
   std::optional<otp::result<otp::server_ref<slow_init>>> got;
   auto caller = n.spawn([&]() -> otp::task<void> {
-    got = co_await gs::start_opt<slow_init>({.link = true, .init_timeout = 5ms});
+    const gs::start_options opts{.link = true, .init_timeout = 5ms};
+    got = co_await gs::start_opt<slow_init>(opts);
     co_await otp::receive<std::string>();
   });
   n.run_until_idle();
@@ -191,7 +194,8 @@ TEST_CASE("a named server is registered before its init, and a second start of t
   std::vector<otp::result<otp::server_ref<named>>> results;
   for (int i = 0; i < 2; ++i) {
     n.spawn([&]() -> otp::task<void> {
-      results.push_back(co_await gs::start_opt<named>({.name = "named"}));
+      const gs::start_options opts{.name = "named"};
+      results.push_back(co_await gs::start_opt<named>(opts));
       co_await otp::receive<std::string>();
     });
   }
@@ -555,12 +559,14 @@ TEST_CASE("a server can be named through a via registry, and a failing one gives
   std::optional<int> got;
   std::optional<otp::error> start_err, call_err, dup_err;
   run(n, [&]() -> otp::task<void> {
-    auto s = co_await gs::start_opt<counter>({.name = otp::via(sessions, std::string("c1"))}, 3);
+    const gs::start_options c1{.name = otp::via(sessions, std::string("c1"))};
+    auto s = co_await gs::start_opt<counter>(c1, 3);
     REQUIRE(s);
     got = (co_await gs::call<counter>(otp::via(sessions, std::string("c1")), counter::get{})).value();
-    auto dup = co_await gs::start_opt<counter>({.name = otp::via(sessions, std::string("c1"))});
+    auto dup = co_await gs::start_opt<counter>(c1);
     dup_err = dup.error();
-    auto bad = co_await gs::start_opt<counter>({.name = otp::via(broken, std::string("x"))});
+    const gs::start_options x{.name = otp::via(broken, std::string("x"))};
+    auto bad = co_await gs::start_opt<counter>(x);
     start_err = bad.error();
     auto c = co_await gs::call<counter>(otp::via(broken, std::string("x")), counter::get{});
     call_err = c.error();
@@ -582,7 +588,8 @@ TEST_CASE("calls and casts work across schedulers") {
   constexpr int clients = 8, calls = 500;
   std::atomic<int> ok{0};
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
-    auto s = co_await gs::start_opt<counter>({.name = "shared", .scheduler = 1u});
+    const gs::start_options opts{.name = "shared", .scheduler = 1u};
+    auto s = co_await gs::start_opt<counter>(opts);
     REQUIRE(s);
     std::vector<otp::pid> started;
     for (int c = 0; c < clients; ++c) {
