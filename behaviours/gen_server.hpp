@@ -647,6 +647,16 @@ private:
 
   task<void> loop() {
     for (;;) {
+      // A stop asked for by the last callback (or by init, through the context).
+      if (ctx_.stop_) {
+        const exit_reason why = *ctx_.stop_;
+        co_await run_terminate(why);
+        if (pending_reply_)
+          deliver(pending_to_, pending_reply_.release());
+        if (why.is_normal())
+          co_return;
+        otp::exit(why);
+      }
       std::exception_ptr crash;
       try {
         if (ctx_.continue_) {
@@ -686,15 +696,6 @@ private:
           in_terminate = std::current_exception();
         }
         std::rethrow_exception(in_terminate ? in_terminate : crash);
-      }
-      if (ctx_.stop_) {
-        const exit_reason why = *ctx_.stop_;
-        co_await run_terminate(why);
-        if (pending_reply_)
-          deliver(pending_to_, pending_reply_.release());
-        if (why.is_normal())
-          co_return;
-        otp::exit(why);
       }
     }
   }

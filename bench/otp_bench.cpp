@@ -178,7 +178,7 @@ void fan_in() {
       (void)co_await otp::receive<int>();
     ns = ns_since(t0);
   });
-  result("fan_in_msgs_per_s", double(senders) * each / (ns / 1e9), "msgs/s");
+  result("fan_in_msgs_per_s", double(senders) * each / (ns / 1e9), "msgs_per_s");
 }
 
 // ---------------------------------------------------------------- skynet
