@@ -7,7 +7,7 @@ comma     := ,
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUILD_PKGS := clang-19 libclang-rt-19-dev g++ libasio-dev libboost1.81-dev \
-              nlohmann-json3-dev doctest-dev meson ninja-build pkg-config python3
+              nlohmann-json3-dev doctest-dev libspdlog-dev meson ninja-build pkg-config python3
 BENCH_PKGS := erlang-nox libcaf-dev
 
 # Installs whatever of the given packages is missing; `apt-get update` only when needed.

@@ -1,16 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "behaviours/gen_server.hpp"
 
-#include <cstdio>
+#include "otp/logger.hpp"
 
 namespace otp {
 
 namespace detail {
 
 void report_unexpected_info(const pid& server) noexcept {
-  // OTP's default handle_info logs and drops; the supervisor's logger (issue 4) will take this over.
-  std::fprintf(stderr, "gen_server %s: dropped a message its handle_info does not accept\n",
-               server.to_string().c_str());
+  // OTP's default handle_info logs a warning and drops the message.
+  if (!log_enabled(log_level::warning))
+    return;
+  try {
+    log(log_level::warning, "gen_server", "unexpected_message",
+        "gen_server " + server.to_string() + " dropped a message its handle_info does not accept");
+  } catch (...) {
+  }
 }
 
 error init_failed(const pid& server, const exit_reason& why) {

@@ -114,18 +114,32 @@ private:
   bool armed_ = false;
 };
 
-// Awaits the reply to a call: result<R>, or an error (timeout, noproc, the
-// callee's exit reason). Constructed by the function that sent the request.
+template <class R>
+struct call_value {
+  using type = result<R>;
+};
+// A reply that is itself a result is not wrapped again: the call's own
+// errors and the server's share one result.
+template <class T>
+struct call_value<outcome::std_result<T, error>> {
+  using type = outcome::std_result<T, error>;
+};
+
+// Awaits the reply to a call: result<R> (or R itself when R is a result),
+// or an error (timeout, noproc, the callee's exit reason). Constructed by
+// the function that sent the request.
 template <class R>
 class [[nodiscard]] call_awaiter final : call_wait {
 public:
+  using value_type = typename call_value<R>::type;
+
   call_awaiter(process& p, monitor_ref ref, const pid& callee, const class timeout& t) noexcept
     : call_wait(p, ref, callee, t) {}
   explicit call_awaiter(error e) noexcept : call_wait(std::move(e)) {}
 
   [[nodiscard]] bool await_ready() const noexcept { return ready(); }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) { return suspend(h); }
-  result<R> await_resume() {
+  value_type await_resume() {
     if (early_)
       return std::move(*early_);
     message_ptr m = finish();

@@ -21,6 +21,8 @@ public:
       case errc::exited: return "the process exited";
       case errc::ignored: return "start ignored";
       case errc::registry_failed: return "registry failed";
+      case errc::not_found: return "not found";
+      case errc::running: return "running";
     }
     return "unknown otp error";
   }

@@ -26,6 +26,8 @@ enum class errc {
   exited,            ///< the process exited; error::reason says why
   ignored,           ///< the process's init chose not to start (OTP's `ignore`)
   registry_failed,   ///< a `via` registry failed (threw) while resolving or registering
+  not_found,         ///< no such child (or other named entity)
+  running,           ///< the child is running (it must be terminated first)
 };
 
 [[nodiscard]] const std::error_category& otp_category() noexcept;

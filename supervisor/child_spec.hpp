@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: Apache-2.0
+// supervisor/child_spec.hpp - what a supervisor knows about a child, and its flags.
+#pragma once
+
+#include "otp/error.hpp"
+#include "otp/exit_reason.hpp"
+#include "otp/pid.hpp"
+#include "otp/task.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace otp {
+
+/// When a child is restarted (OTP's restart types).
+enum class restart_type : std::uint8_t {
+  permanent, ///< always, even after `normal`
+  transient, ///< only after an abnormal exit (not normal, shutdown, {shutdown,_})
+  temporary, ///< never; its spec is removed when it exits
+};
+
+/// Whether a child is a worker or a supervisor (only the default shutdown differs).
+enum class child_type : std::uint8_t { worker, supervisor };
+
+/// Which children a supervisor restarts when one exits.
+enum class strategy : std::uint8_t {
+  one_for_one,  ///< only the one that exited
+  one_for_all,  ///< all of them
+  rest_for_one, ///< the one that exited and those started after it
+};
+
+/// When the exit of significant children stops the supervisor.
+enum class auto_shutdown : std::uint8_t { never, any_significant, all_significant };
+
+/// How a child is stopped: `brutal_kill`, `shutdown` then `kill` after a
+/// timeout, or `shutdown` with no limit (`infinity`).
+class shutdown_policy {
+public:
+  /// `exit(child, shutdown)`, then `kill` if it is not gone after `timeout`.
+  shutdown_policy(std::chrono::milliseconds timeout) : ms_(timeout.count()) {} // NOLINT: implicit on purpose
+  [[nodiscard]] static shutdown_policy brutal_kill() noexcept { return shutdown_policy(kind::brutal_kill); }
+  [[nodiscard]] static shutdown_policy infinity() noexcept { return shutdown_policy(kind::infinity); }
+
+  [[nodiscard]] bool is_brutal_kill() const noexcept { return kind_ == kind::brutal_kill; }
+  [[nodiscard]] bool is_infinity() const noexcept { return kind_ == kind::infinity; }
+  [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return std::chrono::milliseconds(ms_); }
+  /// Returns "brutal_kill", "infinity" or the milliseconds.
+  [[nodiscard]] std::string to_string() const;
+
+private:
+  enum class kind : std::uint8_t { timeout, brutal_kill, infinity };
+  explicit shutdown_policy(kind k) noexcept : kind_(k) {}
+  std::int64_t ms_ = 0;
+  kind kind_ = kind::timeout;
+};
+
+/// Starts a child, linked to the calling process (the supervisor), and
+/// returns its pid once it is ready (OTP's start function: start_link
+/// semantics). An error `ignored` is OTP's `ignore`; any other error fails
+/// the start.
+using start_fn = std::function<task<result<pid>>()>;
+
+/// A child of a supervisor (OTP's child_spec map). Defaults are here, in the
+/// member initialisers.
+struct child_spec {
+  std::string id;                  ///< unique among its siblings; mandatory
+  start_fn start;                  ///< mandatory
+  restart_type restart = restart_type::permanent;
+  /// Empty: 5000 ms for a worker, infinity for a supervisor.
+  std::optional<shutdown_policy> shutdown{};
+  child_type type = child_type::worker;
+  /// Its exit may stop the supervisor (see auto_shutdown); not for permanent children.
+  bool significant = false;
+
+  /// Returns the shutdown policy, with the default for its type.
+  [[nodiscard]] shutdown_policy shutdown_or_default() const {
+    if (shutdown)
+      return *shutdown;
+    return type == child_type::supervisor ? shutdown_policy::infinity()
+                                          : shutdown_policy(std::chrono::milliseconds(5000));
+  }
+};
+
+/// A supervisor's flags (OTP's sup_flags map).
+struct supervisor_flags {
+  otp::strategy strategy = strategy::one_for_one;
+  /// More than `intensity` restarts within `period` stop the supervisor.
+  int intensity = 1;
+  std::chrono::seconds period{5};
+  otp::auto_shutdown auto_shutdown = auto_shutdown::never;
+};
+
+/// Checks one spec (OTP's check_childspec); the error names the child and the field.
+[[nodiscard]] result<void> check_child_spec(const child_spec& spec);
+/// Checks the flags (OTP's check_flags).
+[[nodiscard]] result<void> check_flags(const supervisor_flags& flags);
+/// Checks every spec and that ids are unique (OTP's check_startspec).
+[[nodiscard]] result<void> check_child_specs(const std::vector<child_spec>& specs);
+
+/// Returns whether a child that exited with `why` is restarted (OTP's do_restart).
+[[nodiscard]] constexpr bool must_restart(restart_type r, const exit_reason& why) noexcept {
+  switch (r) {
+    case restart_type::permanent: return true;
+    case restart_type::temporary: return false;
+    case restart_type::transient: return !why.is_normal_or_shutdown();
+  }
+  return false;
+}
+
+[[nodiscard]] const char* to_string(restart_type r) noexcept;
+[[nodiscard]] const char* to_string(strategy s) noexcept;
+
+} // namespace otp
