@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: Apache-2.0
+// OTP_SEMANTICS.md points 1 to 5: restart intensity, start and shutdown order,
+// strategies, restart types, and how a child is terminated.
+#include "supervisor/supervisor.hpp"
+
+#include "otp/logger.hpp"
+#include "otp/otp.hpp"
+#include "registry/registry.hpp"
+#include "tests/support/counted.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace sup = otp::supervisor;
+
+namespace {
+
+// A worker that records its start and the end of its state in a shared log.
+struct recorded {
+  std::vector<std::string>* log;
+  std::string name;
+  otp::test::counted alive;
+  recorded(std::vector<std::string>* l, std::string n) : log(l), name(std::move(n)) {
+    log->push_back("start " + name);
+  }
+  recorded(const recorded&) = delete;
+  recorded& operator=(const recorded&) = delete;
+  ~recorded() { log->push_back("stop " + name); }
+  int handle_call(otp::context&, int x) { return x; }
+};
+
+// A worker that traps exits and takes `ms` of (virtual) time to terminate.
+struct slow_to_stop {
+  std::vector<std::string>* log;
+  std::chrono::milliseconds ms;
+  void init(otp::context&) { otp::trap_exit(true); }
+  otp::task<void> terminate(otp::context&, const otp::exit_reason& why) {
+    log->push_back("terminate " + why.to_string());
+    co_await otp::sleep_for(ms);
+    log->push_back("terminated");
+  }
+};
+
+struct fails_to_start {
+  otp::init_result init(otp::context&) { return otp::init_result::stop(otp::exit_reason::error("no_db")); }
+};
+struct ignores_start {
+  otp::init_result init(otp::context&) { return otp::init_result::ignore(); }
+};
+
+// Captures the reports of one test; restores the default handler after.
+struct captured_reports {
+  std::vector<std::string> kinds;
+  std::vector<std::string> texts;
+  captured_reports() {
+    otp::set_log_handler([this](const otp::log_event& e) {
+      kinds.emplace_back(e.kind);
+      texts.push_back(e.text);
+    });
+  }
+  ~captured_reports() { otp::set_log_handler({}); }
+  [[nodiscard]] std::size_t count(std::string_view kind) const {
+    return static_cast<std::size_t>(std::count(kinds.begin(), kinds.end(), kind));
+  }
+};
+
+otp::child_spec recorded_child(std::vector<std::string>* log, const std::string& id,
+                               otp::restart_type r = otp::restart_type::permanent) {
+  return {.id = id, .start = otp::named_worker<recorded>(id, log, id), .restart = r};
+}
+
+// A deterministic node with a supervisor started by a parent that traps
+// exits and records how the supervisor ended.
+struct harness {
+  std::vector<std::string> log; // before the node: children write to it as the node shuts down
+  otp::node n{{.deterministic = true}};
+  otp::pid parent;
+  std::optional<otp::pid> sup;
+  std::optional<otp::error> start_error;
+  std::optional<otp::exit_reason> sup_exit;
+
+  void start(otp::supervisor_flags flags, std::vector<otp::child_spec> specs) {
+    parent = n.spawn([this, flags, specs]() -> otp::task<void> {
+      otp::trap_exit(true);
+      auto r = co_await sup::start_link(flags, specs);
+      if (!r) {
+        start_error = r.error();
+        co_return;
+      }
+      sup = r.value();
+      for (;;) {
+        // "stop" from the test: shut the supervisor down as its parent does.
+        auto m = co_await otp::receive([](otp::exit_msg e) { return std::optional<otp::exit_msg>(e); },
+                                       [](std::string) { return std::optional<otp::exit_msg>(); });
+        if (!m)
+          otp::exit(*sup, otp::exit_reason::shutdown());
+        else if (m->from == *sup) {
+          sup_exit = m->reason;
+          co_return;
+        }
+      }
+    });
+    n.run_until_idle();
+  }
+
+  void stop() {
+    otp::send(parent, std::string("stop"));
+    n.run_until_idle();
+  }
+
+  [[nodiscard]] otp::pid whereis(const std::string& name) {
+    auto p = otp::registry::of(n).whereis(name);
+    REQUIRE(p);
+    return *p;
+  }
+
+  void crash(const std::string& name, otp::exit_reason why = otp::exit_reason::error("boom")) {
+    n.exit(whereis(name), why);
+    n.run_until_idle();
+  }
+
+  // Runs `body` in a process of the node and waits for it.
+  template <class F>
+  void in_process(F body) {
+    n.spawn(std::move(body));
+    n.run_until_idle();
+  }
+};
+
+} // namespace
+
+TEST_SUITE_BEGIN("supervisor/supervisor");
+
+TEST_CASE("point 2: children start in order, and stop one at a time in reverse order") {
+  otp::test::counted::reset();
+  harness h;
+  h.start({.strategy = otp::strategy::one_for_one},
+          {recorded_child(&h.log, "a"), recorded_child(&h.log, "b"), recorded_child(&h.log, "c")});
+  REQUIRE(h.sup);
+  CHECK(h.log == std::vector<std::string>{"start a", "start b", "start c"});
+  h.log.clear();
+  h.stop();
+  CHECK(h.log == std::vector<std::string>{"stop c", "stop b", "stop a"});
+  CHECK(h.sup_exit == otp::exit_reason::shutdown());
+  CHECK(otp::test::counted::alive() == 0);
+}
+
+TEST_CASE("point 2: a child that fails to start stops the ones started, and start fails") {
+  captured_reports reports;
+  harness h;
+  h.start({}, {recorded_child(&h.log, "a"), recorded_child(&h.log, "b"),
+               {.id = "db", .start = otp::worker<fails_to_start>()}, recorded_child(&h.log, "never")});
+  REQUIRE(h.start_error);
+  CHECK(*h.start_error == otp::errc::exited);
+  CHECK(h.start_error->reason.is_shutdown());
+  CHECK(h.start_error->reason.detail().find("failed_to_start_child db") != std::string::npos);
+  CHECK(h.start_error->reason.detail().find("no_db") != std::string::npos);
+  CHECK(h.log == std::vector<std::string>{"start a", "start b", "stop b", "stop a"});
+  CHECK(reports.count("start_error") == 1);
+  CHECK(h.n.process_count() == 0);
+}
+
+TEST_CASE("point 2: an ignored child keeps its spec, not running; a temporary one is dropped") {
+  harness h;
+  h.start({}, {{.id = "ign", .start = otp::worker<ignores_start>()},
+               {.id = "tmp", .start = otp::worker<ignores_start>(), .restart = otp::restart_type::temporary},
+               recorded_child(&h.log, "a")});
+  REQUIRE(h.sup);
+  std::vector<otp::child_info> kids;
+  h.in_process([&]() -> otp::task<void> { kids = (co_await sup::which_children(*h.sup)).value(); });
+  REQUIRE(kids.size() == 2);
+  CHECK(kids[0].id == "ign");
+  CHECK_FALSE(kids[0].pid);
+  CHECK(kids[1].id == "a");
+  CHECK(kids[1].pid);
+}
+
+TEST_CASE("point 1: more than `intensity` restarts within `period` stop the supervisor with shutdown") {
+  captured_reports reports;
+  harness h;
+  h.start({.intensity = 1, .period = 5s}, {recorded_child(&h.log, "a"), recorded_child(&h.log, "b")});
+  REQUIRE(h.sup);
+  h.crash("b"); // first restart: tolerated
+  CHECK_FALSE(h.sup_exit);
+  h.n.advance(5s); // still inside the window (the boundary is inclusive)
+  h.log.clear();
+  h.crash("b"); // second within 5 s: too many
+  REQUIRE(h.sup_exit);
+  CHECK(*h.sup_exit == otp::exit_reason::shutdown());
+  CHECK(h.log == std::vector<std::string>{"stop b", "stop a"});
+  CHECK(reports.count("reached_max_restart_intensity") == 1);
+  CHECK(reports.count("child_terminated") == 2);
+  CHECK(h.n.process_count() == 0); // children, supervisor, and the parent that saw it go
+}
+
+TEST_CASE("point 1: restarts that leave the window no longer count; intensity 0 allows none") {
+  harness h;
+  h.start({.intensity = 1, .period = 5s}, {recorded_child(&h.log, "a")});
+  h.crash("a");
+  h.n.advance(6s); // the first restart is now older than the period
+  h.crash("a");
+  CHECK_FALSE(h.sup_exit);
+
+  harness z;
+  z.start({.intensity = 0}, {recorded_child(&z.log, "a")});
+  z.crash("a");
+  REQUIRE(z.sup_exit);
+  CHECK(*z.sup_exit == otp::exit_reason::shutdown());
+}
+
+TEST_CASE("point 3: rest_for_one stops the later children in reverse, then restarts in order") {
+  harness h;
+  h.start({.strategy = otp::strategy::rest_for_one, .intensity = 10},
+          {recorded_child(&h.log, "a"), recorded_child(&h.log, "b"), recorded_child(&h.log, "c"),
+           recorded_child(&h.log, "d")});
+  const auto a = h.whereis("a");
+  h.log.clear();
+  h.crash("b");
+  CHECK(h.log == std::vector<std::string>{"stop b", "stop d", "stop c", "start b", "start c", "start d"});
+  CHECK(h.whereis("a") == a); // earlier children untouched
+}
+
+TEST_CASE("point 3: one_for_all restarts every child; terminated temporary siblings are removed") {
+  harness h;
+  h.start({.strategy = otp::strategy::one_for_all, .intensity = 10},
+          {recorded_child(&h.log, "a"), recorded_child(&h.log, "t", otp::restart_type::temporary),
+           recorded_child(&h.log, "c")});
+  h.log.clear();
+  h.crash("c");
+  CHECK(h.log == std::vector<std::string>{"stop c", "stop t", "stop a", "start a", "start c"});
+  std::vector<otp::child_info> kids;
+  h.in_process([&]() -> otp::task<void> { kids = (co_await sup::which_children(*h.sup)).value(); });
+  REQUIRE(kids.size() == 2);
+  CHECK(kids[0].id == "a");
+  CHECK(kids[1].id == "c");
+}
+
+TEST_CASE("point 4: each restart type treats each exit reason as OTP does") {
+  captured_reports reports;
+  harness h;
+  h.start({.intensity = 100},
+          {recorded_child(&h.log, "perm"), recorded_child(&h.log, "trans", otp::restart_type::transient),
+           recorded_child(&h.log, "temp", otp::restart_type::temporary)});
+  SUBCASE("permanent: restarted even after normal") {
+    const auto before = h.whereis("perm");
+    h.crash("perm", otp::exit_reason::normal());
+    // exit(Pid, normal) from another process is ignored: use the process's own exit.
+    CHECK(h.whereis("perm") == before);
+    h.log.clear();
+    h.in_process([&]() -> otp::task<void> {
+      CHECK((co_await otp::gen_server::stop(h.whereis("perm"))).has_value());
+    });
+    CHECK(h.log == std::vector<std::string>{"stop perm", "start perm"});
+    CHECK(reports.count("child_terminated") == 1);
+  }
+  SUBCASE("transient: not after normal, shutdown or {shutdown,_}; restarted after killed") {
+    h.log.clear();
+    h.crash("trans", otp::exit_reason::shutdown("bye"));
+    CHECK(h.log == std::vector<std::string>{"stop trans"});
+    CHECK(reports.count("child_terminated") == 0); // a clean exit is silent
+    std::optional<otp::pid> again;
+    h.in_process([&]() -> otp::task<void> { again = (co_await sup::restart_child(*h.sup, "trans")).value(); });
+    CHECK(again);
+    h.log.clear();
+    h.crash("trans", otp::exit_reason::kill());
+    CHECK(h.log == std::vector<std::string>{"stop trans", "start trans"});
+    CHECK(reports.count("child_terminated") == 1);
+  }
+  SUBCASE("temporary: never restarted, and its spec is removed") {
+    h.log.clear();
+    h.crash("temp");
+    CHECK(h.log == std::vector<std::string>{"stop temp"});
+    otp::child_counts counts;
+    h.in_process([&]() -> otp::task<void> { counts = (co_await sup::count_children(*h.sup)).value(); });
+    CHECK(counts.specs == 2);
+    CHECK(counts.active == 2);
+    CHECK(reports.count("child_terminated") == 1); // abnormal: reported
+  }
+}
+
+TEST_CASE("point 4: an 'EXIT' from a process the supervisor does not know is ignored") {
+  harness h;
+  h.start({}, {recorded_child(&h.log, "a")});
+  h.in_process([&]() -> otp::task<void> {
+    otp::link(*h.sup);
+    otp::exit(otp::exit_reason::error("stranger")); // our link tells the supervisor
+  });
+  CHECK_FALSE(h.sup_exit);
+  CHECK(h.n.info(*h.sup));
+}
+
+TEST_CASE("point 5: shutdown sends `shutdown`, waits, then kills; brutal_kill kills at once") {
+  captured_reports reports;
+  harness h;
+  h.start({}, {{.id = "patient", .start = otp::worker<slow_to_stop>(&h.log, 50ms), .shutdown = 100ms},
+               {.id = "slow", .start = otp::worker<slow_to_stop>(&h.log, 500ms), .shutdown = 100ms},
+               {.id = "brutal", .start = otp::worker<slow_to_stop>(&h.log, 500ms),
+                .shutdown = otp::shutdown_policy::brutal_kill()}});
+  REQUIRE(h.sup);
+  h.stop();
+  // brutal: killed without terminate; slow: terminate starts, then the kill after 100 ms.
+  CHECK(h.log == std::vector<std::string>{"terminate shutdown"});
+  h.n.advance(100ms);
+  h.n.run_until_idle();
+  CHECK(h.log == std::vector<std::string>{"terminate shutdown", "terminate shutdown"});
+  h.n.advance(50ms);
+  h.n.run_until_idle();
+  CHECK(h.log == std::vector<std::string>{"terminate shutdown", "terminate shutdown", "terminated"});
+  REQUIRE(h.sup_exit);
+  CHECK(reports.count("shutdown_error") == 1); // `slow` had to be killed
+  CHECK(reports.texts.back().find("'slow'") != std::string::npos);
+}
+
+TEST_CASE("children are managed at run time: start, terminate, restart, delete, count") {
+  harness h;
+  h.start({}, {recorded_child(&h.log, "a")});
+  bool done = false;
+  h.in_process([&]() -> otp::task<void> {
+    auto b = co_await sup::start_child(*h.sup, recorded_child(&h.log, "b"));
+    REQUIRE(b);
+    auto dup = co_await sup::start_child(*h.sup, recorded_child(&h.log, "b"));
+    CHECK(dup.error() == otp::errc::already_started);
+    auto bad = co_await sup::start_child(*h.sup, otp::child_spec{.id = "", .start = otp::worker<ignores_start>()});
+    CHECK(bad.error() == otp::errc::invalid_child_spec);
+    auto running = co_await sup::delete_child(*h.sup, "b");
+    CHECK(running.error() == otp::errc::running);
+    CHECK((co_await sup::terminate_child(*h.sup, "b")).has_value());
+    CHECK((co_await sup::count_children(*h.sup)).value().active == 1);
+    auto again = co_await sup::restart_child(*h.sup, "b");
+    REQUIRE(again);
+    CHECK(again.value() != b.value());
+    CHECK((co_await sup::terminate_child(*h.sup, "b")).has_value());
+    CHECK((co_await sup::delete_child(*h.sup, "b")).has_value());
+    CHECK((co_await sup::delete_child(*h.sup, "b")).error() == otp::errc::not_found);
+    CHECK((co_await sup::restart_child(*h.sup, "zz")).error() == otp::errc::not_found);
+    auto failed = co_await sup::start_child(*h.sup, otp::child_spec{.id = "db", .start = otp::worker<fails_to_start>()});
+    CHECK(failed.error() == otp::errc::exited);
+    CHECK((co_await sup::count_children(*h.sup)).value().specs == 1);
+    done = true;
+  });
+  CHECK(done);
+}
+
+TEST_CASE("bad specs and flags are refused before anything starts") {
+  harness h;
+  h.start({.intensity = -1}, {recorded_child(&h.log, "a")});
+  REQUIRE(h.start_error);
+  CHECK(*h.start_error == otp::errc::invalid_child_spec);
+  CHECK(h.start_error->context.find("negative intensity") != std::string::npos);
+  harness d;
+  d.start({}, {recorded_child(&d.log, "a"), recorded_child(&d.log, "a")});
+  REQUIRE(d.start_error);
+  CHECK(d.start_error->context == "child 'a': duplicate id");
+  CHECK(d.log.empty());
+  harness s;
+  s.start({}, {{.id = "sig", .start = otp::worker<ignores_start>(), .significant = true}});
+  REQUIRE(s.start_error);
+  CHECK(s.start_error->context.find("significant") != std::string::npos);
+}
+
+TEST_CASE("a supervisor that gives up escalates to its own supervisor") {
+  harness h;
+  otp::supervisor_flags inner_flags{.intensity = 0};
+  std::vector<otp::child_spec> inner{recorded_child(&h.log, "leaf")};
+  h.start({.intensity = 5}, {recorded_child(&h.log, "first"),
+                             {.id = "inner", .start = sup::starter(inner_flags, inner, "inner"),
+                              .type = otp::child_type::supervisor}});
+  REQUIRE(h.sup);
+  h.log.clear();
+  h.crash("leaf"); // inner gives up at once: exits shutdown; outer restarts it
+  CHECK(h.log == std::vector<std::string>{"stop leaf", "start leaf"});
+  CHECK_FALSE(h.sup_exit);
+}
+
+TEST_SUITE_END();
