@@ -7,7 +7,9 @@
 //        otp_bench --list   prints the names it knows
 #include "otp/otp.hpp"
 #include "behaviours/gen_server.hpp"
+#include "otp/logger.hpp"
 #include "registry/registry.hpp"
+#include "supervisor/supervisor.hpp"
 
 #include <unistd.h>
 
@@ -339,6 +341,94 @@ void gen_server_cast() {
   result("gen_server_cast_ns", ns / n, "ns");
 }
 
+// -------------------------------------------------------------- supervisor
+
+// Polls whereis(name) until it names a process other than `old`, yielding
+// between polls (as the Erlang version does).
+otp::task<otp::pid> wait_new(std::string name, otp::pid old) {
+  for (;;) {
+    if (auto p = otp::whereis(name); p && *p != old)
+      co_return *p;
+    co_await otp::yield();
+  }
+}
+
+// Kills the worker registered as `name` n times, each time waiting for its
+// replacement; returns the elapsed ns.
+otp::task<double> timed_restarts(std::string name, long n) {
+  auto first = otp::whereis(name);
+  if (!first)
+    std::exit(1);
+  otp::pid p = *first;
+  auto t0 = clock_type::now();
+  for (long i = 0; i < n; ++i) {
+    otp::exit(p, otp::exit_reason::kill());
+    p = co_await wait_new(name, p);
+  }
+  co_return ns_since(t0);
+}
+
+std::vector<otp::child_spec> bench_workers(const std::vector<std::string>& names) {
+  std::vector<otp::child_spec> specs;
+  for (const auto& n : names)
+    specs.push_back({.id = n, .start = otp::named_worker<bench_counter>(n), .shutdown = std::chrono::milliseconds(5000)});
+  return specs;
+}
+
+// As the Erlang side: supervisor reports are switched off, so no report is
+// formatted per restart (the level check stays in the measured path).
+void sup_restart_run(const char* result_name, otp::supervisor_flags flags, long warmup, long n) {
+  otp::set_log_level(otp::log_level::none);
+  otp::node node;
+  double ns = 0, warm_ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    otp::trap_exit(true);
+    auto specs = bench_workers({"bench_worker"});
+    auto sup = co_await otp::supervisor::start_link(flags, specs);
+    if (!sup)
+      std::exit(1);
+    if (warmup > 0)
+      warm_ns = co_await timed_restarts("bench_worker", warmup);
+    ns = co_await timed_restarts("bench_worker", n);
+    otp::exit(sup.value(), otp::exit_reason::shutdown());
+    (void)co_await otp::receive<otp::exit_msg>();
+  });
+  if (warmup > 0)
+    std::printf("# %ld untimed restarts took %.1f s (mean %.2f us)\n", warmup, warm_ns / 1e9, warm_ns / warmup / 1e3);
+  result(result_name, ns / n / 1e3, "us");
+}
+
+void sup_rest_for_one() {
+  otp::set_log_level(otp::log_level::none);
+  constexpr int children = 100, reps = 100;
+  otp::node node;
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    otp::trap_exit(true);
+    std::vector<std::string> names;
+    for (int i = 1; i <= children; ++i)
+      names.push_back("bench_worker_" + std::to_string(i));
+    auto specs = bench_workers(names);
+    auto sup = co_await otp::supervisor::start_link(
+      {.strategy = otp::strategy::rest_for_one, .intensity = 10000000, .period = std::chrono::seconds(3600)}, specs);
+    if (!sup)
+      std::exit(1);
+    for (int r = 0; r < reps; ++r) {
+      std::vector<otp::pid> olds;
+      for (const auto& n : names)
+        olds.push_back(otp::whereis(n).value());
+      auto t0 = clock_type::now();
+      otp::exit(olds.front(), otp::exit_reason::kill());
+      for (std::size_t i = 0; i < names.size(); ++i)
+        (void)co_await wait_new(names[i], olds[i]);
+      ns += ns_since(t0);
+    }
+    otp::exit(sup.value(), otp::exit_reason::shutdown());
+    (void)co_await otp::receive<otp::exit_msg>();
+  });
+  result("sup_rest_for_one_100_us", ns / reps / 1e3, "us");
+}
+
 const std::map<std::string, std::function<void()>>& benches() {
   static const std::map<std::string, std::function<void()>> table = {
     {"spawn_idle", spawn_idle},
@@ -354,6 +444,17 @@ const std::map<std::string, std::function<void()>>& benches() {
     {"gen_server_cast_ns", gen_server_cast},
     {"registry_lookup_ns", registry_lookup},
     {"registry_register_unregister_ns", registry_register_unregister},
+    {"sup_restart_us",
+     [] {
+       sup_restart_run("sup_restart_us", {.intensity = 1000000, .period = std::chrono::seconds(1)}, 0, 10000);
+     }},
+    // Erlang's side warms up with 25,000 restarts only (its cost grows with the history).
+    {"sup_restart_after_100k_us",
+     [] {
+       sup_restart_run("sup_restart_after_100k_us", {.intensity = 10000000, .period = std::chrono::seconds(3600)},
+                       100000, 1000);
+     }},
+    {"sup_rest_for_one_100_us", sup_rest_for_one},
   };
   return table;
 }
