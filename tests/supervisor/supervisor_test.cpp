@@ -378,4 +378,78 @@ TEST_CASE("a supervisor that gives up escalates to its own supervisor") {
   CHECK_FALSE(h.sup_exit);
 }
 
+namespace {
+
+// Starts a `recorded` child named "flaky"; attempts fail_first..fail_last fail.
+otp::task<otp::result<otp::pid>> flaky_start(int* attempts, int fail_first, int fail_last,
+                                             std::vector<std::string>* log) {
+  const int n = ++*attempts;
+  if (n >= fail_first && n <= fail_last)
+    co_return otp::error{otp::errc::invalid_argument, "flaky start " + std::to_string(n)};
+  const otp::gen_server::start_options opts{.name = "flaky", .link = true};
+  auto r = co_await otp::gen_server::start_opt<recorded>(opts, log, std::string("flaky"));
+  if (!r)
+    co_return std::move(r).error();
+  co_return r.value().pid();
+}
+
+} // namespace
+
+TEST_CASE("point 1: a failed restart is retried, and every retry counts toward the intensity") {
+  captured_reports reports;
+  int attempts = 0;
+  harness h;
+  h.start({.intensity = 5}, {{.id = "flaky", .start = [&attempts, log = &h.log] {
+                                return flaky_start(&attempts, 2, 3, log);
+                              }}});
+  REQUIRE(h.sup);
+  h.crash("flaky");
+  CHECK(attempts == 4); // two failed restarts, retried until the third worked
+  CHECK(reports.count("start_error") == 2);
+  CHECK_FALSE(h.sup_exit);
+  CHECK(otp::registry::of(h.n).whereis("flaky"));
+
+  captured_reports reports2;
+  int attempts2 = 0;
+  harness g;
+  g.start({.intensity = 2}, {{.id = "flaky", .start = [&attempts2, log = &g.log] {
+                                return flaky_start(&attempts2, 2, 100, log);
+                              }}});
+  g.crash("flaky");
+  CHECK(attempts2 == 3); // restarts 1 and 2 failed; the third is one too many
+  REQUIRE(g.sup_exit);
+  CHECK(*g.sup_exit == otp::exit_reason::shutdown());
+  CHECK(reports2.count("reached_max_restart_intensity") == 1);
+}
+
+TEST_CASE("auto_shutdown: significant children stop the supervisor when they exit on their own") {
+  SUBCASE("any_significant") {
+    harness h;
+    h.start({.auto_shutdown = otp::auto_shutdown::any_significant},
+            {recorded_child(&h.log, "a"),
+             {.id = "s", .start = otp::named_worker<recorded>("s", &h.log, std::string("s")),
+              .restart = otp::restart_type::transient, .significant = true}});
+    h.log.clear();
+    h.crash("s", otp::exit_reason::error("boom")); // abnormal: restarted, no shutdown
+    CHECK(h.log == std::vector<std::string>{"stop s", "start s"});
+    CHECK_FALSE(h.sup_exit);
+    h.in_process([&]() -> otp::task<void> { (void)co_await otp::gen_server::stop(h.whereis("s")); });
+    REQUIRE(h.sup_exit);
+    CHECK(*h.sup_exit == otp::exit_reason::shutdown());
+  }
+  SUBCASE("all_significant") {
+    harness h;
+    auto sig = [&](const std::string& id) {
+      return otp::child_spec{.id = id, .start = otp::named_worker<recorded>(id, &h.log, id),
+                             .restart = otp::restart_type::temporary, .significant = true};
+    };
+    h.start({.auto_shutdown = otp::auto_shutdown::all_significant}, {sig("s1"), sig("s2")});
+    h.crash("s1", otp::exit_reason::shutdown());
+    CHECK_FALSE(h.sup_exit);
+    h.crash("s2", otp::exit_reason::shutdown());
+    REQUIRE(h.sup_exit);
+    CHECK(*h.sup_exit == otp::exit_reason::shutdown());
+  }
+}
+
 TEST_SUITE_END();
