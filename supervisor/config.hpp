@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: Apache-2.0
+// supervisor/config.hpp - supervision trees from JSON: start functions
+// registered by name in C++, and a loader that checks the whole file before
+// anything starts.
+#pragma once
+
+#include "supervisor/dynamic_supervisor.hpp"
+#include "supervisor/supervisor.hpp"
+
+#include <boost/outcome/try.hpp>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace otp {
+
+using json = nlohmann::json;
+
+/// The start functions a JSON tree may name in `"start"`, each with the
+/// type its `"args"` are converted to (through nlohmann's from_json).
+///
+///     otp::start_table t;
+///     t.worker<shard, shard_config>("shard");          // args -> shard_config -> shard(config)
+///     t.function("acceptor", [](acceptor_config c) { return otp::process_worker(accept_loop, c); });
+///     t.dynamic<conn_config, asio::ip::tcp::socket>("connection", make_connection);
+class start_table {
+public:
+  /// A gen_server module M, constructed from its config C (or from nothing
+  /// when C is void). A child's `"name"` registers it under that name.
+  template <class M, class C = void>
+  start_table& worker(std::string name) {
+    entry e;
+    e.make = [](const json& args, const std::optional<std::string>& reg, const std::string& path) -> result<start_fn> {
+      if constexpr (std::is_void_v<C>) {
+        BOOST_OUTCOME_TRY(no_args(args, path));
+        return reg ? otp::named_worker<M>(server_name(*reg)) : otp::worker<M>();
+      } else {
+        BOOST_OUTCOME_TRY(auto config, convert<C>(args, path));
+        return reg ? otp::named_worker<M>(server_name(*reg), std::move(config)) : otp::worker<M>(std::move(config));
+      }
+    };
+    return add(std::move(name), std::move(e));
+  }
+
+  /// Any start function: `factory(config)` returns the child's start_fn,
+  /// where the config's type is the factory's parameter type (converted from
+  /// `"args"`); a factory without a parameter takes no args. `"name"` is not
+  /// allowed for these (the function decides how its child is named).
+  template <class F>
+  start_table& function(std::string name, F factory) {
+    entry e;
+    e.make = [factory = std::move(factory)](const json& args, const std::optional<std::string>& reg,
+                                            const std::string& path) -> result<start_fn> {
+      if (reg)
+        return error{errc::invalid_child_spec, path + "/name: this start function does not take a name"};
+      if constexpr (std::is_invocable_r_v<start_fn, F&>) {
+        BOOST_OUTCOME_TRY(no_args(args, path));
+        return start_fn(factory());
+      } else {
+        static_assert(detail::handler_traits<F>::valid,
+                      "start_table::function: the factory must take no parameter or one (its config)");
+        using C = typename detail::handler_traits<F>::arg;
+        BOOST_OUTCOME_TRY(auto config, convert<C>(args, path));
+        return start_fn(factory(std::move(config)));
+      }
+    };
+    return add(std::move(name), std::move(e));
+  }
+
+  /// The template of a dynamic supervisor's children: made from config C,
+  /// it takes start_child's extra arguments `Extra...`.
+  template <class C, class... Extra>
+  start_table& dynamic(std::string name,
+                       std::type_identity_t<std::function<std::function<task<result<pid>>(Extra...)>(C)>> factory) {
+    entry e;
+    e.make_dynamic = [factory = std::move(factory)](const json& args, const dynamic_template& t,
+                                                    const std::string& path) -> result<start_fn> {
+      BOOST_OUTCOME_TRY(auto config, convert<C>(args, path));
+      dynamic_child_spec<Extra...> spec{.id = t.id, .start = factory(std::move(config)), .restart = t.restart,
+                                        .shutdown = t.shutdown, .type = t.type};
+      return dynamic_supervisor::starter<Extra...>(t.flags, std::move(spec),
+                                                   t.name ? std::optional<server_name>(*t.name) : std::nullopt);
+    };
+    return add(std::move(name), std::move(e));
+  }
+
+  /// Returns whether `name` is registered.
+  [[nodiscard]] bool contains(std::string_view name) const { return entries_.find(std::string(name)) != entries_.end(); }
+
+  /// @private What the loader needs to build a dynamic supervisor.
+  struct dynamic_template {
+    std::string id;
+    restart_type restart = restart_type::permanent;
+    std::optional<shutdown_policy> shutdown;
+    child_type type = child_type::worker;
+    dynamic_supervisor_flags flags;
+    std::optional<std::string> name; // the dynamic supervisor's registered name
+  };
+  /// @private
+  struct entry {
+    std::function<result<start_fn>(const json&, const std::optional<std::string>&, const std::string&)> make;
+    std::function<result<start_fn>(const json&, const dynamic_template&, const std::string&)> make_dynamic;
+  };
+  /// @private
+  [[nodiscard]] const entry* find(const std::string& name) const {
+    auto it = entries_.find(name);
+    return it == entries_.end() ? nullptr : &it->second;
+  }
+
+private:
+  start_table& add(std::string name, entry e);
+  static result<void> no_args(const json& args, const std::string& path);
+
+  template <class C>
+  static result<C> convert(const json& args, const std::string& path) {
+    try {
+      return args.is_null() ? json::object().get<C>() : args.get<C>();
+    } catch (const json::exception& e) {
+      return error{errc::invalid_child_spec, path + "/args: " + describe(e)};
+    }
+  }
+  static std::string describe(const json::exception& e);
+
+  std::map<std::string, entry> entries_;
+};
+
+/// A whole application file: its name, dependencies, environment, and the
+/// top supervisor's flags and children, ready to start.
+struct app_config {
+  std::string application;
+  std::string description;
+  std::vector<std::string> applications; ///< must be running first
+  json env = json::object();
+  supervisor_flags flags;
+  std::optional<std::string> name; ///< the top supervisor's registered name
+  std::vector<child_spec> children;
+};
+
+/// Checks and converts a parsed application document; `source` names it in
+/// errors. Every error is `invalid_child_spec` with the context
+/// "<source>: <json path>: <problem>"; on error nothing was created.
+[[nodiscard]] result<app_config> load_app_config(const json& doc, const start_table& table,
+                                                 std::string_view source = "config");
+
+/// Parses `text` (a JSON syntax error gives "<source>:<line>:<column>: ...") and loads it.
+[[nodiscard]] result<app_config> parse_app_config(std::string_view text, const start_table& table,
+                                                  std::string_view source = "config");
+
+/// Reads the file at `path` and loads it.
+[[nodiscard]] result<app_config> read_app_config(const std::string& path, const start_table& table);
+
+} // namespace otp

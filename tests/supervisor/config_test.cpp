@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+// Supervision trees from JSON: what a valid file starts, and one clear error
+// (file, JSON path, problem) for each kind of bad input.
+#include "supervisor/config.hpp"
+
+#include "behaviours/application.hpp"
+#include "otp/logger.hpp"
+#include "otp/otp.hpp"
+#include "registry/registry.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+struct shard_config {
+  int index = 0;
+  std::string dir = "/tmp";
+};
+void from_json(const otp::json& j, shard_config& c) {
+  j.at("index").get_to(c.index);
+  if (j.contains("dir"))
+    j.at("dir").get_to(c.dir);
+}
+
+struct shard {
+  shard_config config;
+  explicit shard(shard_config c) : config(std::move(c)) {}
+  int handle_call(otp::context&, int) { return config.index; }
+};
+
+struct plain {
+  int handle_call(otp::context&, int x) { return x; }
+};
+
+struct conn_config {
+  int buffer = 0;
+};
+void from_json(const otp::json& j, conn_config& c) { j.at("buffer").get_to(c.buffer); }
+
+struct connection {
+  conn_config config;
+  std::string peer;
+  connection(conn_config c, std::string p) : config(c), peer(std::move(p)) {}
+  std::string handle_call(otp::context&, int) { return peer + ":" + std::to_string(config.buffer); }
+};
+
+otp::start_table make_table() {
+  otp::start_table t;
+  t.worker<shard, shard_config>("shard");
+  t.worker<plain>("plain");
+  t.function("idle", []() { return otp::worker<plain>(); });
+  t.dynamic<conn_config, std::string>("connection", [](conn_config c) {
+    return otp::dynamic_worker<connection, std::string>(c);
+  });
+  return t;
+}
+
+const char* valid = R"({
+  "application": "kv",
+  "description": "a sharded store",
+  "env": {"port": 6380},
+  "supervisor": {
+    "id": "top", "strategy": "one_for_one", "intensity": 3, "period": 5, "name": "kv_sup",
+    "children": [
+      {"id": "shards", "type": "supervisor", "strategy": "one_for_all", "name": "shards",
+       "children": [
+         {"id": "s0", "start": "shard", "name": "shard_0", "args": {"index": 0}},
+         {"id": "s1", "start": "shard", "name": "shard_1", "args": {"index": 1, "dir": "/var"}, "shutdown": 2000}
+       ]},
+      {"id": "conns", "type": "supervisor", "strategy": "simple_one_for_one", "name": "conns",
+       "max_children": 10, "intensity": 100, "period": 1,
+       "template": {"id": "connection", "start": "connection", "restart": "temporary",
+                    "shutdown": "brutal_kill", "args": {"buffer": 512}}},
+      {"id": "p", "start": "plain", "restart": "transient"},
+      {"id": "i", "start": "idle"}
+    ]
+  }
+})";
+
+std::string load_error(const std::string& text) {
+  auto t = make_table();
+  auto r = otp::parse_app_config(text, t, "app.json");
+  REQUIRE(r.has_error());
+  CHECK(r.error() == otp::errc::invalid_child_spec);
+  return r.error().context;
+}
+
+} // namespace
+
+TEST_SUITE_BEGIN("supervisor/config");
+
+TEST_CASE("a valid file starts its whole tree, with typed args and names") {
+  auto t = make_table();
+  auto cfg = otp::parse_app_config(valid, t, "app.json");
+  REQUIRE(cfg);
+  CHECK(cfg.value().application == "kv");
+  CHECK(cfg.value().flags.intensity == 3);
+  CHECK(cfg.value().children.size() == 4);
+  otp::node n({.deterministic = true});
+  auto& apps = otp::applications::of(n);
+  REQUIRE(apps.load(otp::application_from_config(std::move(cfg).value())));
+  std::vector<int> shard_index;
+  std::string conn;
+  n.spawn([&]() -> otp::task<void> {
+    REQUIRE(co_await apps.start("kv"));
+    shard_index.push_back((co_await otp::gen_server::call<shard>("shard_0", 0)).value());
+    shard_index.push_back((co_await otp::gen_server::call<shard>("shard_1", 0)).value());
+    otp::dynamic_supervisor_ref<std::string> conns(otp::whereis("conns").value());
+    auto c = co_await otp::dynamic_supervisor::start_child(conns, std::string("peer1"));
+    conn = (co_await otp::gen_server::call<connection>(c.value(), 0)).value();
+  });
+  n.run_until_idle();
+  CHECK(shard_index == std::vector<int>{0, 1});
+  CHECK(conn == "peer1:512");
+  CHECK(otp::registry::of(n).whereis("kv_sup"));
+  CHECK(otp::registry::of(n).whereis("shards"));
+  CHECK(apps.get_env("kv", "port") == otp::json(6380));
+  CHECK_FALSE(apps.get_env("kv", "nope"));
+}
+
+TEST_CASE("each kind of bad input is one clear error naming the file, the JSON path and the problem") {
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "plain", "restrat": "temporary"}]}})")
+        == "app.json: /supervisor/children/0/restrat: unknown key \"restrat\" (allowed here: id, start, args, name, "
+           "restart, shutdown, type, significant)");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"intensity": "3"}})")
+        == "app.json: /supervisor/intensity: must be an integer, not a string");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"intensity": -1}})")
+        == "app.json: /supervisor/intensity: must be at least 0, not -1");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "plain"}, {"id": "a", "start": "plain"}]}})")
+        == "app.json: /supervisor/children/1/id: duplicate id \"a\"");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "nosuch"}]}})")
+        == "app.json: /supervisor/children/0/start: unknown start function \"nosuch\" (not registered in the start table)");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "plain", "restart": "forever"}]}})")
+        == "app.json: /supervisor/children/0/restart: unknown restart type \"forever\" (expected permanent, transient or "
+           "temporary)");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "plain", "shutdown": -5}]}})")
+        == "app.json: /supervisor/children/0/shutdown: must not be negative");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"start": "plain"}]}})")
+        == "app.json: /supervisor/children/0: missing key \"id\"");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "s", "start": "shard", "args": {"index": "one"}}]}})")
+        == "app.json: /supervisor/children/0/args: type must be number, but is string");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "s", "start": "shard"}]}})")
+        .starts_with("app.json: /supervisor/children/0/args: key 'index' not found"));
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "p", "start": "plain", "args": {"x": 1}}]}})")
+        == "app.json: /supervisor/children/0/args: this start function takes no args");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"strategy": "one_for_some"}})")
+        == "app.json: /supervisor/strategy: unknown strategy \"one_for_some\" (expected one_for_one, one_for_all, "
+           "rest_for_one or simple_one_for_one)");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "c", "type": "supervisor", "strategy": "simple_one_for_one", "template": {"id": "t", "start": "plain"}}]}})")
+        == "app.json: /supervisor/children/0/template/start: \"plain\" is not a dynamic child template (register it with "
+           "start_table::dynamic)");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "plain", "restart": "permanent", "significant": true}]}})")
+        == "app.json: /supervisor/children/0/significant: a significant child cannot be permanent");
+  CHECK(load_error(R"({"supervisor": {}})") == "app.json: /: missing key \"application\"");
+  CHECK(load_error(R"({"application": "kv"})") == "app.json: /: missing key \"supervisor\" (the top supervisor)");
+  CHECK(load_error("{\"application\": \"kv\",\n \"supervisor\": {\"children\": [}\n}")
+          .starts_with("app.json:2:30: JSON syntax error"));
+}
+
+TEST_CASE("a missing file is an error naming it") {
+  auto t = make_table();
+  auto r = otp::read_app_config("/nonexistent/app.json", t);
+  REQUIRE(r.has_error());
+  CHECK(r.error().context == "/nonexistent/app.json: cannot read the file");
+}
+
+TEST_CASE("registering a start function twice, or without a name, is refused") {
+  otp::start_table t;
+  t.worker<plain>("plain");
+  CHECK_THROWS_AS(t.worker<plain>("plain"), std::invalid_argument);
+  CHECK_THROWS_AS(t.worker<plain>(""), std::invalid_argument);
+}
+
+TEST_SUITE_END();
