@@ -2,6 +2,7 @@
 // supervisor/child_spec.hpp - what a supervisor knows about a child, and its flags.
 #pragma once
 
+#include "otp/call.hpp"
 #include "otp/error.hpp"
 #include "otp/exit_reason.hpp"
 #include "otp/pid.hpp"
@@ -42,20 +43,21 @@ class shutdown_policy {
 public:
   /// `exit(child, shutdown)`, then `kill` if it is not gone after `timeout`.
   shutdown_policy(std::chrono::milliseconds timeout) : ms_(timeout.count()) {} // NOLINT: implicit on purpose
-  [[nodiscard]] static shutdown_policy brutal_kill() noexcept { return shutdown_policy(kind::brutal_kill); }
-  [[nodiscard]] static shutdown_policy infinity() noexcept { return shutdown_policy(kind::infinity); }
+  /// `exit(child, shutdown)`, and wait as long as it takes (`otp::infinity`).
+  constexpr shutdown_policy(infinity_t) noexcept : kind_(kind::unlimited) {} // NOLINT: implicit on purpose
+  [[nodiscard]] static shutdown_policy brutal_kill() noexcept { return shutdown_policy(kind::brutal); }
 
-  [[nodiscard]] bool is_brutal_kill() const noexcept { return kind_ == kind::brutal_kill; }
-  [[nodiscard]] bool is_infinity() const noexcept { return kind_ == kind::infinity; }
+  [[nodiscard]] bool is_brutal_kill() const noexcept { return kind_ == kind::brutal; }
+  [[nodiscard]] bool is_infinity() const noexcept { return kind_ == kind::unlimited; }
   [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return std::chrono::milliseconds(ms_); }
   /// Returns "brutal_kill", "infinity" or the milliseconds.
   [[nodiscard]] std::string to_string() const;
 
 private:
-  enum class kind : std::uint8_t { timeout, brutal_kill, infinity };
+  enum class kind : std::uint8_t { limited, brutal, unlimited };
   explicit shutdown_policy(kind k) noexcept : kind_(k) {}
   std::int64_t ms_ = 0;
-  kind kind_ = kind::timeout;
+  kind kind_ = kind::limited;
 };
 
 /// Starts a child, linked to the calling process (the supervisor), and
@@ -80,7 +82,7 @@ struct child_spec {
   [[nodiscard]] shutdown_policy shutdown_or_default() const {
     if (shutdown)
       return *shutdown;
-    return type == child_type::supervisor ? shutdown_policy::infinity()
+    return type == child_type::supervisor ? shutdown_policy(otp::infinity)
                                           : shutdown_policy(std::chrono::milliseconds(5000));
   }
 };

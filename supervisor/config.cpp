@@ -201,7 +201,7 @@ private:
       if (s == "brutal_kill")
         return std::optional<shutdown_policy>(shutdown_policy::brutal_kill());
       if (s == "infinity")
-        return std::optional<shutdown_policy>(shutdown_policy::infinity());
+        return std::optional<shutdown_policy>(shutdown_policy(otp::infinity));
       return fail(path + "/shutdown", "unknown value \"" + s.get<std::string>()
                                         + "\" (expected milliseconds, \"brutal_kill\" or \"infinity\")");
     }

@@ -203,7 +203,7 @@ private:
   task<void> shut_down(std::vector<pid> targets) {
     const shutdown_policy sp = spec_.shutdown ? *spec_.shutdown
                                : spec_.type == child_type::supervisor
-                                 ? shutdown_policy::infinity()
+                                 ? shutdown_policy(otp::infinity)
                                  : shutdown_policy(std::chrono::milliseconds(5000));
     std::unordered_map<monitor_ref, pid> pending;
     for (const pid& p : targets) {

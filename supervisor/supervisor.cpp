@@ -18,9 +18,9 @@ namespace otp {
 
 std::string shutdown_policy::to_string() const {
   switch (kind_) {
-    case kind::brutal_kill: return "brutal_kill";
-    case kind::infinity: return "infinity";
-    case kind::timeout: return std::to_string(ms_);
+    case kind::brutal: return "brutal_kill";
+    case kind::unlimited: return "infinity";
+    case kind::limited: return std::to_string(ms_);
   }
   return "?";
 }
@@ -230,7 +230,7 @@ public:
 private:
   struct child {
     child_spec spec;
-    std::optional<pid> pid; // empty: not running
+    std::optional<otp::pid> pid; // empty: not running
     bool restarting = false;
   };
 
