@@ -250,7 +250,7 @@ private:
     if (!log_enabled(log_level::error))
       return;
     log(log_level::error, "supervisor", kind,
-        "supervisor " + name_ + ": " + std::string(kind) + ": child '" + spec_.id + "'"
+        "supervisor " + name_ + ": child '" + spec_.id + "'"
           + (p ? " " + p.to_string() : std::string()) + " (" + to_string(spec_.restart) + "): " + why.to_string());
   }
 

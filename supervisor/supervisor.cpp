@@ -217,7 +217,7 @@ public:
       if (c == nullptr)
         co_return; // an 'EXIT' from a process we do not know: ignored, as OTP does
       c->pid.reset();
-      co_await child_exited(ctx, *c, e->reason);
+      co_await child_exited(ctx, *c, e->reason, e->from);
     } else {
       child* c = find_id(std::get<try_again_restart>(m).id);
       if (c != nullptr && c->restarting)
@@ -312,10 +312,10 @@ private:
   }
 
   // A child exited on its own (OTP's restart_child/do_restart).
-  task<void> child_exited(context& ctx, child& c, const exit_reason& why) {
+  task<void> child_exited(context& ctx, child& c, const exit_reason& why, const pid& was) {
     const bool restart_it = must_restart(c.spec.restart, why);
     if (restart_it || !why.is_normal_or_shutdown())
-      report(log_level::error, "child_terminated", c, why);
+      report(log_level::error, "child_terminated", c, why, was);
     if (restart_it) {
       co_await restart(ctx, c);
       co_return;
@@ -392,7 +392,7 @@ private:
       return;
     const std::optional<pid> who = p ? p : c.pid;
     log(level, "supervisor", kind,
-        "supervisor " + name_ + ": " + std::string(kind) + ": child '" + c.spec.id + "'"
+        "supervisor " + name_ + ": child '" + c.spec.id + "'"
           + (who ? " " + who->to_string() : std::string()) + " (" + to_string(c.spec.restart) + "): "
           + why.to_string());
   }
