@@ -7,7 +7,7 @@ comma     := ,
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUILD_PKGS := clang-19 libclang-rt-19-dev g++ libasio-dev libboost1.81-dev \
-              nlohmann-json3-dev doctest-dev libspdlog-dev meson ninja-build pkg-config python3
+              nlohmann-json3-dev doctest-dev libspdlog-dev redis-tools meson ninja-build pkg-config python3
 BENCH_PKGS := erlang-nox libcaf-dev
 
 # Installs whatever of the given packages is missing; `apt-get update` only when needed.
@@ -41,8 +41,9 @@ endef
 build: deps
 	$(call meson_build,build,$(CXX_CLANG),)
 
+# The flagship: a Redis-speaking key-value server on 127.0.0.1:6380 (Ctrl-C stops it).
 run: build
-	./build/samples/swarm/swarm
+	./build/samples/kvstore/kvstore
 
 test: build
 	meson test -C build --print-errorlogs

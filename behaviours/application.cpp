@@ -277,7 +277,11 @@ int run_application(const std::string& config_path, const start_table& table, no
     std::fprintf(stderr, "%s\n", cfg.error().message().c_str());
     return 1;
   }
-  const std::string name = cfg.value().application;
+  return run_application(std::move(cfg).value(), options);
+}
+
+int run_application(app_config config, node_options options) {
+  const std::string name = config.application;
 
   // The main thread waits for SIGINT/SIGTERM or for the application's end.
   asio::io_context waiter;
@@ -292,7 +296,7 @@ int run_application(const std::string& config_path, const start_table& table, no
   node n(options);
   auto& apps = applications::of(n);
   apps.on_node_stop([&waiter] { asio::post(waiter, [&waiter] { waiter.stop(); }); });
-  if (auto r = apps.load(application_from_config(std::move(cfg).value())); !r) {
+  if (auto r = apps.load(application_from_config(std::move(config))); !r) {
     std::fprintf(stderr, "%s\n", r.error().message().c_str());
     return 1;
   }
@@ -300,7 +304,7 @@ int run_application(const std::string& config_path, const start_table& table, no
   auto started_f = started.get_future();
   n.spawn(boot, &apps, name, &started);
   if (auto r = started_f.get(); !r) {
-    std::fprintf(stderr, "%s: %s\n", config_path.c_str(), r.error().message().c_str());
+    std::fprintf(stderr, "%s: %s\n", name.c_str(), r.error().message().c_str());
     return 1;
   }
   auto work = asio::make_work_guard(waiter);

@@ -119,4 +119,8 @@ private:
 /// go to stderr.
 int run_application(const std::string& config_path, const start_table& table, node_options options = {});
 
+/// Runs an application already loaded (and perhaps adjusted) from a config,
+/// as run_application(path, ...) does after loading.
+int run_application(app_config config, node_options options = {});
+
 } // namespace otp

@@ -62,13 +62,21 @@ public:
         return error{errc::invalid_child_spec, path + "/name: this start function does not take a name"};
       if constexpr (std::is_invocable_r_v<start_fn, F&>) {
         BOOST_OUTCOME_TRY(no_args(args, path));
-        return start_fn(factory());
+        try {
+          return start_fn(factory());
+        } catch (const std::exception& ex) {
+          return error{errc::invalid_child_spec, path + ": " + ex.what()};
+        }
       } else {
         static_assert(detail::handler_traits<F>::valid,
                       "start_table::function: the factory must take no parameter or one (its config)");
         using C = typename detail::handler_traits<F>::arg;
         BOOST_OUTCOME_TRY(auto config, convert<C>(args, path));
-        return start_fn(factory(std::move(config)));
+        try {
+          return start_fn(factory(std::move(config)));
+        } catch (const std::exception& ex) {
+          return error{errc::invalid_child_spec, path + "/args: " + ex.what()};
+        }
       }
     };
     return add(std::move(name), std::move(e));

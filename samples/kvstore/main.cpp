@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: Apache-2.0
+// samples/kvstore - a fault-tolerant key-value server that real Redis clients
+// (redis-cli, redis-benchmark) talk to. Its whole tree comes from app.json:
+//
+//   kv_sup (rest_for_one)
+//   ├── shards (one_for_one): shard_0 .. shard_N-1, GenServers with a log each
+//   ├── connections (dynamic): one process per client
+//   └── acceptor: accepts on 127.0.0.1:6380, starts a connection per client
+//
+// usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR]
+//                [--appendfsync always|everysec|no] [--admin]
+#include "resp.hpp"
+#include "server.hpp"
+#include "shard.hpp"
+
+#include "behaviours/application.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+namespace {
+
+struct shards_config {
+  int count = 4;
+  std::string data_dir = "/tmp/otp-kvstore";
+  std::string appendfsync = "everysec";
+  int intensity = 100;
+  int period = 1;
+};
+void from_json(const otp::json& j, shards_config& c) {
+  c.count = j.value("count", c.count);
+  c.data_dir = j.value("data_dir", c.data_dir);
+  c.appendfsync = j.value("appendfsync", c.appendfsync);
+  c.intensity = j.value("intensity", c.intensity);
+  c.period = j.value("period", c.period);
+}
+
+// The shards supervisor: its children depend on the shard count, so it is
+// built by a start function rather than listed in the file.
+otp::start_fn make_shards(shards_config c) {
+  if (c.count < 1 || c.count > kv::server_stats::max_shards)
+    throw std::invalid_argument("shards: count must be 1 to 64");
+  kv::stats().shards = c.count;
+  std::vector<otp::child_spec> children;
+  for (int i = 0; i < c.count; ++i)
+    children.push_back({.id = kv::shard_name(i),
+                        .start = otp::named_worker<kv::shard>(kv::shard_name(i),
+                                                              kv::shard_config{i, c.data_dir, c.appendfsync})});
+  return otp::supervisor::starter({.strategy = otp::strategy::one_for_one, .intensity = c.intensity,
+                                   .period = std::chrono::seconds(c.period)},
+                                  std::move(children), std::string("shards"));
+}
+
+std::atomic<unsigned> next_scheduler{0};
+
+otp::task<otp::result<otp::pid>> start_connection(kv::connection_config c, int fd) {
+  // Spread connections over the schedulers; each process owns its socket.
+  const unsigned s = next_scheduler++ % otp::this_scheduler().owner().scheduler_count();
+  co_return otp::spawn_opt({.scheduler = s, .link = true}, kv::connection, fd, c).pid;
+}
+
+void usage() {
+  std::fprintf(stderr, "usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR] "
+                       "[--appendfsync always|everysec|no] [--admin]\n");
+}
+
+otp::json* child_args(otp::json& doc, const std::string& id) {
+  for (auto& c : doc["supervisor"]["children"])
+    if (c.value("id", "") == id)
+      return c.contains("template") ? &c["template"]["args"] : &c["args"];
+  return nullptr;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::string config = KVSTORE_CONFIG;
+  otp::json overrides = otp::json::object();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        usage();
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--config")
+      config = value();
+    else if (a == "--port")
+      overrides["port"] = std::atoi(value().c_str());
+    else if (a == "--shards")
+      overrides["count"] = std::atoi(value().c_str());
+    else if (a == "--data")
+      overrides["data_dir"] = value();
+    else if (a == "--appendfsync")
+      overrides["appendfsync"] = value();
+    else if (a == "--admin")
+      overrides["admin"] = true;
+    else {
+      usage();
+      return 2;
+    }
+  }
+  std::ifstream in(config);
+  if (!in) {
+    std::fprintf(stderr, "%s: cannot read the file\n", config.c_str());
+    return 1;
+  }
+  otp::json doc;
+  try {
+    doc = otp::json::parse(in);
+  } catch (const otp::json::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", config.c_str(), e.what());
+    return 1;
+  }
+  // The command line wins over the file.
+  if (auto* a = child_args(doc, "acceptor"); a && overrides.contains("port"))
+    (*a)["port"] = overrides["port"];
+  if (auto* s = child_args(doc, "shards")) {
+    for (const char* k : {"count", "data_dir", "appendfsync"})
+      if (overrides.contains(k))
+        (*s)[k] = overrides[k];
+  }
+  if (auto* c = child_args(doc, "connections"); c && overrides.contains("admin"))
+    (*c)["admin"] = true;
+
+  otp::start_table table;
+  table.function("shards", make_shards);
+  table.function("acceptor", [](kv::acceptor_config c) { return otp::process_worker(kv::acceptor, c); });
+  table.dynamic<kv::connection_config, int>("connection", [](kv::connection_config c) {
+    return std::function<otp::task<otp::result<otp::pid>>(int)>([c](int fd) { return start_connection(c, fd); });
+  });
+  auto cfg = otp::load_app_config(doc, table, config);
+  if (!cfg) {
+    std::fprintf(stderr, "%s\n", cfg.error().context.c_str());
+    return 1;
+  }
+  return otp::run_application(std::move(cfg).value());
+}

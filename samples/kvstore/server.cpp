@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "server.hpp"
+
+#include "resp.hpp"
+#include "shard.hpp"
+#include "supervisor/dynamic_supervisor.hpp"
+
+#include <asio/ip/tcp.hpp>
+#include <asio/write.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+namespace kv {
+
+using asio::ip::tcp;
+namespace gs = otp::gen_server;
+
+namespace {
+
+int shard_of(const std::string& key) {
+  const int n = std::max(1, stats().shards.load());
+  return static_cast<int>(std::hash<std::string>{}(key) % static_cast<std::size_t>(n));
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+// A shard that cannot answer (it is restarting): the client may retry.
+void unavailable(std::string& out, int shard, const otp::error& e) {
+  error(out, "TRYAGAIN shard " + std::to_string(shard) + " is unavailable: " + e.message());
+}
+
+void wrong_arity(std::string& out, const std::string& cmd) {
+  error(out, "ERR wrong number of arguments for '" + lower(cmd) + "' command");
+}
+
+// Every command: reads argv, appends its reply to `out`; false closes the connection.
+// (g++ 12: requests are bound to locals, never built inside co_await.)
+otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const connection_config& config) {
+  ++stats().commands;
+  std::string cmd = argv[0];
+  for (auto& c : cmd)
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const std::size_t n = argv.size();
+
+  if (cmd == "PING") {
+    if (n > 2)
+      wrong_arity(out, cmd);
+    else if (n == 2)
+      bulk(out, argv[1]);
+    else
+      simple(out, "PONG");
+  } else if (cmd == "ECHO") {
+    if (n != 2)
+      wrong_arity(out, cmd);
+    else
+      bulk(out, argv[1]);
+  } else if (cmd == "QUIT") {
+    simple(out, "OK");
+    co_return false;
+  } else if (cmd == "GET") {
+    if (n != 2) {
+      wrong_arity(out, cmd);
+      co_return true;
+    }
+    const int s = shard_of(argv[1]);
+    shard::get req{argv[1]};
+    auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+    if (!r)
+      unavailable(out, s, r.error());
+    else if (r.value())
+      bulk(out, *r.value());
+    else
+      null_bulk(out);
+  } else if (cmd == "SET") {
+    if (n < 3) {
+      wrong_arity(out, cmd);
+      co_return true;
+    }
+    std::optional<std::int64_t> expire_at;
+    for (std::size_t i = 3; i < n; i += 2) {
+      const std::string opt = lower(argv[i]);
+      if ((opt != "ex" && opt != "px") || i + 1 >= n) {
+        error(out, "ERR syntax error");
+        co_return true;
+      }
+      auto v = to_int64(argv[i + 1]);
+      if (!v) {
+        error(out, "ERR value is not an integer or out of range");
+        co_return true;
+      }
+      if (*v <= 0) {
+        error(out, "ERR invalid expire time in 'set' command");
+        co_return true;
+      }
+      expire_at = now_ms() + (opt == "ex" ? *v * 1000 : *v);
+    }
+    const int s = shard_of(argv[1]);
+    shard::set req{argv[1], argv[2], expire_at};
+    auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+    if (!r)
+      unavailable(out, s, r.error());
+    else
+      simple(out, "OK");
+  } else if (cmd == "DEL" || cmd == "EXISTS") {
+    if (n < 2) {
+      wrong_arity(out, cmd);
+      co_return true;
+    }
+    std::int64_t count = 0;
+    for (std::size_t i = 1; i < n; ++i) {
+      const int s = shard_of(argv[i]);
+      otp::result<std::int64_t> r = 0;
+      if (cmd == "DEL") {
+        shard::del req{argv[i]};
+        r = co_await gs::call<shard>(shard_name(s), std::move(req));
+      } else {
+        shard::exists req{argv[i]};
+        r = co_await gs::call<shard>(shard_name(s), std::move(req));
+      }
+      if (!r) {
+        unavailable(out, s, r.error());
+        co_return true;
+      }
+      count += r.value();
+    }
+    integer(out, count);
+  } else if (cmd == "INCR") {
+    if (n != 2) {
+      wrong_arity(out, cmd);
+      co_return true;
+    }
+    const int s = shard_of(argv[1]);
+    shard::incr req{argv[1]};
+    auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+    if (r)
+      integer(out, r.value());
+    else if (r.error() == otp::errc::invalid_argument)
+      error(out, r.error().context);
+    else
+      unavailable(out, s, r.error());
+  } else if (cmd == "MGET") {
+    if (n < 2) {
+      wrong_arity(out, cmd);
+      co_return true;
+    }
+    std::string items;
+    for (std::size_t i = 1; i < n; ++i) {
+      const int s = shard_of(argv[i]);
+      shard::get req{argv[i]};
+      auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+      if (!r) {
+        unavailable(out, s, r.error());
+        co_return true;
+      }
+      if (r.value())
+        bulk(items, *r.value());
+      else
+        null_bulk(items);
+    }
+    array_header(out, n - 1);
+    out += items;
+  } else if (cmd == "MSET") {
+    if (n < 3 || n % 2 == 0) {
+      wrong_arity(out, cmd);
+      co_return true;
+    }
+    for (std::size_t i = 1; i + 1 < n; i += 2) {
+      const int s = shard_of(argv[i]);
+      shard::set req{argv[i], argv[i + 1], std::nullopt};
+      auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+      if (!r) {
+        unavailable(out, s, r.error());
+        co_return true;
+      }
+    }
+    simple(out, "OK");
+  } else if (cmd == "KEYS" || cmd == "DBSIZE") {
+    if ((cmd == "KEYS" && n != 2) || (cmd == "DBSIZE" && n != 1)) {
+      wrong_arity(out, cmd);
+      co_return true;
+    }
+    std::vector<std::string> all;
+    std::int64_t size = 0;
+    for (int s = 0; s < stats().shards.load(); ++s) {
+      if (cmd == "KEYS") {
+        shard::keys req{argv[1]};
+        auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+        if (!r) {
+          unavailable(out, s, r.error());
+          co_return true;
+        }
+        all.insert(all.end(), r.value().begin(), r.value().end());
+      } else {
+        auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
+        if (!r) {
+          unavailable(out, s, r.error());
+          co_return true;
+        }
+        size += r.value();
+      }
+    }
+    if (cmd == "DBSIZE") {
+      integer(out, size);
+    } else {
+      array_header(out, all.size());
+      for (const auto& k : all)
+        bulk(out, k);
+    }
+  } else if (cmd == "INFO") {
+    std::string text = "# Server\r\nredis_version:7.0.0\r\nserver:otp-cpp kvstore sample\r\n"
+                       "# Clients\r\nconnected_clients:"
+                       + std::to_string(stats().connections.load()) + "\r\n# Stats\r\ntotal_commands_processed:"
+                       + std::to_string(stats().commands.load()) + "\r\n# Shards\r\n";
+    std::int64_t total = 0;
+    for (int s = 0; s < stats().shards.load(); ++s) {
+      auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
+      const int starts = stats().shard_starts.at(static_cast<std::size_t>(s)).load();
+      text += "shard_" + std::to_string(s) + ":keys=" + (r ? std::to_string(r.value()) : std::string("unavailable"))
+              + ",restarts=" + std::to_string(std::max(0, starts - 1)) + "\r\n";
+      total += r ? r.value() : 0;
+    }
+    text += "# Keyspace\r\ndb0:keys=" + std::to_string(total) + ",expires=0,avg_ttl=0\r\n";
+    bulk(out, text);
+  } else if (cmd == "CONFIG" && n == 3 && lower(argv[1]) == "get") {
+    // redis-benchmark asks for these at start.
+    const std::string key = lower(argv[2]);
+    if (key == "save" || key == "appendonly") {
+      array_header(out, 2);
+      bulk(out, key);
+      bulk(out, key == "appendonly" ? "yes" : "");
+    } else {
+      array_header(out, 0);
+    }
+  } else if (cmd == "DEBUG" && n == 3 && lower(argv[1]) == "crash" && config.admin) {
+    auto s = to_int64(argv[2]);
+    if (!s || *s < 0 || *s >= stats().shards.load()) {
+      error(out, "ERR no such shard");
+    } else {
+      gs::cast<shard>(shard_name(static_cast<int>(*s)), shard::crash{});
+      simple(out, "OK");
+    }
+  } else {
+    std::string args;
+    for (std::size_t i = 1; i < n && i < 4; ++i)
+      args += "'" + argv[i] + "' ";
+    error(out, "ERR unknown command '" + argv[0] + "', with args beginning with: " + args);
+  }
+  co_return true;
+}
+
+} // namespace
+
+void from_json(const otp::json& j, connection_config& c) { c.admin = j.value("admin", c.admin); }
+
+void from_json(const otp::json& j, acceptor_config& c) {
+  c.host = j.value("host", c.host);
+  c.port = j.value("port", c.port);
+}
+
+otp::task<void> connection(int fd, connection_config config) {
+  tcp::socket socket(otp::this_scheduler().get_executor(), tcp::v4(), fd);
+  ++stats().connections;
+  struct gone {
+    ~gone() { --stats().connections; }
+  } count_guard;
+  request_parser parser;
+  std::array<char, 16 * 1024> buf{};
+  std::vector<std::string> argv;
+  std::string out, message;
+  for (;;) {
+    auto [ec, got] = co_await socket.async_read_some(asio::buffer(buf), otp::use_process_nothrow);
+    if (ec)
+      co_return; // the client went away (mid-command or not): nothing to answer
+    parser.feed(buf.data(), got);
+    bool open = true;
+    for (;;) {
+      const auto st = parser.next(argv, message);
+      if (st == request_parser::status::need_more)
+        break;
+      if (st == request_parser::status::error) {
+        error(out, message); // as Redis: reply, then close
+        open = false;
+        break;
+      }
+      if (!co_await execute(std::move(argv), out, config)) {
+        open = false;
+        break;
+      }
+    }
+    // One write per read: pipelined commands get their replies together.
+    if (!out.empty()) {
+      auto [wec, written] = co_await asio::async_write(socket, asio::buffer(out), otp::use_process_nothrow);
+      (void)written;
+      if (wec)
+        co_return;
+      out.clear();
+    }
+    if (!open)
+      co_return;
+  }
+}
+
+otp::task<void> acceptor(acceptor_config config) {
+  tcp::acceptor a(otp::this_scheduler().get_executor());
+  const tcp::endpoint at(asio::ip::make_address(config.host), static_cast<unsigned short>(config.port));
+  a.open(at.protocol());
+  a.set_option(tcp::acceptor::reuse_address(true));
+  a.bind(at);
+  a.listen();
+  std::printf("kvstore: listening on %s:%d with %d shards; try: redis-cli -p %d (Ctrl-C stops the tree)\n",
+              config.host.c_str(), config.port, stats().shards.load(), config.port);
+  std::fflush(stdout);
+  for (;;) {
+    tcp::socket s = co_await a.async_accept(otp::use_process);
+    const int fd = s.release();
+    auto where = otp::whereis("connections");
+    if (!where) {
+      ::close(fd);
+      continue;
+    }
+    otp::dynamic_supervisor_ref<int> conns(*where);
+    auto started = co_await otp::dynamic_supervisor::start_child(conns, fd);
+    if (!started)
+      ::close(fd); // max_children reached, or the start failed: the client sees a closed connection
+  }
+}
+
+} // namespace kv

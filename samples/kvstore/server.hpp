@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+// samples/kvstore/server.hpp - the TCP side: an acceptor process, and one
+// process per connection that parses RESP and calls the shards.
+#pragma once
+
+#include "otp/otp.hpp"
+#include "supervisor/config.hpp"
+
+#include <string>
+
+namespace kv {
+
+/// A connection's "args" (the dynamic supervisor's template in app.json).
+struct connection_config {
+  bool admin = false; ///< accept DEBUG CRASH <shard>
+};
+
+/// The acceptor's "args".
+struct acceptor_config {
+  std::string host = "127.0.0.1";
+  int port = 6380;
+};
+
+void from_json(const otp::json& j, connection_config& c);
+void from_json(const otp::json& j, acceptor_config& c);
+
+/// Serves one client on the socket `fd` until it disconnects or sends QUIT.
+otp::task<void> connection(int fd, connection_config config);
+
+/// Accepts clients and starts a connection process for each under the
+/// dynamic supervisor registered as "connections".
+otp::task<void> acceptor(acceptor_config config);
+
+} // namespace kv

@@ -1,0 +1,215 @@
+# SPDX-License-Identifier: Apache-2.0
+# Drives samples/kvstore with the real redis-cli and redis-benchmark: every
+# command, bad input, crash recovery, restart from the logs, and a bounded
+# chaos run that checks no acknowledged write is lost.
+#
+# usage: test_kvstore.py KVSTORE_BINARY
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN = sys.argv[1]
+failures = []
+
+
+def check(name, ok, detail=""):
+    print(("ok:   " if ok else "FAIL: ") + name + (("  -- " + detail) if detail and not ok else ""))
+    if not ok:
+        failures.append(name)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    """Starts kvstore and waits for its "listening" line (no sleeping)."""
+
+    def __init__(self, data, port, *extra):
+        self.port = port
+        self.proc = subprocess.Popen([BIN, "--port", str(port), "--data", data, *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("kvstore exited before listening:\n" + "".join(self.lines))
+            self.lines.append(line)
+            if "listening on" in line:
+                break
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=20)
+        self.reader.join(timeout=5)
+        return rc
+
+
+def cli(port, *args):
+    r = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=20)
+    return r.stdout.strip()
+
+
+def raw(port, payload, read=True):
+    """Sends raw bytes; returns what the server answers before it closes (or 1 s passes)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(payload)
+    out = b""
+    if read:
+        s.settimeout(1.0)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except socket.timeout:
+            pass
+    s.close()
+    return out
+
+
+def commands(port):
+    check("PING", cli(port, "ping") == "PONG")
+    check("PING with a message", cli(port, "ping", "hi") == "hi")
+    check("SET", cli(port, "set", "k1", "v1") == "OK")
+    check("GET", cli(port, "get", "k1") == "v1")
+    check("GET of a missing key is nil", cli(port, "get", "nope") == "")
+    check("SET EX", cli(port, "set", "tmp", "x", "EX", "100") == "OK" and cli(port, "get", "tmp") == "x")
+    check("SET with a bad option", cli(port, "set", "a", "b", "ZZ", "1").startswith("ERR syntax error"))
+    check("EXISTS", cli(port, "exists", "k1", "nope", "tmp") == "2")
+    check("DEL", cli(port, "del", "k1", "nope") == "1" and cli(port, "exists", "k1") == "0")
+    check("INCR", cli(port, "incr", "n") == "1" and cli(port, "incr", "n") == "2")
+    check("INCR of a non-integer", cli(port, "set", "s", "abc") == "OK"
+          and cli(port, "incr", "s") == "ERR value is not an integer or out of range")
+    check("MSET", cli(port, "mset", "a", "1", "b", "2", "c", "3") == "OK")
+    check("MGET", cli(port, "mget", "a", "b", "nope", "c").split("\n") == ["1", "2", "", "3"])
+    check("KEYS", sorted(cli(port, "keys", "*").split("\n")) == ["a", "b", "c", "n", "s", "tmp"])
+    check("KEYS with a pattern", sorted(cli(port, "keys", "[ab]").split("\n")) == ["a", "b"])
+    check("DBSIZE", cli(port, "dbsize") == "6")
+    info = cli(port, "info")
+    check("INFO lists the shards", "shard_0:keys=" in info and "restarts=0" in info)
+    check("unknown command", cli(port, "frobnicate", "x").startswith("ERR unknown command 'frobnicate'"))
+    check("wrong arity", cli(port, "get") == "ERR wrong number of arguments for 'get' command")
+    check("MSET with an odd count", cli(port, "mset", "a") == "ERR wrong number of arguments for 'mset' command")
+    check("QUIT closes", raw(port, b"QUIT\r\n") == b"+OK\r\n")
+    check("inline commands work", raw(port, b"PING\r\n", read=True).startswith(b"+PONG"))
+    pipelined = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\np%d\r\n$1\r\n%d\r\n" % (len(b"p%d" % i), i, i % 10)
+                         for i in range(100)) + b"QUIT\r\n"
+    check("pipelining: 100 SETs in one write", raw(port, pipelined) == b"+OK\r\n" * 101)
+
+
+def bad_input(port):
+    check("malformed RESP gets a protocol error and a closed connection",
+          raw(port, b"*2\r\n$3\r\nGET\r\n:1\r\n") == b"-ERR Protocol error: expected '$', got ':'\r\n")
+    check("an oversized bulk string is refused",
+          raw(port, b"*1\r\n$999999999999\r\n") == b"-ERR Protocol error: invalid bulk length\r\n")
+    check("a bad multibulk length is refused",
+          raw(port, b"*abc\r\n") == b"-ERR Protocol error: invalid multibulk length\r\n")
+    # A client that disconnects in the middle of a command.
+    raw(port, b"*3\r\n$3\r\nSET\r\n$3\r\nhal", read=False)
+    check("a client that disconnects mid-command does not hurt the server", cli(port, "ping") == "PONG")
+    check("the half-sent write was not applied", cli(port, "exists", "hal") == "0")
+
+
+def crash_recovery(port):
+    for i in range(50):
+        cli(port, "set", "crash:%d" % i, "v%d" % i)
+    for shard in range(4):
+        check("DEBUG CRASH %d answers OK" % shard, cli(port, "debug", "crash", str(shard)) == "OK")
+    values = cli(port, "mget", *["crash:%d" % i for i in range(50)]).split("\n")
+    check("every key survives the crash of every shard", values == ["v%d" % i for i in range(50)])
+    info = cli(port, "info")
+    check("INFO counts the restarts", all("shard_%d:" % s in info and "restarts=1" in info for s in range(4)),
+          info)
+
+
+def chaos(port, seconds=3.0):
+    """redis-benchmark load, shards crashing, clients dying mid-command; then every acknowledged write is read."""
+    stop = threading.Event()
+    acked = {}
+
+    def writer(wid):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        f = s.makefile("rb")
+        i = 0
+        while not stop.is_set():
+            key, val = "chaos:%d:%d" % (wid, i), "v%d" % i
+            s.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key.encode(), len(val), val.encode()))
+            line = f.readline()
+            if line == b"+OK\r\n":
+                acked[key] = val
+            elif not line.startswith(b"-TRYAGAIN"):
+                raise RuntimeError("unexpected reply %r" % line)
+            i += 1
+        s.close()
+
+    def crasher():
+        rnd = random.Random(7)
+        while not stop.is_set():
+            cli(port, "debug", "crash", str(rnd.randrange(4)))
+            raw(port, b"*3\r\n$3\r\nSET\r\n$4\r\nhalf", read=False)  # a connection dying mid-command
+            stop.wait(0.05)
+
+    bench = subprocess.Popen(["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", "10000000", "-c", "8",
+                              "-P", "4", "-q", "-r", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)] + [threading.Thread(target=crasher)]
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    bench.terminate()
+    bench.wait(timeout=10)
+    keys = sorted(acked)
+    lost = []
+    for start in range(0, len(keys), 200):
+        chunk = keys[start:start + 200]
+        got = cli(port, "mget", *chunk).split("\n")
+        lost += [k for k, v in zip(chunk, got) if v != acked[k]]
+    check("chaos: %d acknowledged writes, none lost" % len(keys), len(keys) > 0 and not lost,
+          "lost %d, e.g. %s" % (len(lost), lost[:3]))
+    check("chaos: the server still answers", cli(port, "ping") == "PONG")
+
+
+def main():
+    data = tempfile.mkdtemp(prefix="kvstore-test-")
+    try:
+        port = free_port()
+        server = Server(data, port, "--admin")
+        commands(port)
+        bad_input(port)
+        crash_recovery(port)
+        chaos(port)
+        check("SIGTERM stops the tree in order, exit code 0", server.stop() == 0)
+        # The logs bring everything back after a full restart.
+        server = Server(data, port)
+        check("a restarted server reads its logs back", cli(port, "get", "crash:7") == "v7"
+              and cli(port, "get", "p42") == "2")
+        check("DEBUG CRASH is off unless enabled", cli(port, "debug", "crash", "0").startswith("ERR unknown command"))
+        server.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    print("%d checks failed" % len(failures) if failures else "all checks passed")
+    sys.exit(1 if failures else 0)
+
+
+main()
