@@ -8,7 +8,7 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUILD_PKGS := clang-19 libclang-rt-19-dev g++ libasio-dev libboost1.81-dev \
               nlohmann-json3-dev doctest-dev libspdlog-dev redis-tools meson ninja-build pkg-config python3
-BENCH_PKGS := erlang-nox libcaf-dev
+BENCH_PKGS := erlang-nox libcaf-dev redis-server
 
 # Installs whatever of the given packages is missing; `apt-get update` only when needed.
 define ensure_pkgs
@@ -63,9 +63,11 @@ test-gcc: deps
 test-all: test test-asan test-tsan test-gcc
 
 bench: bench-deps
-	$(call meson_build,build-release,$(CXX_CLANG),--buildtype=release -Dtests=disabled -Dsamples=disabled)
+	@[ ! -f build-release/build.ninja ] || meson configure build-release -Dsamples=enabled
+	$(call meson_build,build-release,$(CXX_CLANG),--buildtype=release -Dtests=disabled)
 	python3 bench/run.py --otp-bin build-release/bench/otp_bench
-	python3 bench/table.py --update README.md
+	python3 bench/redis_bench.py --kvstore build-release/samples/kvstore/kvstore
+	python3 bench/table.py --update README.md --chart docs/bench-chart.svg
 
 clean:
 	rm -rf build build-asan build-tsan build-gcc build-release build-bench

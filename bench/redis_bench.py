@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""redis-benchmark against samples/kvstore and a real redis-server, side by side.
+
+Both servers run on loopback in the same run, with the same durability (an
+append-only log, fsync every second). For SET and GET, with and without
+pipelining (-P 16), each server is measured --runs times, alternating; the
+medians go into the results file as rows with impl "otp" (kvstore) and
+"redis" (redis-server).
+
+usage: redis_bench.py --kvstore BIN [--runs 3] [--requests 200000] [--out FILE]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_ready(port, proc, what):
+    """Waits until the server answers PING (it prints nothing we could wait on)."""
+    for _ in range(500):
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited before it answered")
+        r = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True)
+        if r.stdout.strip() == "PONG":
+            return
+        time.sleep(0.02)
+    sys.exit(f"{what} did not answer on port {port}")
+
+
+def bench(port, test, pipeline, requests):
+    cmd = ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(requests), "-c", "50", "-r", "100000", "-q"]
+    if pipeline > 1:
+        cmd += ["-P", str(pipeline)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+    m = re.search(r"%s: ([0-9.]+) requests per second" % test.upper(), out.replace("\r", "\n"))
+    if not m:
+        sys.exit(f"could not read redis-benchmark's output: {out[-300:]}")
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kvstore", required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "latest.json"))
+    args = ap.parse_args()
+    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: make bench-deps installs redis-server and redis-tools")
+
+    data = tempfile.mkdtemp(prefix="redis-bench-")
+    kv_port, redis_port = free_port(), free_port()
+    kv = subprocess.Popen([args.kvstore, "--port", str(kv_port), "--data", os.path.join(data, "kv"),
+                           "--appendfsync", "everysec"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    try:
+        wait_ready(kv_port, kv, "kvstore")
+        wait_ready(redis_port, redis, "redis-server")
+        for test in ("set", "get"):
+            for pipeline in (1, 16):
+                name = f"kvstore_{test}{'_pipelined' if pipeline > 1 else ''}_per_s"
+                got = {"otp": [], "redis": []}
+                for r in range(args.runs):
+                    for impl, port in (("otp", kv_port), ("redis", redis_port)):
+                        v = bench(port, test, pipeline, args.requests)
+                        got[impl].append(v)
+                        print(f"{name:34} {impl:6} run {r + 1}/{args.runs}: {v:,.0f}", flush=True)
+                for impl, vals in got.items():
+                    rows.append({"bench": name, "impl": impl, "value": statistics.median(vals),
+                                 "unit": "requests_per_s", "runs": vals})
+    finally:
+        for p in (kv, redis):
+            p.terminate()
+            p.wait(timeout=20)
+        shutil.rmtree(data, ignore_errors=True)
+
+    results = []
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = [r for r in json.load(f) if not r["bench"].startswith("kvstore_")]
+    results += rows
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"results added to {args.out}")
+
+
+main()
