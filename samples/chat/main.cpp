@@ -174,7 +174,9 @@ otp::task<void> session(int fd, session_config config) {
       co_await write(*socket, intro);
     } else if (text == "/who") {
       const auto members = otp::pg::members("room:" + current);
-      co_await write(*socket, std::to_string(members.size()) + " in " + (current.empty() ? "no room" : current) + "\n");
+      // g++ 12: no ?: of class type inside co_await (docs/design.md): build it first.
+      const std::string where = current.empty() ? "no room" : current;
+      co_await write(*socket, std::to_string(members.size()) + " in " + where + "\n");
     } else if (current.empty()) {
       co_await write(*socket, "join a room first: /join NAME\n");
     } else if (auto p = otp::whereis("room:" + current)) {
