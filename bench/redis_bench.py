@@ -2,7 +2,10 @@
 """redis-benchmark against samples/kvstore and a real redis-server, side by side.
 
 Both servers run on loopback in the same run, with the same durability (an
-append-only log, fsync every second). For SET and GET, with and without
+append-only log, fsync every second), and both on one thread of execution:
+kvstore with one scheduler, like redis-server's event loop (on a 2-core
+machine the other core runs redis-benchmark; with two schedulers kvstore's
+calls cross cores and compete with the client). For SET and GET, with and without
 pipelining (-P 16), each server is measured --runs times, alternating; the
 medians go into the results file as rows with impl "otp" (kvstore) and
 "redis" (redis-server).
@@ -69,7 +72,7 @@ def main():
     data = tempfile.mkdtemp(prefix="redis-bench-")
     kv_port, redis_port = free_port(), free_port()
     kv = subprocess.Popen([args.kvstore, "--port", str(kv_port), "--data", os.path.join(data, "kv"),
-                           "--appendfsync", "everysec"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           "--appendfsync", "everysec", "--schedulers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

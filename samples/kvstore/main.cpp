@@ -8,7 +8,7 @@
 //   └── acceptor: accepts on 127.0.0.1:6380, starts a connection per client
 //
 // usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR]
-//                [--appendfsync always|everysec|no] [--admin]
+//                [--appendfsync always|everysec|no] [--admin] [--schedulers N]
 #include "resp.hpp"
 #include "server.hpp"
 #include "shard.hpp"
@@ -64,7 +64,7 @@ otp::task<otp::result<otp::pid>> start_connection(kv::connection_config c, int f
 
 void usage() {
   std::fprintf(stderr, "usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR] "
-                       "[--appendfsync always|everysec|no] [--admin]\n");
+                       "[--appendfsync always|everysec|no] [--admin] [--schedulers N]\n");
 }
 
 otp::json* child_args(otp::json& doc, const std::string& id) {
@@ -79,6 +79,7 @@ otp::json* child_args(otp::json& doc, const std::string& id) {
 int main(int argc, char** argv) {
   std::string config = KVSTORE_CONFIG;
   otp::json overrides = otp::json::object();
+  otp::node_options node_opts;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -100,6 +101,8 @@ int main(int argc, char** argv) {
       overrides["appendfsync"] = value();
     else if (a == "--admin")
       overrides["admin"] = true;
+    else if (a == "--schedulers")
+      node_opts.schedulers = static_cast<unsigned>(std::atoi(value().c_str()));
     else {
       usage();
       return 2;
@@ -139,5 +142,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", cfg.error().context.c_str());
     return 1;
   }
-  return otp::run_application(std::move(cfg).value());
+  return otp::run_application(std::move(cfg).value(), node_opts);
 }
