@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <stdexcept>
 
 namespace kv {
 
@@ -247,6 +248,9 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
     } else {
       array_header(out, 0);
     }
+  } else if (cmd == "DEBUG" && n == 3 && lower(argv[1]) == "crash" && lower(argv[2]) == "connection" && config.admin) {
+    // This connection's process crashes; its client sees the socket close.
+    throw std::runtime_error("connection crashed on purpose (DEBUG CRASH CONNECTION)");
   } else if (cmd == "DEBUG" && n == 3 && lower(argv[1]) == "crash" && config.admin) {
     auto s = to_int64(argv[2]);
     if (!s || *s < 0 || *s >= stats().shards.load()) {

@@ -127,6 +127,8 @@ def bad_input(port):
     raw(port, b"*3\r\n$3\r\nSET\r\n$3\r\nhal", read=False)
     check("a client that disconnects mid-command does not hurt the server", cli(port, "ping") == "PONG")
     check("the half-sent write was not applied", cli(port, "exists", "hal") == "0")
+    check("a crashed connection closes only its own socket",
+          raw(port, b"DEBUG CRASH CONNECTION\r\n") == b"" and cli(port, "ping") == "PONG")
 
 
 def crash_recovery(port):
@@ -165,7 +167,8 @@ def chaos(port, seconds=3.0):
         rnd = random.Random(7)
         while not stop.is_set():
             cli(port, "debug", "crash", str(rnd.randrange(4)))
-            raw(port, b"*3\r\n$3\r\nSET\r\n$4\r\nhalf", read=False)  # a connection dying mid-command
+            raw(port, b"*3\r\n$3\r\nSET\r\n$4\r\nhalf", read=False)  # a client dying mid-command
+            raw(port, b"DEBUG CRASH CONNECTION\r\n")  # a connection process crashing
             stop.wait(0.05)
 
     bench = subprocess.Popen(["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", "10000000", "-c", "8",
