@@ -89,7 +89,10 @@ def raw(port, payload, read=True):
 def commands(port):
     check("PING", cli(port, "ping") == "PONG")
     check("PING with a message", cli(port, "ping", "hi") == "hi")
+    check("ECHO", cli(port, "echo", "hello there") == "hello there")
     check("SET", cli(port, "set", "k1", "v1") == "OK")
+    check("SET PX expires", cli(port, "set", "short", "x", "PX", "1") == "OK"
+          and any(cli(port, "get", "short") == "" for _ in range(200)))
     check("GET", cli(port, "get", "k1") == "v1")
     check("GET of a missing key is nil", cli(port, "get", "nope") == "")
     check("SET EX", cli(port, "set", "tmp", "x", "EX", "100") == "OK" and cli(port, "get", "tmp") == "x")
