@@ -99,13 +99,17 @@ task<result<pid>> start_link(supervisor_flags flags, std::vector<child_spec> chi
                                std::optional<server_name> name = std::nullopt);
 
 /// Adds and starts a child (supervisor:start_child/2). Fails with
-/// `already_started` for a running id, `running`... see docs/supervisor.md.
+/// `invalid_child_spec` for a bad spec, `already_started` if the id exists
+/// (running or not), or the start's own error (the spec is then not kept,
+/// unless the start returned `ignored`).
 task<result<pid>> start_child(destination sup, child_spec spec);
 /// Stops a child and keeps its spec (a temporary child's is removed).
+/// Fails with `not_found` for an unknown id.
 task<result<void>> terminate_child(destination sup, std::string id);
-/// Starts a stopped child again from its spec.
+/// Starts a stopped child again from its spec. Fails with `not_found`, or
+/// `running` if it runs.
 task<result<pid>> restart_child(destination sup, std::string id);
-/// Removes a stopped child's spec.
+/// Removes a stopped child's spec. Fails with `not_found`, or `running`.
 task<result<void>> delete_child(destination sup, std::string id);
 /// Returns the children, in start order.
 task<result<std::vector<child_info>>> which_children(destination sup);
