@@ -12,7 +12,7 @@
 //     void handle_cast(otp::context&, add a) { value += a.n; }
 //   };
 //   auto s = co_await otp::gen_server::start<counter>();
-//   int v = (co_await otp::gen_server::call(*s, counter::get{})).value();
+//   int v = (co_await otp::gen_server::call(s.value(), counter::get{})).value();
 //
 // Each callback may be a plain function or return otp::task<...>.
 #pragma once
