@@ -20,14 +20,6 @@ namespace detail {
 
 namespace {
 struct stop_app {};
-struct ref_is {
-  monitor_ref ref;
-  bool operator()(const down_msg& d) const noexcept { return d.ref == ref; }
-};
-struct exit_from {
-  pid from;
-  bool operator()(const exit_msg& e) const noexcept { return e.from == from; }
-};
 } // namespace
 
 // One per running application (OTP's application master): starts the top
@@ -57,10 +49,10 @@ struct app_master {
       spec.prep_stop();
     const monitor_ref ref = otp::monitor(top);
     otp::exit(top, exit_reason::shutdown());
-    auto down = otp::receive<down_msg>(ref_is{ref}); // a supervisor's shutdown is infinity
+    auto down = otp::receive<down_msg>(down_of{ref}); // a supervisor's shutdown is infinity
     (void)co_await down;
     otp::unlink(top);
-    auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_from{top});
+    auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_of{top});
     (void)co_await flush;
     if (spec.stop)
       spec.stop();

@@ -105,15 +105,6 @@ void node::advance(std::chrono::steady_clock::duration d) {
   run_until_idle();
 }
 
-namespace {
-
-struct ref_is {
-  monitor_ref ref;
-  bool operator()(const down_msg& d) const noexcept { return d.ref == ref; }
-};
-
-} // namespace
-
 result<exit_reason> node::wait(const pid& p) {
   if (detail::this_thread.sched != nullptr)
     return error{errc::invalid_argument, "node::wait blocks its thread: call it from outside the node's schedulers"};
@@ -124,7 +115,7 @@ result<exit_reason> node::wait(const pid& p) {
   spawn_opt({.scheduler = p.scheduler_index() < scheduler_count() ? p.scheduler_index() : 0},
             [done, p]() -> task<void> {
               const monitor_ref ref = monitor(p);
-              auto down = receive<down_msg>(ref_is{ref});
+              auto down = receive<down_msg>(down_of{ref});
               down_msg d = co_await down;
               done->set_value(d.reason);
             });

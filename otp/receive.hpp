@@ -304,6 +304,19 @@ struct optional_handler {
 
 } // namespace detail
 
+/// Predicate for `receive<down_msg>`: the DOWN of the monitor `ref`. A named
+/// predicate (rather than a capturing lambda) is also safe with g++ 12.
+struct down_of {
+  monitor_ref ref;
+  bool operator()(const down_msg& d) const noexcept { return d.ref == ref; }
+};
+
+/// Predicate for `receive<exit_msg>`: the 'EXIT' from `from`.
+struct exit_of {
+  pid from;
+  bool operator()(const exit_msg& e) const noexcept { return e.from == from; }
+};
+
 /// A guarded alternative: matches a `T` (the handler's parameter type) only
 /// when `pred(msg)` holds (Erlang's `when` guard).
 template <class Pred, class F>

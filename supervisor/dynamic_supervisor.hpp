@@ -181,10 +181,6 @@ private:
     const std::unordered_map<monitor_ref, pid>* refs;
     bool operator()(const down_msg& d) const { return refs->contains(d.ref); }
   };
-  struct exit_from {
-    pid from;
-    bool operator()(const exit_msg& e) const noexcept { return e.from == from; }
-  };
 
   task<result<pid>> start(std::tuple<Extra...> args) {
     std::exception_ptr crash;
@@ -236,7 +232,7 @@ private:
     }
     for (auto& [p, why] : ended) {
       otp::unlink(p);
-      auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_from{p});
+      auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_of{p});
       (void)co_await flush;
       const bool expected = sp.is_brutal_kill() ? why.which() == exit_reason::kind::killed
                                                 : why.is_shutdown()

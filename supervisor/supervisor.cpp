@@ -99,14 +99,6 @@ struct try_again_restart {
   std::string id;
 };
 
-struct ref_is {
-  monitor_ref ref;
-  bool operator()(const down_msg& d) const noexcept { return d.ref == ref; }
-};
-struct exit_from {
-  pid from;
-  bool operator()(const exit_msg& e) const noexcept { return e.from == from; }
-};
 
 } // namespace
 
@@ -277,20 +269,20 @@ private:
     otp::exit(p, sp.is_brutal_kill() ? exit_reason::kill() : exit_reason::shutdown());
     std::optional<down_msg> down;
     if (sp.is_brutal_kill() || sp.is_infinity()) {
-      auto waiting = otp::receive<down_msg>(ref_is{ref});
+      auto waiting = otp::receive<down_msg>(down_of{ref});
       down = co_await waiting;
     } else {
-      auto waiting = otp::receive_for<down_msg>(sp.timeout(), ref_is{ref});
+      auto waiting = otp::receive_for<down_msg>(sp.timeout(), down_of{ref});
       down = co_await waiting;
       if (!down) {
         otp::exit(p, exit_reason::kill());
-        auto killed = otp::receive<down_msg>(ref_is{ref});
+        auto killed = otp::receive<down_msg>(down_of{ref});
         down = co_await killed;
       }
     }
     otp::unlink(p);
     exit_reason why = down->reason;
-    auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_from{p});
+    auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_of{p});
     if (auto e = co_await flush; e && why.which() == exit_reason::kind::noproc)
       why = e->reason; // the 'EXIT' has the true reason
     c.pid.reset();
