@@ -142,5 +142,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", cfg.error().context.c_str());
     return 1;
   }
-  return otp::run_application(std::move(cfg).value(), node_opts);
+  const int rc = otp::run_application(std::move(cfg).value(), node_opts);
+  std::printf("kvstore: stopped; the tree is shut down in order (exit code %d)\n", rc);
+  return rc;
 }
