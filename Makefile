@@ -49,11 +49,11 @@ test: build
 	meson test -C build --print-errorlogs
 
 test-asan: deps
-	$(call meson_build,build-asan,$(CXX_CLANG),-Db_sanitize=address$(comma)undefined -Db_lundef=false -Dsamples=disabled -Dbench=disabled)
+	$(call meson_build,build-asan,$(CXX_CLANG),-Db_sanitize=address$(comma)undefined -Db_lundef=false -Dbench=disabled)
 	ASAN_OPTIONS=detect_leaks=1 meson test -C build-asan --print-errorlogs
 
 test-tsan: deps
-	$(call meson_build,build-tsan,$(CXX_CLANG),-Db_sanitize=thread -Db_lundef=false -Dsamples=disabled -Dbench=disabled)
+	$(call meson_build,build-tsan,$(CXX_CLANG),-Db_sanitize=thread -Db_lundef=false -Dbench=disabled)
 	meson test -C build-tsan --print-errorlogs
 
 test-gcc: deps
