@@ -47,13 +47,8 @@ struct app_master {
   task<bool> handle_call(context& ctx, stop_app) {
     if (spec.prep_stop)
       spec.prep_stop();
-    const monitor_ref ref = otp::monitor(top);
-    otp::exit(top, exit_reason::shutdown());
-    auto down = otp::receive<down_msg>(down_of{ref}); // a supervisor's shutdown is infinity
-    (void)co_await down;
-    otp::unlink(top);
-    auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_of{top});
-    (void)co_await flush;
+    auto stopping = detail::shut_down({top}, shutdown_policy(otp::infinity)); // a supervisor's shutdown
+    (void)co_await stopping;
     if (spec.stop)
       spec.stop();
     ctx.stop();

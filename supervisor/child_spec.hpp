@@ -80,12 +80,24 @@ struct child_spec {
 
   /// Returns the shutdown policy, with the default for its type.
   [[nodiscard]] shutdown_policy shutdown_or_default() const {
-    if (shutdown)
-      return *shutdown;
-    return type == child_type::supervisor ? shutdown_policy(otp::infinity)
-                                          : shutdown_policy(std::chrono::milliseconds(5000));
+    return shutdown ? *shutdown : default_shutdown(type);
+  }
+
+  /// The default shutdown: 5000 ms for a worker, infinity for a supervisor.
+  [[nodiscard]] static shutdown_policy default_shutdown(child_type t) {
+    return t == child_type::supervisor ? shutdown_policy(otp::infinity)
+                                       : shutdown_policy(std::chrono::milliseconds(5000));
   }
 };
+
+/// Returns whether a child stopped with `how` ended as expected (OTP's
+/// shutdown_error is reported otherwise): `killed` after brutal_kill;
+/// `shutdown`, or for a non-permanent child also `normal`, otherwise.
+[[nodiscard]] inline bool clean_shutdown(const shutdown_policy& how, restart_type r, const exit_reason& why) noexcept {
+  if (how.is_brutal_kill())
+    return why.which() == exit_reason::kind::killed;
+  return why.is_shutdown() || (r != restart_type::permanent && why.is_normal_or_shutdown());
+}
 
 /// A supervisor's flags (OTP's sup_flags map).
 struct supervisor_flags {

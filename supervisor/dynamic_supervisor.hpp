@@ -177,10 +177,6 @@ public:
   }
 
 private:
-  struct ref_in {
-    const std::unordered_map<monitor_ref, pid>* refs;
-    bool operator()(const down_msg& d) const { return refs->contains(d.ref); }
-  };
 
   task<result<pid>> start(std::tuple<Extra...> args) {
     std::exception_ptr crash;
@@ -197,49 +193,12 @@ private:
   }
 
   task<void> shut_down(std::vector<pid> targets) {
-    const shutdown_policy sp = spec_.shutdown ? *spec_.shutdown
-                               : spec_.type == child_type::supervisor
-                                 ? shutdown_policy(otp::infinity)
-                                 : shutdown_policy(std::chrono::milliseconds(5000));
-    std::unordered_map<monitor_ref, pid> pending;
-    for (const pid& p : targets) {
-      pending.emplace(otp::monitor(p), p);
-      otp::exit(p, sp.is_brutal_kill() ? exit_reason::kill() : exit_reason::shutdown());
-    }
-    std::vector<std::pair<pid, exit_reason>> ended;
-    const bool limited = !sp.is_brutal_kill() && !sp.is_infinity();
-    const auto deadline = this_scheduler().now() + sp.timeout();
-    bool killed_late = false;
-    while (!pending.empty()) {
-      std::optional<down_msg> d;
-      if (limited && !killed_late) {
-        const auto left = deadline - this_scheduler().now();
-        auto waiting = otp::receive_for<down_msg>(std::max(left, std::chrono::steady_clock::duration::zero()),
-                                                  ref_in{&pending});
-        d = co_await waiting;
-        if (!d) {
-          for (const auto& [ref, p] : pending)
-            otp::exit(p, exit_reason::kill()); // one shared timer for all of them
-          killed_late = true;
-          continue;
-        }
-      } else {
-        auto waiting = otp::receive<down_msg>(ref_in{&pending});
-        d = co_await waiting;
-      }
-      ended.emplace_back(pending.at(d->ref), d->reason);
-      pending.erase(d->ref);
-    }
-    for (auto& [p, why] : ended) {
-      otp::unlink(p);
-      auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_of{p});
-      (void)co_await flush;
-      const bool expected = sp.is_brutal_kill() ? why.which() == exit_reason::kind::killed
-                                                : why.is_shutdown()
-                                                    || (spec_.restart != restart_type::permanent && why.is_normal_or_shutdown());
-      if (!expected)
+    const shutdown_policy sp = spec_.shutdown ? *spec_.shutdown : child_spec::default_shutdown(spec_.type);
+    auto stopping = detail::shut_down(std::move(targets), sp);
+    const auto ended = co_await stopping;
+    for (const auto& [p, why] : ended)
+      if (!clean_shutdown(sp, spec_.restart, why))
         report("shutdown_error", p, why);
-    }
   }
 
   void report(std::string_view kind, const pid& p, const exit_reason& why) const {

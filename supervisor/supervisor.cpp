@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace otp {
@@ -260,38 +261,15 @@ private:
     co_return outcome::success();
   }
 
-  // Stops a running child as OTP_SEMANTICS.md 5 says: monitor, shutdown (or
-  // kill), wait up to the timeout, kill; then unlink and take its 'EXIT'.
+  // Stops a running child (OTP_SEMANTICS.md 5); an unexpected reason is reported.
   task<void> shut_down(child& c) {
     const pid p = *c.pid;
     const shutdown_policy sp = c.spec.shutdown_or_default();
-    const monitor_ref ref = otp::monitor(p);
-    otp::exit(p, sp.is_brutal_kill() ? exit_reason::kill() : exit_reason::shutdown());
-    std::optional<down_msg> down;
-    if (sp.is_brutal_kill() || sp.is_infinity()) {
-      auto waiting = otp::receive<down_msg>(down_of{ref});
-      down = co_await waiting;
-    } else {
-      auto waiting = otp::receive_for<down_msg>(sp.timeout(), down_of{ref});
-      down = co_await waiting;
-      if (!down) {
-        otp::exit(p, exit_reason::kill());
-        auto killed = otp::receive<down_msg>(down_of{ref});
-        down = co_await killed;
-      }
-    }
-    otp::unlink(p);
-    exit_reason why = down->reason;
-    auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_of{p});
-    if (auto e = co_await flush; e && why.which() == exit_reason::kind::noproc)
-      why = e->reason; // the 'EXIT' has the true reason
+    auto stopping = detail::shut_down({p}, sp);
+    const auto ended = co_await stopping;
     c.pid.reset();
-    const bool expected = sp.is_brutal_kill() ? why.which() == exit_reason::kind::killed
-                                              : why.is_shutdown()
-                                                  || (c.spec.restart != restart_type::permanent
-                                                      && why.is_normal_or_shutdown());
-    if (!expected)
-      report(log_level::error, "shutdown_error", c, why, p);
+    if (!clean_shutdown(sp, c.spec.restart, ended.front().second))
+      report(log_level::error, "shutdown_error", c, ended.front().second, p);
   }
 
   // Stops every running child, in reverse start order.
@@ -395,6 +373,50 @@ private:
   pid self_;
   std::vector<child> children_;
 };
+
+namespace {
+struct down_in {
+  const std::unordered_map<monitor_ref, pid>* refs;
+  bool operator()(const down_msg& d) const { return refs->contains(d.ref); }
+};
+} // namespace
+
+task<std::vector<std::pair<pid, exit_reason>>> shut_down(std::vector<pid> children, shutdown_policy how) {
+  std::unordered_map<monitor_ref, pid> pending;
+  for (const pid& p : children) {
+    pending.emplace(otp::monitor(p), p);
+    otp::exit(p, how.is_brutal_kill() ? exit_reason::kill() : exit_reason::shutdown());
+  }
+  std::vector<std::pair<pid, exit_reason>> ended;
+  bool limited = !how.is_brutal_kill() && !how.is_infinity();
+  const auto deadline = this_scheduler().now() + how.timeout();
+  while (!pending.empty()) {
+    std::optional<down_msg> d;
+    if (limited) {
+      const auto left = std::max(deadline - this_scheduler().now(), std::chrono::steady_clock::duration::zero());
+      auto waiting = otp::receive_for<down_msg>(left, down_in{&pending});
+      d = co_await waiting;
+      if (!d) {
+        for (const auto& [ref, p] : pending)
+          otp::exit(p, exit_reason::kill()); // one timer for all of them
+        limited = false;
+        continue;
+      }
+    } else {
+      auto waiting = otp::receive<down_msg>(down_in{&pending});
+      d = co_await waiting;
+    }
+    ended.emplace_back(pending.at(d->ref), d->reason);
+    pending.erase(d->ref);
+  }
+  for (auto& [p, why] : ended) {
+    otp::unlink(p);
+    auto flush = otp::receive_for<exit_msg>(std::chrono::steady_clock::duration::zero(), exit_of{p});
+    if (auto e = co_await flush; e && why.which() == exit_reason::kind::noproc)
+      why = e->reason; // the 'EXIT' has the true reason
+  }
+  co_return ended;
+}
 
 } // namespace detail
 

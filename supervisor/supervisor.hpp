@@ -78,6 +78,13 @@ template <class F, class... A>
 
 namespace detail {
 class sup_module;
+
+/// Stops `children` as OTP_SEMANTICS.md 5 says, all at once: monitor each,
+/// send `shutdown` (`kill` for brutal_kill), wait for every DOWN against one
+/// deadline, then `kill` those left; then unlink each and take its 'EXIT',
+/// whose reason wins over a DOWN `noproc`. Returns each child's exit reason.
+/// A supervisor stops its children one at a time by calling it with one.
+task<std::vector<std::pair<pid, exit_reason>>> shut_down(std::vector<pid> children, shutdown_policy how);
 } // namespace detail
 
 /// OTP's supervisor module: start, and manage children at run time.
