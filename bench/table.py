@@ -38,15 +38,19 @@ def ratio(ours, theirs, unit):
     return f"{1 / r:.1f}x {'larger' if unit == 'bytes' else 'slower'}"
 
 
-def render(results):
-    by = {}
-    order = []
+def rows_by_bench(results):
+    by, order = {}, []
     for r in results:
         key = r["bench"]
         if key not in by:
             by[key] = {"unit": r["unit"]}
             order.append(key)
         by[key][r["impl"]] = r["value"]
+    return by, order
+
+
+def render(results):
+    by, order = rows_by_bench(results)
     lines = [
         "| benchmark | unit | otp-cpp | Erlang/OTP 25 | CAF 0.17 | vs Erlang | vs CAF |",
         "|---|---|---:|---:|---:|---|---|",
@@ -61,17 +65,6 @@ def render(results):
             f"| {ratio(row.get('otp'), row.get('erlang'), u)} | {ratio(row.get('otp'), row.get('caf'), u)} |"
         )
     return "\n".join(lines)
-
-
-def rows_by_bench(results):
-    by, order = {}, []
-    for r in results:
-        key = r["bench"]
-        if key not in by:
-            by[key] = {"unit": r["unit"]}
-            order.append(key)
-        by[key][r["impl"]] = r["value"]
-    return by, order
 
 
 def render_redis(results):
