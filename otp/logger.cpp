@@ -43,7 +43,8 @@ bool log_enabled(log_level level) noexcept {
   return min != log_level::none && level >= min;
 }
 
-void log(log_level level, std::string_view domain, std::string_view kind, std::string text) noexcept {
+void log(log_level level, std::string_view domain, std::string_view kind, std::string text,
+         std::vector<log_field> fields) noexcept {
   if (!log_enabled(level))
     return;
   try {
@@ -52,7 +53,7 @@ void log(log_level level, std::string_view domain, std::string_view kind, std::s
       std::lock_guard lock(handler_mutex);
       h = custom_handler;
     }
-    const log_event e{level, domain, kind, std::move(text)};
+    const log_event e{level, domain, kind, std::move(text), std::move(fields)};
     if (h)
       (*h)(e);
     else
