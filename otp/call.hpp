@@ -11,6 +11,7 @@
 #include <coroutine>
 #include <cstdint>
 #include <optional>
+#include <ratio>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -27,9 +28,10 @@ inline constexpr infinity_t infinity{};
 /// A time limit that may be infinite: a duration or otp::infinity.
 class timeout {
 public:
+  /// A duration too long for the clock (hours::max()) is infinity.
   template <class Rep, class Period>
   constexpr timeout(std::chrono::duration<Rep, Period> d) // NOLINT: implicit on purpose
-    : d_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(d)) {}
+    : d_(saturate(d)) {}
   constexpr timeout(infinity_t) noexcept {} // NOLINT: implicit on purpose
 
   [[nodiscard]] constexpr bool infinite() const noexcept { return !d_.has_value(); }
@@ -37,6 +39,17 @@ public:
   [[nodiscard]] constexpr std::optional<std::chrono::steady_clock::duration> duration() const noexcept { return d_; }
 
 private:
+  template <class Rep, class Period>
+  static constexpr std::optional<std::chrono::steady_clock::duration> saturate(std::chrono::duration<Rep, Period> d) {
+    using clock_duration = std::chrono::steady_clock::duration;
+    if constexpr (std::ratio_greater_equal_v<Period, clock_duration::period>) {
+      // Compared in d's own (coarser) unit, where the clock's limit fits.
+      if (d > std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(clock_duration::max()))
+        return std::nullopt;
+    }
+    return std::chrono::duration_cast<clock_duration>(d);
+  }
+
   std::optional<std::chrono::steady_clock::duration> d_;
 };
 
@@ -45,6 +58,12 @@ namespace detail {
 struct void_reply {};
 template <class R>
 using reply_storage_t = std::conditional_t<std::is_void_v<R>, void_reply, R>;
+// The reply of a process that refuses a request it cannot handle (e.g. a
+// gen_server given another module's request): the call fails with `why`
+// at once, whatever its reply type.
+struct call_refusal {
+  error why;
+};
 } // namespace detail
 
 /// Where the reply to one call goes (gen_server's `From`): the caller and
@@ -94,6 +113,8 @@ protected:
   ~call_wait();
 
   [[nodiscard]] bool ready() const noexcept;
+  // What arrived in this call's slot so far (null: nothing yet).
+  [[nodiscard]] message* arrived() const noexcept;
   std::coroutine_handle<> suspend(std::coroutine_handle<> h);
   // Disarms the slot and returns what came: a reply, a down_msg, or null on timeout.
   [[nodiscard]] message_ptr finish() noexcept;
@@ -146,6 +167,8 @@ public:
     if (m == nullptr || m->kind != item_kind::reply)
       return failure(m.get());
     using stored = reply_storage_t<R>;
+    if (m->type == tag_of<call_refusal>())
+      return std::move(reply_payload<call_refusal>(m.get()).why);
     if (m->type != tag_of<stored>())
       return wrong_reply_type();
     if constexpr (std::is_void_v<R>)

@@ -48,15 +48,57 @@ std::size_t detail::next_service_slot() {
   return slot;
 }
 
-detail::process* node::allocate_blocks(std::size_t n) {
-  auto chunk = std::make_unique<detail::process[]>(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    chunk[i].remote_next = i + 1 < n ? &chunk[i + 1] : nullptr;
-  }
+detail::process* node::allocate_chunk() {
+  auto chunk = std::make_unique<detail::process[]>(block_batch);
+  for (std::size_t i = 0; i < block_batch; ++i)
+    chunk[i].remote_next = i + 1 < block_batch ? &chunk[i + 1] : nullptr;
   detail::process* head = &chunk[0];
-  std::lock_guard lock(blocks_mutex_);
   block_chunks_.push_back(std::move(chunk));
+  blocks_allocated_.fetch_add(block_batch, std::memory_order_relaxed);
   return head;
+}
+
+detail::process* node::take_block_batch(std::size_t& count) {
+  std::lock_guard lock(blocks_mutex_);
+  count = block_batch;
+  if (!free_batches_.empty()) {
+    detail::process* b = free_batches_.back();
+    free_batches_.pop_back();
+    return b;
+  }
+  return allocate_chunk();
+}
+
+void node::give_block_batch(detail::process* batch) noexcept {
+  std::lock_guard lock(blocks_mutex_);
+  try {
+    free_batches_.push_back(batch);
+  } catch (...) {
+    // No room to record the batch: its blocks stay allocated, unused.
+  }
+}
+
+detail::process* node::take_block() {
+  std::lock_guard lock(blocks_mutex_);
+  if (loose_blocks_ == nullptr) {
+    if (!free_batches_.empty()) {
+      loose_blocks_ = free_batches_.back();
+      free_batches_.pop_back();
+    } else {
+      loose_blocks_ = allocate_chunk();
+    }
+  }
+  detail::process* p = std::exchange(loose_blocks_, loose_blocks_->remote_next);
+  p->remote_next = nullptr;
+  return p;
+}
+
+bool node::begin_foreign_spawn() noexcept {
+  foreign_spawns_.fetch_add(1, std::memory_order_seq_cst);
+  if (!stopping_.load(std::memory_order_seq_cst))
+    return true;
+  foreign_spawns_.fetch_sub(1, std::memory_order_seq_cst);
+  return false;
 }
 
 scheduler& node::pick_scheduler() noexcept {
@@ -164,7 +206,11 @@ void node::shutdown() {
   if (shut_down_)
     return;
   shut_down_ = true;
-  stopping_.store(true, std::memory_order_release);
+  stopping_.store(true, std::memory_order_seq_cst);
+  // A spawn from another thread that got past its check finishes its
+  // enqueue first, so the process is torn down below rather than lost.
+  while (foreign_spawns_.load(std::memory_order_seq_cst) != 0)
+    std::this_thread::yield();
   if (opts_.deterministic) {
     schedulers_[0]->terminate_all();
     schedulers_[0]->final_cleanup();

@@ -187,8 +187,24 @@ public:
 
   /// @private
   [[nodiscard]] bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+  /// @private Control blocks move between the schedulers' free lists in
+  /// batches of this many, through the node.
+  static constexpr std::size_t block_batch = 64;
+  /// @private A batch of free blocks (a list through remote_next); `count` gets its length.
+  [[nodiscard]] detail::process* take_block_batch(std::size_t& count);
+  /// @private Takes back a batch of exactly block_batch free blocks.
+  void give_block_batch(detail::process* batch) noexcept;
+  /// @private One block, for a spawn from a thread that is not a scheduler.
+  [[nodiscard]] detail::process* take_block();
+  /// @private Number of control blocks ever allocated (flat in a steady state).
+  [[nodiscard]] std::size_t blocks_allocated() const noexcept {
+    return blocks_allocated_.load(std::memory_order_relaxed);
+  }
+  /// @private Brackets a spawn from a thread that is not one of this node's
+  /// schedulers: shutdown waits for those in flight, so none lands after it.
+  [[nodiscard]] bool begin_foreign_spawn() noexcept;
   /// @private
-  detail::process* allocate_blocks(std::size_t n);
+  void end_foreign_spawn() noexcept { foreign_spawns_.fetch_sub(1, std::memory_order_seq_cst); }
   /// @private
   [[nodiscard]] scheduler& pick_scheduler() noexcept;
   /// @private
@@ -214,8 +230,14 @@ private:
   std::array<std::atomic<void*>, detail::max_services> services_{};
   std::vector<std::function<void()>> service_deleters_;
 
+  [[nodiscard]] detail::process* allocate_chunk(); // blocks_mutex_ held
+
+  std::atomic<unsigned> foreign_spawns_{0};
   std::mutex blocks_mutex_;
   std::vector<std::unique_ptr<detail::process[]>> block_chunks_;
+  std::vector<detail::process*> free_batches_; // each block_batch long
+  detail::process* loose_blocks_ = nullptr;    // fewer than a batch, for foreign spawns
+  std::atomic<std::size_t> blocks_allocated_{0};
 };
 
 } // namespace otp

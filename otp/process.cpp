@@ -154,10 +154,13 @@ void bounce(const pid& dead, item* it) noexcept {
         }
         break;
       case item_kind::hook: s->hook(dead); break;
+      case item_kind::unlink:
+        send_signal(item_kind::unlink_ack, dead, s->from, {}, s->ref);
+        break;
       case item_kind::message:
       case item_kind::reply:
       case item_kind::exit:
-      case item_kind::unlink:
+      case item_kind::unlink_ack:
       case item_kind::demonitor:
       case item_kind::down: break;
     }
@@ -202,7 +205,10 @@ otp::process_info snapshot(const process& p) {
   for (const item* it = p.signals.head; it != nullptr; it = it->next)
     i.message_queue_len += it->kind == item_kind::message ? 1 : 0;
   if (p.extras != nullptr) {
-    p.extras->links.for_each([&](const pid& l, bool) { i.links.push_back(l); });
+    p.extras->links.for_each([&](const pid& l, std::uint64_t unlinking) {
+      if (unlinking == 0)
+        i.links.push_back(l);
+    });
     p.extras->monitors.for_each([&](const monitor_ref& r, const pid&) { i.monitors.push_back(r); });
     p.extras->monitored_by.for_each([&](const monitor_ref&, const pid& w) { i.monitored_by.push_back(w); });
   }
@@ -236,14 +242,25 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
     throw std::invalid_argument("spawn_opt: scheduler " + std::to_string(*o.scheduler)
                                 + " does not exist (the node has " + std::to_string(n->scheduler_count())
                                 + ")");
-  if (n->stopping()) {
+  // From outside the node's schedulers, shutdown waits for this spawn to
+  // finish, so the process is torn down with the others, never lost.
+  struct foreign_spawn {
+    node* n = nullptr;
+    ~foreign_spawn() {
+      if (n != nullptr)
+        n->end_foreign_spawn();
+    }
+  } in_flight;
+  if (cur == nullptr ? !n->begin_foreign_spawn() : n->stopping()) {
     if (watcher)
       watcher->set_value(exit_reason::noproc());
     return {};
   }
+  if (cur == nullptr)
+    in_flight.n = n;
   scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? cur : &n->pick_scheduler();
 
-  process* p = cur != nullptr ? cur->allocate_block() : n->allocate_blocks(1);
+  process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
   const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
   p->home_.store(target, std::memory_order_relaxed);
   p->top = p->resume = std::exchange(guard.h, {});
@@ -258,8 +275,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   const pid child = p->self();
   spawn_result r{child, {}};
   if (o.link) {
-    p->ext().links.insert(parent->self(), true);
-    parent->ext().links.insert(child, true);
+    p->ext().links.insert(parent->self(), 0);
+    parent->ext().links.insert(child, 0);
   }
   if (watcher)
     p->ext().exit_watchers.push_back(std::move(watcher));
@@ -301,7 +318,8 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
   scheduler* s = p.home();
   if (timeout && *timeout > std::chrono::steady_clock::duration::zero()) {
     timer->deadline = s->deadline_after(*timeout);
-    s->add_timer(timer);
+    if (timer->deadline != std::chrono::steady_clock::time_point::max()) // else: forever
+      s->add_timer(timer);
   }
   if (p.has_pending_signals())
     s->make_ready(&p);
@@ -444,8 +462,14 @@ void link(const pid& to) {
   const pid mine = me.self();
   if (!to || to == mine)
     return;
-  if (!me.ext().links.insert(to, true))
-    return;
+  auto& links = me.ext().links;
+  if (std::uint64_t* state = links.find(to)) {
+    if (*state == 0)
+      return; // already linked
+    *state = 0; // our unlink is in flight: `to` removes the link, then sees this one
+  } else {
+    links.insert(to, 0);
+  }
   // If `to` is gone: as if it had died linked to us with `noproc` (erlang:link/1).
   if (!detail::send_signal(item_kind::link, mine, to))
     detail::send_signal(item_kind::exit, to, mine, exit_reason::noproc(), {}, true);
@@ -453,9 +477,16 @@ void link(const pid& to) {
 
 void unlink(const pid& to) {
   process& me = detail::require_process("otp::unlink");
-  if (me.extras == nullptr || me.extras->links.erase(to) == 0)
+  std::uint64_t* state = me.extras != nullptr ? me.extras->links.find(to) : nullptr;
+  if (state == nullptr || *state != 0)
     return;
-  detail::send_signal(item_kind::unlink, me.self(), to);
+  // Inactive at once (exit signals through it are dropped from now on), and
+  // removed when `to` acknowledges: a link from `to` that crosses this
+  // unlink is then ignored, as `to` drops it too.
+  const std::uint64_t id = detail::make_ref(me.home()->owner());
+  *state = id;
+  if (!detail::send_signal(item_kind::unlink, me.self(), to, {}, monitor_ref{id}))
+    me.extras->links.erase(to);
 }
 
 namespace {
@@ -522,7 +553,13 @@ bool demonitor(monitor_ref ref, bool flush) {
 
 void exit(const pid& to, const exit_reason& why) {
   process* me = detail::current_process();
-  detail::send_signal(item_kind::exit, me != nullptr ? me->self() : pid{}, to, why);
+  const pid from = me != nullptr ? me->self() : pid{};
+  detail::send_signal(item_kind::exit, from, to, why);
+  // A signal to oneself takes effect at once (Erlang handles it before
+  // exit/2 returns): nothing after the call runs. The queued signal still
+  // ends the process at its next suspension if the exception is caught.
+  if (me != nullptr && to == from && (why.is_kill() || !me->trap_exit))
+    throw exit_exception(why.is_kill() ? exit_reason::killed() : why);
 }
 
 void exit(exit_reason why) { throw exit_exception(std::move(why)); }
@@ -588,25 +625,32 @@ call_wait::~call_wait() {
   if (!armed_)
     return;
   // Never awaited to the end (the process was killed while waiting, or the
-  // awaiter was dropped): disarm the slot so nothing lands there later.
+  // awaiter was dropped): close the slot so nothing lands there later.
   receive_cleanup(*proc_, this, this);
   process_extras* x = proc_->extras;
   if (x == nullptr)
     return;
-  if (x->call_tag == ref_.value()) {
-    x->call_tag = 0;
-    if (auto* r = std::exchange(x->call_reply, nullptr))
-      r->destroy(r);
+  if (message** slot = x->calls.find(ref_.value())) {
+    if (*slot != nullptr)
+      (*slot)->destroy(*slot);
+    x->calls.erase(ref_.value());
   }
   if (x->monitors.find(ref_) != nullptr && this_thread.current == proc_)
     (void)otp::demonitor(ref_);
+}
+
+message* call_wait::arrived() const noexcept {
+  if (proc_->extras == nullptr)
+    return nullptr;
+  message* const* slot = proc_->extras->calls.find(ref_.value());
+  return slot != nullptr ? *slot : nullptr;
 }
 
 bool call_wait::ready() const noexcept {
   if (early_)
     return true;
   // Pending signals (a DOWN for this call among them) are the scheduler's to handle first.
-  return !proc_->has_pending_signals() && proc_->extras != nullptr && proc_->extras->call_reply != nullptr;
+  return !proc_->has_pending_signals() && arrived() != nullptr;
 }
 
 std::coroutine_handle<> call_wait::suspend(std::coroutine_handle<> h) {
@@ -617,11 +661,11 @@ std::coroutine_handle<> call_wait::suspend(std::coroutine_handle<> h) {
   return receive_prepare_suspend(*proc_, this, h, this, limit_);
 }
 
-bool call_wait::try_match_thunk(receive_waiter* self, process& p) noexcept {
+bool call_wait::try_match_thunk(receive_waiter* self, process&) noexcept {
   auto* w = static_cast<call_wait*>(self);
-  if (p.extras == nullptr || p.extras->call_reply == nullptr)
+  if (w->arrived() == nullptr)
     return false;
-  receive_matched(p, w);
+  receive_matched(*w->proc_, w);
   return true;
 }
 
@@ -636,8 +680,10 @@ message_ptr call_wait::finish() noexcept {
   receive_cleanup(p, this, this);
   message_ptr m;
   if (process_extras* x = p.extras) {
-    m.reset(std::exchange(x->call_reply, nullptr));
-    x->call_tag = 0;
+    if (message** slot = x->calls.find(ref_.value())) {
+      m.reset(*slot);
+      x->calls.erase(ref_.value());
+    }
   }
   // A DOWN for the call ended its monitor; otherwise drop the monitor now
   // (a DOWN already on its way is then discarded on arrival).
@@ -661,12 +707,7 @@ error call_wait::wrong_reply_type() const {
   return error{errc::invalid_argument, "the reply from " + callee_.to_string() + " is not of the type the call expects"};
 }
 
-void arm_call(process& me, monitor_ref ref) {
-  process_extras& x = me.ext();
-  x.call_tag = ref.value();
-  if (auto* stale = std::exchange(x.call_reply, nullptr))
-    stale->destroy(stale);
-}
+void arm_call(process& me, monitor_ref ref) { (void)me.ext().calls.insert(ref.value(), nullptr); }
 
 monitor_ref begin_call(process& me, const pid& to) {
   const monitor_ref ref = otp::monitor(to);
@@ -676,10 +717,11 @@ monitor_ref begin_call(process& me, const pid& to) {
 
 void abandon_call(process& me, monitor_ref ref) noexcept {
   if (process_extras* x = me.extras) {
-    if (x->call_tag == ref.value())
-      x->call_tag = 0;
-    if (auto* r = std::exchange(x->call_reply, nullptr))
-      r->destroy(r);
+    if (message** slot = x->calls.find(ref.value())) {
+      if (*slot != nullptr)
+        (*slot)->destroy(*slot);
+      x->calls.erase(ref.value());
+    }
   }
   try {
     (void)otp::demonitor(ref, true);

@@ -103,7 +103,10 @@ bool demonitor(monitor_ref ref, bool flush = false);
 
 /// Sends an exit signal to `to` (erlang:exit/2). Safe from any thread.
 /// `kill` cannot be trapped; `normal` is ignored by a process that does not
-/// trap exits, unless it is sent to itself.
+/// trap exits, unless it is sent to itself. A signal to the calling process
+/// itself that ends it (any `kill`, or any reason when it does not trap
+/// exits) takes effect at once: exit throws otp::exit_exception, as in
+/// Erlang nothing after the call runs.
 void exit(const pid& to, const exit_reason& why);
 
 /// Ends the calling process with `why` (erlang:exit/1) by throwing exit_exception.

@@ -6,6 +6,7 @@
 #include "otp/detail/process.hpp"
 #include "otp/scheduler.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <coroutine>
@@ -412,15 +413,48 @@ inline auto receive_any_for(std::chrono::steady_clock::duration d) {
 
 } // namespace detail
 
-/// Suspends the calling process for `d` (timer:sleep/1): a receive that
-/// matches nothing; the mailbox is left as it is.
-inline auto sleep_for(std::chrono::steady_clock::duration d) {
-  struct nothing {};
-  using alt = detail::alternative<nothing, detail::no_predicate, detail::ignore_handler<nothing>>;
-  struct done {
-    void operator()() const noexcept {}
-  };
-  return detail::receive_awaiter<done, alt>{d, done{}, alt{}};
-}
+namespace detail {
+
+// The awaitable of sleep_for: a wait that no message ends, so it never
+// looks at the mailbox (its cost does not grow with the queue).
+class sleep_awaiter final : receive_waiter, receive_timeout {
+public:
+  explicit sleep_awaiter(std::chrono::steady_clock::duration d) noexcept : receive_waiter{&never_matches} {
+    this->fire = &fire_thunk;
+    this->timeout = d;
+  }
+  sleep_awaiter(const sleep_awaiter&) = delete;
+  sleep_awaiter& operator=(const sleep_awaiter&) = delete;
+  ~sleep_awaiter() {
+    if (proc_ != nullptr)
+      receive_cleanup(*proc_, this, this);
+  }
+
+  bool await_ready() {
+    proc_ = &require_process("sleep_for");
+    return this->timeout <= std::chrono::steady_clock::duration::zero() && !proc_->has_pending_signals();
+  }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) {
+    // sleep_for(0) with signals queued: handled, then resumed at once.
+    const auto d = std::max(this->timeout, std::chrono::steady_clock::duration{1});
+    return receive_prepare_suspend(*proc_, this, h, this, d);
+  }
+  void await_resume() const noexcept {}
+
+private:
+  static bool never_matches(receive_waiter*, process&) noexcept { return false; }
+  static void fire_thunk(timer_node* t, scheduler& s) noexcept {
+    auto* a = static_cast<sleep_awaiter*>(static_cast<receive_timeout*>(t));
+    (void)receive_timeout_fired(*a->proc_, a, s);
+  }
+
+  process* proc_ = nullptr;
+};
+
+} // namespace detail
+
+/// Suspends the calling process for `d` (timer:sleep/1); the mailbox is
+/// left as it is, and not looked at.
+inline detail::sleep_awaiter sleep_for(std::chrono::steady_clock::duration d) { return detail::sleep_awaiter{d}; }
 
 } // namespace otp

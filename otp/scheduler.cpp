@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "otp/scheduler.hpp"
 
+#include "otp/crash_report.hpp"
 #include "otp/detail/runtime.hpp"
 #include "otp/node.hpp"
 #include "otp/process.hpp"
@@ -9,8 +10,8 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <time.h>
 
+#include <algorithm>
 #include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -24,6 +25,7 @@ namespace otp {
 
 using detail::item;
 using detail::item_kind;
+using detail::message;
 using detail::proc_state;
 using detail::process;
 
@@ -91,41 +93,23 @@ std::chrono::steady_clock::time_point scheduler::now() const noexcept {
   return node_.deterministic() ? node_.now() : std::chrono::steady_clock::now();
 }
 
-namespace {
-
-// CLOCK_MONOTONIC_COARSE runs on the same base as steady_clock
-// (CLOCK_MONOTONIC) but lags it by less than its resolution.
-std::chrono::nanoseconds coarse_resolution() noexcept {
-  timespec res{};
-  if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0)
-    return std::chrono::nanoseconds::max();
-  return std::chrono::seconds(res.tv_sec) + std::chrono::nanoseconds(res.tv_nsec);
-}
-
-} // namespace
-
 std::chrono::steady_clock::time_point scheduler::deadline_after(std::chrono::steady_clock::duration d) const noexcept {
-  if (node_.deterministic())
-    return node_.now() + d;
-  static const std::chrono::nanoseconds res = coarse_resolution();
-  // Only where the tick is small against `d` (at most 1/64 of it).
-  if (res != std::chrono::nanoseconds::max() && d >= 64 * res) {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    const auto coarse = std::chrono::steady_clock::time_point(
-      std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(ts.tv_sec)
-                                                                      + std::chrono::nanoseconds(ts.tv_nsec)));
-    return coarse + res + d;
-  }
-  return std::chrono::steady_clock::now() + d;
+  // The precise clock: the coarse one lags it by more than its stated
+  // resolution on a tickless kernel, which made timeouts fire early.
+  const auto t = now();
+  // Saturates: a duration too long to add ("forever") never falls due.
+  if (d > std::chrono::steady_clock::time_point::max() - t)
+    return std::chrono::steady_clock::time_point::max();
+  return t + d;
 }
 
 process* scheduler::allocate_block() {
   if (free_blocks_ == nullptr)
-    free_blocks_ = node_.allocate_blocks(64);
+    free_blocks_ = node_.take_block_batch(free_count_);
   process* p = free_blocks_;
   free_blocks_ = p->remote_next;
   p->remote_next = nullptr;
+  --free_count_;
   return p;
 }
 
@@ -263,8 +247,14 @@ void scheduler::run(process* first) noexcept {
   // Hand-offs may have passed the thread along: `p` is whoever ran last.
   process* p = std::exchange(detail::this_thread.current, prev);
   if (p->top.done()) {
+    // A signal it sent itself (exit(self(), kill) and then the end of the
+    // body) takes effect before the body's own outcome, as in Erlang.
+    if (p->has_pending_signals() && !process_signals(p))
+      return;
     const bool crashed = p->extras != nullptr && p->extras->crash;
     exit_reason why = crashed ? exit_reason::from_exception(p->extras->crash) : exit_reason::normal();
+    if (crashed)
+      detail::report_process_crash(*p, p->extras->crash, why); // proc_lib's crash report
     exit_process(p, why);
   } else if (p->state == proc_state::running) {
     // Suspended on an awaitable that is not the runtime's: only that
@@ -276,14 +266,7 @@ void scheduler::run(process* first) noexcept {
 // ----------------------------------------------------------------- signals
 
 bool scheduler::process_signals(process* p) noexcept {
-  item* remote = p->inbox.exchange(nullptr, std::memory_order_acq_rel);
-  item* fifo = nullptr;
-  while (remote != nullptr) {
-    item* next = remote->next;
-    remote->next = fifo;
-    fifo = remote;
-    remote = next;
-  }
+  item* fifo = detail::take_fifo(p->inbox);
   const pid me = p->self();
   auto handle_list = [&](item* it) {
     while (it != nullptr) {
@@ -314,8 +297,10 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
     case item_kind::exit: {
       if (s->flag) {
         // A link exit signal counts only while the link is active.
-        if (p->extras == nullptr || p->extras->links.erase(s->from) == 0)
+        const std::uint64_t* state = p->extras != nullptr ? p->extras->links.find(s->from) : nullptr;
+        if (state == nullptr || *state != 0)
           return true;
+        p->extras->links.erase(s->from);
       }
       if (s->reason.is_kill() && !s->flag) {
         exit_process(p, exit_reason::killed()); // untrappable
@@ -330,10 +315,21 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
       exit_process(p, s->reason);
       return false;
     }
-    case item_kind::link: p->ext().links.insert(s->from, true); return true;
+    case item_kind::link:
+      // Ignored while our own unlink is in flight: `from` linked before it
+      // saw that unlink, and removes its side when it does.
+      (void)p->ext().links.insert(s->from, 0);
+      return true;
     case item_kind::unlink:
       if (p->extras != nullptr)
         p->extras->links.erase(s->from);
+      detail::send_signal(item_kind::unlink_ack, p->self(), s->from, {}, s->ref);
+      return true;
+    case item_kind::unlink_ack:
+      if (p->extras != nullptr) {
+        if (const std::uint64_t* state = p->extras->links.find(s->from); state != nullptr && *state == s->ref.value())
+          p->extras->links.erase(s->from);
+      }
       return true;
     case item_kind::monitor: p->ext().monitored_by.insert(s->ref, s->from); return true;
     case item_kind::demonitor:
@@ -343,11 +339,11 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
     case item_kind::down:
       // Dropped if the monitor was removed meanwhile (demonitor).
       if (p->extras != nullptr && p->extras->monitors.erase(s->ref) != 0) {
-        auto& x = *p->extras;
-        if (s->ref.value() != x.call_tag)
+        message** slot = p->extras->calls.find(s->ref.value());
+        if (slot == nullptr)
           p->append_to_mailbox(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
-        else if (x.call_reply == nullptr) // the callee exited before it replied
-          x.call_reply = detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason});
+        else if (*slot == nullptr) // the callee exited before it replied
+          *slot = detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason});
       }
       return true;
     case item_kind::info:
@@ -380,6 +376,16 @@ void scheduler::destroy_frame(process* p) noexcept {
   p->resume = {};
 }
 
+namespace {
+// What arrived for calls the process no longer waits for.
+void free_call_slots(detail::process_extras& x) noexcept {
+  x.calls.for_each([](std::uint64_t, message* m) {
+    if (m != nullptr)
+      m->destroy(m);
+  });
+}
+} // namespace
+
 void scheduler::cancel_send_timers(detail::process_extras& x) noexcept {
   while (auto* t = x.timers) {
     x.timers = t->next;
@@ -401,15 +407,17 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
     // before anyone hears of the exit.
     for (auto& h : x->exit_hooks)
       h(me);
-    x->links.for_each([&](const pid& l, bool) { detail::send_signal(item_kind::exit, me, l, why, {}, true); });
+    x->links.for_each([&](const pid& l, std::uint64_t unlinking) {
+      if (unlinking == 0)
+        detail::send_signal(item_kind::exit, me, l, why, {}, true);
+    });
     x->monitored_by.for_each(
       [&](const monitor_ref& ref, const pid& watcher) { detail::send_signal(item_kind::down, me, watcher, why, ref); });
     x->monitors.for_each(
       [&](const monitor_ref& ref, const pid& target) { detail::send_signal(item_kind::demonitor, me, target, {}, ref); });
     watchers = std::move(x->exit_watchers);
     cancel_send_timers(*x);
-    if (x->call_reply != nullptr)
-      x->call_reply->destroy(x->call_reply);
+    free_call_slots(*x);
     delete x;
   }
   for (item* it = p->mailbox.take_all(); it != nullptr;) {
@@ -418,10 +426,14 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
     it = next;
   }
   p->mailbox_len = 0;
-  for (item* it = p->signals.take_all(); it != nullptr;) {
-    item* next = it->next;
-    detail::bounce(me, it);
-    it = next;
+  // What other threads pushed before now is answered at once (a link gets
+  // its noproc exit); what they push until the block closes, when reaped.
+  for (item* list : {p->signals.take_all(), detail::take_fifo(p->inbox)}) {
+    for (item* it = list; it != nullptr;) {
+      item* next = it->next;
+      detail::bounce(me, it);
+      it = next;
+    }
   }
   p->state = proc_state::dead;
   // From here remote senders are refused; those already holding the block
@@ -457,6 +469,17 @@ void scheduler::reclaim(process* p) noexcept {
   }
   p->remote_next = free_blocks_;
   free_blocks_ = p;
+  // A scheduler that runs processes others spawned frees more blocks than
+  // it takes: it hands batches back to the node, where spawners find them.
+  if (++free_count_ >= 2 * node::block_batch) {
+    process* last = free_blocks_;
+    for (std::size_t i = 1; i < node::block_batch; ++i)
+      last = last->remote_next;
+    process* batch = std::exchange(free_blocks_, last->remote_next);
+    last->remote_next = nullptr;
+    free_count_ -= node::block_batch;
+    node_.give_block_batch(batch);
+  }
 }
 
 void scheduler::teardown(process* p) noexcept {
@@ -467,6 +490,7 @@ void scheduler::teardown(process* p) noexcept {
   p->waiter = nullptr;
   if (auto* x = std::exchange(p->extras, nullptr)) {
     cancel_send_timers(*x);
+    free_call_slots(*x);
     for (auto& w : x->exit_watchers)
       w->set_value(exit_reason::killed());
     for (auto& h : x->exit_hooks)
@@ -519,6 +543,7 @@ void scheduler::final_cleanup() noexcept {
   }
   send_timers_.clear();
   free_blocks_ = nullptr;
+  free_count_ = 0;
   wake_timer_.cancel();
   work_.reset();
   detail::this_thread.sched = prev;
@@ -570,9 +595,17 @@ void scheduler::sleep_until_work() {
     sleeping_.store(false, std::memory_order_relaxed);
     return;
   }
-  if (auto* t = timers_.top(); t != nullptr && t->deadline != wake_armed_) {
-    wake_armed_ = t->deadline;
-    wake_timer_.expires_at(t->deadline);
+  auto wake_at = std::chrono::steady_clock::time_point::max();
+  if (auto* t = timers_.top())
+    wake_at = t->deadline;
+  // A zombie that a sender still held at the last reap may have items in
+  // its inbox that only its reaping answers (a link's noproc, a monitor's
+  // DOWN): the sender does not wake us when it lets go, so look again soon.
+  if (!zombies_.empty())
+    wake_at = std::min(wake_at, std::chrono::steady_clock::now() + zombie_retry);
+  if (wake_at != std::chrono::steady_clock::time_point::max() && wake_at != wake_armed_) {
+    wake_armed_ = wake_at;
+    wake_timer_.expires_at(wake_at);
     wake_timer_.async_wait([this](const asio::error_code& ec) {
       if (!ec)
         wake_armed_ = {};

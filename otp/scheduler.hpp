@@ -95,9 +95,8 @@ public:
   [[nodiscard]] bool sleeping() const noexcept { return sleeping_.load(std::memory_order_acquire); }
   /// Returns the scheduler's clock: steady_clock, or the node's manual clock.
   [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept;
-  /// Returns a deadline `d` from now that is never early; for long `d` it
-  /// may be late by the coarse clock's tick (a few ms), because reading
-  /// the coarse clock costs a fraction of the precise one (every call arms one).
+  /// Returns the deadline `d` from now, never early; time_point::max()
+  /// (never) when `d` is too long to add to now.
   [[nodiscard]] std::chrono::steady_clock::time_point deadline_after(std::chrono::steady_clock::duration d) const noexcept;
 
   // ---- runtime internals (public for the runtime's free functions) ----
@@ -213,6 +212,8 @@ private:
   std::vector<detail::process*> live_;
   std::vector<detail::process*> zombies_;
   detail::process* free_blocks_ = nullptr;
+  std::size_t free_count_ = 0;
+  static constexpr std::chrono::microseconds zombie_retry{100};
   std::atomic<std::uint64_t> serial_{1};
   std::uint64_t local_ref_ = 0;
   std::thread thread_;

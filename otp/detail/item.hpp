@@ -6,6 +6,7 @@
 #include "otp/exit_reason.hpp"
 #include "otp/pid.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <new>
@@ -33,13 +34,31 @@ struct down_msg {
 
 namespace otp::detail {
 
+// Storage for an item of type M: the pool serves up to its 16-byte
+// alignment; a type aligned more strictly gets an aligned allocation.
+template <class M>
+[[nodiscard]] void* allocate_item_storage() {
+  if constexpr (alignof(M) > pool_granularity)
+    return ::operator new(sizeof(M), std::align_val_t{alignof(M)});
+  else
+    return pool_allocate(sizeof(M));
+}
+template <class M>
+void free_item_storage(void* mem) noexcept {
+  if constexpr (alignof(M) > pool_granularity)
+    ::operator delete(mem, std::align_val_t{alignof(M)});
+  else
+    pool_deallocate(mem, sizeof(M));
+}
+
 // The first two kinds are messages (struct message); the rest are signals.
 enum class item_kind : std::uint8_t {
   message,
   reply,     // a message for the caller's reply slot (call_tag), never the mailbox
   exit,      // exit signal; `flag` = it came through a link
   link,      // `from` linked to us
-  unlink,    // `from` removed its link to us
+  unlink,    // `from` removed its link to us; `ref` is the unlink's id, acked
+  unlink_ack, // we removed our link to `from`: the unlink `ref` took effect
   monitor,   // `from` monitors us under `ref`
   demonitor, // the monitor `ref` was removed by its owner
   down,      // the target of our monitor `ref` exited with `reason`
@@ -81,7 +100,7 @@ struct message_of final : message {
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<message_of*>(m);
     self->~message_of();
-    pool_deallocate(self, sizeof(message_of));
+    free_item_storage<message_of>(self);
   }
 };
 
@@ -106,17 +125,17 @@ struct reply_of final : reply_message {
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<reply_of*>(m);
     self->~reply_of();
-    pool_deallocate(self, sizeof(reply_of));
+    free_item_storage<reply_of>(self);
   }
 };
 
 template <class T, class... A>
 [[nodiscard]] message* make_reply(std::uint64_t call_tag, A&&... a) {
-  void* mem = pool_allocate(sizeof(reply_of<T>));
+  void* mem = allocate_item_storage<reply_of<T>>();
   try {
     return ::new (mem) reply_of<T>(call_tag, std::forward<A>(a)...);
   } catch (...) {
-    pool_deallocate(mem, sizeof(reply_of<T>));
+    free_item_storage<reply_of<T>>(mem);
     throw;
   }
 }
@@ -138,11 +157,11 @@ using message_ptr = std::unique_ptr<message, message_deleter>;
 
 template <class T, class... A>
 [[nodiscard]] message* make_message(A&&... a) {
-  void* mem = pool_allocate(sizeof(message_of<T>));
+  void* mem = allocate_item_storage<message_of<T>>();
   try {
     return ::new (mem) message_of<T>(std::forward<A>(a)...);
   } catch (...) {
-    pool_deallocate(mem, sizeof(message_of<T>));
+    free_item_storage<message_of<T>>(mem);
     throw;
   }
 }
@@ -205,5 +224,18 @@ struct item_list {
     return h;
   }
 };
+
+// Takes every item of a LIFO stack pushed by other threads, in push order.
+[[nodiscard]] inline item* take_fifo(std::atomic<item*>& stack) noexcept {
+  item* lifo = stack.exchange(nullptr, std::memory_order_acq_rel);
+  item* fifo = nullptr;
+  while (lifo != nullptr) {
+    item* next = lifo->next;
+    lifo->next = fifo;
+    fifo = lifo;
+    lifo = next;
+  }
+  return fifo;
+}
 
 } // namespace otp::detail

@@ -38,19 +38,22 @@ struct receive_waiter {
 
 // Rarely used state, allocated on first use so idle processes stay small.
 struct process_extras {
-  small_map<pid, bool> links;
+  // Links by peer: 0 while active; while this side's unlink waits for its
+  // ack, the unlink's id (OTP's link protocol: a crossing link/unlink
+  // leaves both sides agreeing).
+  small_map<pid, std::uint64_t> links;
   small_map<monitor_ref, pid> monitors;     // monitors this process holds
   small_map<monitor_ref, pid> monitored_by; // monitors held on this process
   send_timer* timers = nullptr; // send_after timers aimed at this process (same scheduler)
   std::vector<std::shared_ptr<std::promise<exit_reason>>> exit_watchers; // node::spawn_watch
   std::vector<exit_hook> exit_hooks;                                      // add_exit_hook
   std::exception_ptr crash; // what escaped the top frame
-  // The reply slot of the call this process waits for (OTP's alias): the
-  // call's monitor ref, 0 when no call is active, and what arrived for it
-  // (a reply_message, or a down_msg message if the callee exited first).
-  // Here, not in the block: a caller has extras anyway, for the monitor.
-  std::uint64_t call_tag = 0;
-  message* call_reply = nullptr;
+  // One reply slot per outstanding call (OTP's alias): the call's monitor
+  // ref, and what arrived for it (null until then; a reply_message, or a
+  // down_msg message if the callee exited first). Several calls may be
+  // outstanding at once; each takes only its own reply. Here, not in the
+  // block: a caller has extras anyway, for the monitor.
+  small_map<std::uint64_t, message*, 1> calls;
 
   static void* operator new(std::size_t n) { return pool_allocate(n); }
   static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
@@ -114,9 +117,11 @@ struct alignas(64) process {
   // otherwise (a late reply, after a timeout). Returns whether it was taken.
   bool offer_reply(item* it) noexcept {
     auto* r = static_cast<reply_message*>(it);
-    if (extras != nullptr && extras->call_tag != 0 && r->tag == extras->call_tag && extras->call_reply == nullptr) {
-      extras->call_reply = r;
-      return true;
+    if (extras != nullptr && !extras->calls.empty()) {
+      if (message** slot = extras->calls.find(r->tag); slot != nullptr && *slot == nullptr) {
+        *slot = r;
+        return true;
+      }
     }
     r->destroy(r);
     return false;

@@ -58,6 +58,7 @@ public:
         return &inline_[i].second;
     return nullptr;
   }
+  [[nodiscard]] V* find(const K& k) { return const_cast<V*>(std::as_const(*this).find(k)); }
   [[nodiscard]] bool contains(const K& k) const { return find(k) != nullptr; }
   [[nodiscard]] std::size_t size() const noexcept { return big_ ? big_->size() : n_; }
   [[nodiscard]] bool empty() const noexcept { return size() == 0; }
