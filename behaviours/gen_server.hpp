@@ -18,6 +18,7 @@
 #pragma once
 
 #include "otp/call.hpp"
+#include "otp/crash_report.hpp"
 #include "otp/detail/runtime.hpp"
 #include "otp/error.hpp"
 #include "otp/process.hpp"
@@ -30,9 +31,12 @@
 #include <cstdint>
 #include <exception>
 #include <optional>
+#include <ostream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <variant>
 
@@ -138,6 +142,7 @@ struct server_statistics {
   std::uint64_t casts = 0;
   std::uint64_t infos = 0;
   std::uint64_t unexpected = 0; ///< messages handle_info does not accept, dropped
+  std::uint64_t refused = 0;    ///< requests made for another module, refused (errc::bad_request)
   std::chrono::nanoseconds call_time_total{0};
   std::chrono::nanoseconds call_time_max{0};
 };
@@ -320,23 +325,45 @@ struct system_msg {
   pid caller;
 };
 
-// A request to a server of module M: a call, a cast or get_state. One type
-// tag for all of M's requests; `run` knows the concrete request.
+enum class gs_kind : std::uint8_t { call, cast, get_state };
+
+// What a request is: the module its sender meant, and its type.
+struct gs_request_info {
+  type_tag module;
+  const std::type_info* module_type;
+  const std::type_info* request_type;
+  gs_kind kind;
+};
+template <class M, class Req, gs_kind K>
+inline constexpr gs_request_info request_info{tag_of<M>(), &typeid(M), &typeid(Req), K};
+
+// A request to a gen_server of any module: one type tag for all of them, so
+// that a server recognises a request meant for another module (a call by
+// name or by a rebuilt ref compiles against any process) and refuses it at
+// once instead of leaving its caller to wait.
+struct gs_request : message {
+  const gs_request_info* info;
+  pid caller;                  // for a call or get_state: where the reply goes
+  std::uint64_t reply_tag = 0; // its tag; 0 for a cast
+  gs_request(const gs_request_info* i, void (*d)(message*) noexcept) noexcept
+    : message(tag_of<gs_request>(), d), info(i) {}
+};
+
+// A request to a server of module M; `run` knows the concrete request.
 template <class M>
-struct gs_envelope : message {
+struct gs_envelope : gs_request {
   using run_fn = std::optional<task<void>> (*)(gs_envelope* self, gs_server<M>& s);
   run_fn run;
-  bool is_call;
-  gs_envelope(run_fn r, void (*d)(message*) noexcept, bool call) noexcept
-    : message(tag_of<gs_envelope>(), d), run(r), is_call(call) {}
+  gs_envelope(const gs_request_info* i, run_fn r, void (*d)(message*) noexcept) noexcept
+    : gs_request(i, d), run(r) {}
 };
 
 template <class M, class Body>
 struct gs_item final : gs_envelope<M> {
   Body body;
-  explicit gs_item(Body b) : gs_envelope<M>(&run_self, &destroy_self, Body::is_call), body(std::move(b)) {}
+  explicit gs_item(Body b) : gs_envelope<M>(&Body::info, &run_self, &destroy_self), body(std::move(b)) {}
   static std::optional<task<void>> run_self(gs_envelope<M>* e, gs_server<M>& s) {
-    return Body::run(static_cast<gs_item*>(e)->body, s);
+    return Body::run(static_cast<gs_item*>(e)->body, s, *e);
   }
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<gs_item*>(m);
@@ -345,43 +372,80 @@ struct gs_item final : gs_envelope<M> {
   }
 };
 
-template <class M, class Body>
-[[nodiscard]] message* make_envelope(Body body) {
+// Builds the request; `reply_to` is the caller's handle for a call or
+// get_state, empty for a cast.
+template <class M, class Body, class R = void>
+[[nodiscard]] message* make_envelope(Body body, const from<R>& reply_to = {}) {
   void* mem = pool_allocate(sizeof(gs_item<M, Body>));
+  gs_item<M, Body>* e = nullptr;
   try {
-    return ::new (mem) gs_item<M, Body>(std::move(body));
+    e = ::new (mem) gs_item<M, Body>(std::move(body));
   } catch (...) {
     pool_deallocate(mem, sizeof(gs_item<M, Body>));
     throw;
   }
+  e->caller = reply_to.caller();
+  e->reply_tag = reply_to.tag();
+  return e;
+}
+
+template <class R>
+[[nodiscard]] from<R> reply_handle(const gs_request& r) noexcept {
+  return from<R>{r.caller, r.reply_tag};
 }
 
 template <class M, class Req>
 struct call_body {
-  static constexpr bool is_call = true;
-  from<call_reply_t<M, Req>> reply_to;
+  static constexpr const gs_request_info& info = request_info<M, Req, gs_kind::call>;
   Req req;
-  static std::optional<task<void>> run(call_body& b, gs_server<M>& s) { return s.on_call(b.reply_to, b.req); }
+  static std::optional<task<void>> run(call_body& b, gs_server<M>& s, const gs_request& r) {
+    return s.on_call(reply_handle<call_reply_t<M, Req>>(r), b.req);
+  }
 };
 
 template <class M, class Req>
 struct cast_body {
-  static constexpr bool is_call = false;
+  static constexpr const gs_request_info& info = request_info<M, Req, gs_kind::cast>;
   Req req;
-  static std::optional<task<void>> run(cast_body& b, gs_server<M>& s) { return s.on_cast(b.req); }
+  static std::optional<task<void>> run(cast_body& b, gs_server<M>& s, const gs_request&) { return s.on_cast(b.req); }
 };
 
 template <class M>
 struct get_state_body {
-  static constexpr bool is_call = false;
-  from<M> reply_to;
-  static std::optional<task<void>> run(get_state_body& b, gs_server<M>& s) {
-    otp::reply(b.reply_to, s.module());
+  static constexpr const gs_request_info& info = request_info<M, M, gs_kind::get_state>;
+  static std::optional<task<void>> run(get_state_body&, gs_server<M>& s, const gs_request& r) {
+    otp::reply(reply_handle<M>(r), s.module());
     return std::nullopt;
   }
 };
 
 void report_unexpected_info(const pid& server) noexcept;
+
+// Refuses a request of another module (`mine` is the server's): a call or
+// get_state fails at once with errc::bad_request, and the refusal is logged.
+void refuse_request(const gs_request& r, const pid& server, const std::string& name,
+                    const std::type_info& mine) noexcept;
+
+// The message a server was handling when it ended, for its crash report.
+struct gs_last_message {
+  enum class kind_t : std::uint8_t { none, call, cast, get_state, info, timeout, continue_with, parent_exit, stop };
+  kind_t kind = kind_t::none;
+  const std::type_info* type = nullptr; // the request, message or continue value; null if unknown
+  pid from;                             // the caller of a call, the parent of parent_exit
+  exit_reason reason;                   // the parent's, for parent_exit
+};
+
+// Logs gen_server's "terminating" report (domain "gen_server", kind
+// "terminate") if `why` is reported at all; `state` is null when the
+// module is not printable.
+void report_terminate(const pid& server, const std::string& name, const gs_last_message& last,
+                      const std::string* state, const exit_reason& why) noexcept;
+
+// A module whose state a crash report can print: `os << m` works.
+template <class M>
+concept printable_state = requires(std::ostream& os, const M& m) {
+  { os << m } -> std::convertible_to<std::ostream&>;
+};
 
 // What a starting server tells its starter: started, or why not.
 struct init_ack {
@@ -411,6 +475,7 @@ public:
     gs_server s(me.self(), parent, timing);
     // Registered before init, so that of two concurrent starts one wins.
     if (name) {
+      s.name_ = name->to_string();
       if (auto r = name->register_name(n, me.self()); !r) {
         otp::unlink(s.ctx_.parent_);
         otp::reply(starter, init_ack{r.error()});
@@ -452,6 +517,7 @@ public:
   template <class R, class Req>
   std::optional<task<void>> on_call(const from<R>& f, Req& req) {
     ++stats_.calls;
+    last_.from = f.caller();
     ctx_.call_.emplace(gs_call_state{f.caller(), f.tag(), tag_of<reply_storage_t<R>>(), false});
     using ret = decltype(module().handle_call(ctx_, std::move(req)));
     if constexpr (task_traits<ret>::is_task) {
@@ -549,6 +615,10 @@ private:
         return std::nullopt;
       }
       ++stats_.infos;
+      if constexpr (is_variant<T>::value)
+        last_.type = std::visit([](const auto& v) { return &typeid(v); }, *arg);
+      else if constexpr (!std::is_same_v<T, any_message>)
+        last_.type = &typeid(T);
       using ret = decltype(module().handle_info(ctx_, std::move(*arg)));
       if constexpr (task_traits<ret>::is_task) {
         return info_async<T>(this, std::move(*arg));
@@ -574,6 +644,7 @@ private:
   std::optional<task<void>> on_continue(message_ptr& m) {
     if constexpr (single_handle_continue<M>) {
       using T = typename callback_arg<decltype(&M::handle_continue)>::type;
+      last_ = {gs_last_message::kind_t::continue_with, &typeid(T), {}, {}};
       auto arg = accept_as<T>(m);
       if (!arg)
         throw std::logic_error("gen_server: handle_continue does not accept the value given to continue_with");
@@ -605,19 +676,32 @@ private:
 
   // Takes one message (or the idle timeout) and hands it to its callback.
   std::optional<task<void>> dispatch(message_ptr& m, bool& timed_call) {
+    using last_kind = gs_last_message::kind_t;
     if (m == nullptr) {
+      last_ = {last_kind::timeout, nullptr, {}, {}};
       message_ptr t(make_message<idle_timeout>());
       return on_info(t);
     }
-    if (m->type == tag_of<gs_envelope<M>>()) {
-      auto* e = static_cast<gs_envelope<M>*>(m.get());
-      timed_call = timing_ && e->is_call;
+    if (m->type == tag_of<gs_request>()) {
+      auto* r = static_cast<gs_request*>(m.get());
+      if (r->info->module != tag_of<M>()) {
+        ++stats_.refused;
+        refuse_request(*r, ctx_.self_, name_, typeid(M));
+        return std::nullopt;
+      }
+      static constexpr last_kind kinds[] = {last_kind::call, last_kind::cast, last_kind::get_state};
+      last_ = {kinds[static_cast<int>(r->info->kind)], r->info->request_type, {}, {}};
+      auto* e = static_cast<gs_envelope<M>*>(r);
+      timed_call = timing_ && r->info->kind == gs_kind::call;
       return e->run(e, *this);
     }
     if (m->type == tag_of<system_msg>()) {
       auto& s = payload<system_msg>(m.get());
       switch (s.what) {
-        case system_msg::kind::stop: ctx_.stop_ = s.reason; break;
+        case system_msg::kind::stop:
+          last_ = {last_kind::stop, nullptr, {}, {}};
+          ctx_.stop_ = s.reason;
+          break;
         case system_msg::kind::statistics:
           deliver(s.caller, make_reply<server_statistics>(s.tag, stats_));
           break;
@@ -627,8 +711,10 @@ private:
     // OTP: an exit signal from the parent, trapped, stops the server.
     if (m->type == tag_of<exit_msg>() && payload<exit_msg>(m.get()).from == ctx_.parent_) {
       ctx_.stop_ = payload<exit_msg>(m.get()).reason;
+      last_ = {last_kind::parent_exit, nullptr, ctx_.parent_, *ctx_.stop_};
       return std::nullopt;
     }
+    last_ = {last_kind::info, nullptr, {}, {}};
     return on_info(m);
   }
 
@@ -645,14 +731,42 @@ private:
     co_return;
   }
 
+  // OTP's "** Generic server X terminating" report, for an abnormal `why`.
+  void report(const exit_reason& why) noexcept {
+    if (!is_reported_exit(why))
+      return;
+    std::optional<std::string> state;
+    if constexpr (printable_state<M>) {
+      try {
+        std::ostringstream os;
+        os << module();
+        state = std::move(os).str();
+      } catch (...) {
+        // Unprintable now: the report goes without it.
+      }
+    }
+    report_terminate(ctx_.self_, name_, last_, state ? &*state : nullptr, why);
+  }
+
   task<void> loop() {
     for (;;) {
       // A stop asked for by the last callback (or by init, through the context).
       if (ctx_.stop_) {
         const exit_reason why = *ctx_.stop_;
-        co_await run_terminate(why);
+        std::exception_ptr in_terminate;
+        try {
+          co_await run_terminate(why);
+        } catch (...) {
+          in_terminate = std::current_exception();
+        }
+        // OTP: terminate runs in a `try ... after reply`.
         if (pending_reply_)
           deliver(pending_to_, pending_reply_.release());
+        if (in_terminate) {
+          report(exit_reason::from_exception(in_terminate));
+          std::rethrow_exception(in_terminate);
+        }
+        report(why);
         if (why.is_normal())
           co_return;
         otp::exit(why);
@@ -695,6 +809,7 @@ private:
         } catch (...) {
           in_terminate = std::current_exception();
         }
+        report(exit_reason::from_exception(in_terminate ? in_terminate : crash));
         std::rethrow_exception(in_terminate ? in_terminate : crash);
       }
     }
@@ -702,6 +817,8 @@ private:
 
   context ctx_;
   std::optional<M> mod_;
+  std::string name_; // the registered name as reports print it ('name', via key); empty if none
+  gs_last_message last_;
   server_statistics stats_;
   message_ptr pending_reply_;
   pid pending_to_;
@@ -816,7 +933,7 @@ auto call(const destination& to, Req&& request, otp::timeout t = default_call_ti
       return detail::call_awaiter<R>(std::move(target).error());
     return detail::call_process<R>(target.value(), t, [&](const from<R>& f) {
       using body = detail::call_body<M, std::decay_t<Req>>;
-      return detail::make_envelope<M>(body{f, std::forward<Req>(request)});
+      return detail::make_envelope<M>(body{std::forward<Req>(request)}, f);
     });
   }
 }
@@ -865,7 +982,7 @@ auto get_state(const destination& to, otp::timeout t = default_call_timeout) {
   if (!target)
     return detail::call_awaiter<M>(std::move(target).error());
   return detail::call_process<M>(target.value(), t, [](const from<M>& f) {
-    return detail::make_envelope<M>(detail::get_state_body<M>{f});
+    return detail::make_envelope<M>(detail::get_state_body<M>{}, f);
   });
 }
 

@@ -23,6 +23,7 @@ public:
       case errc::registry_failed: return "registry failed";
       case errc::not_found: return "not found";
       case errc::running: return "running";
+      case errc::bad_request: return "bad request";
     }
     return "unknown otp error";
   }

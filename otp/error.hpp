@@ -28,6 +28,7 @@ enum class errc {
   registry_failed,   ///< a `via` registry failed (threw) while resolving or registering
   not_found,         ///< no such child (or other named entity)
   running,           ///< the child is running (it must be terminated first)
+  bad_request,       ///< the server refused a request it does not handle (another module's protocol)
 };
 
 [[nodiscard]] const std::error_category& otp_category() noexcept;

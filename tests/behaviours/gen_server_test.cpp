@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// OTP_SEMANTICS.md points 8 to 11: gen_server calls, casts, start, continue, stop.
+// OTP_SEMANTICS.md points 8 to 11: gen_server calls, casts, start, continue, stop;
+// requests of another module refused at once; crash reports (gen_server, proc_lib).
 #include "behaviours/gen_server.hpp"
 
+#include "otp/logger.hpp"
 #include "otp/otp.hpp"
 #include "registry/keyed_registry.hpp"
 #include "registry/registry.hpp"
+#include "supervisor/dynamic_supervisor.hpp"
 #include "tests/support/counted.hpp"
 
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <optional>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <variant>
@@ -611,6 +615,312 @@ TEST_CASE("calls and casts work across schedulers") {
   });
   CHECK(w.exit.get() == otp::exit_reason::normal());
   CHECK(ok == clients * calls);
+}
+
+namespace {
+
+// Every report, as owned data (log_event's domain and kind are views).
+struct captured_log {
+  struct report {
+    otp::log_level level;
+    std::string domain, kind, text;
+    std::vector<otp::log_field> fields;
+    [[nodiscard]] const std::string* field(std::string_view key) const {
+      for (const auto& f : fields)
+        if (f.key == key)
+          return &f.value;
+      return nullptr;
+    }
+  };
+  std::vector<report> reports;
+  captured_log() {
+    otp::set_log_handler([this](const otp::log_event& e) {
+      reports.push_back({e.level, std::string(e.domain), std::string(e.kind), e.text, e.fields});
+    });
+  }
+  captured_log(const captured_log&) = delete;
+  captured_log& operator=(const captured_log&) = delete;
+  ~captured_log() { otp::set_log_handler({}); }
+  [[nodiscard]] std::vector<const report*> of(std::string_view domain, std::string_view kind) const {
+    std::vector<const report*> out;
+    for (const auto& r : reports)
+      if (r.domain == domain && r.kind == kind)
+        out.push_back(&r);
+    return out;
+  }
+};
+
+bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
+
+// Another module that also takes counter::get: a call<other_module> compiles
+// against any server, and only the server can tell it is not its protocol.
+struct other_module {
+  int handle_call(otp::context&, counter::get) { return -1; }
+  void handle_cast(otp::context&, counter::add) {}
+};
+
+struct session {
+  std::string user;
+};
+
+} // namespace
+
+TEST_CASE("a request of another module's protocol fails at once with bad_request; the server lives on") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  std::optional<otp::result<int>> foreign, state_of_other, after;
+  run(n, [&]() -> otp::task<void> {
+    auto s = co_await gs::start_opt<counter>({.name = "ctr"}, 4);
+    REQUIRE(s);
+    foreign = co_await gs::call<other_module>("ctr", counter::get{});
+    gs::cast<other_module>("ctr", counter::add{100});
+    auto st = co_await gs::get_state<other_module>(s.value().pid());
+    state_of_other = st ? otp::result<int>(0) : otp::result<int>(st.error());
+    after = co_await gs::call(s.value(), counter::get{});
+  });
+  // No clock advance: the calls returned on their own, at once.
+  REQUIRE(foreign);
+  REQUIRE(foreign->has_error());
+  CHECK(foreign->error() == otp::errc::bad_request);
+  const std::string& why = foreign->error().context;
+  CHECK(contains(why, "'ctr'"));         // which server refused
+  CHECK(contains(why, "counter::get"));  // what was sent
+  CHECK(contains(why, "other_module"));  // for which module
+  REQUIRE(state_of_other);
+  CHECK(state_of_other->error() == otp::errc::bad_request);
+  REQUIRE(after);
+  CHECK(after->value() == 4); // alive, and the foreign cast was not applied
+  const auto refused = captured.of("gen_server", "bad_request");
+  REQUIRE(refused.size() == 3);
+  CHECK(refused[0]->level == otp::log_level::error);
+  REQUIRE(refused[0]->field("request"));
+  CHECK(contains(*refused[0]->field("request"), "counter::get"));
+  REQUIRE(refused[1]->field("request"));
+  CHECK(contains(*refused[1]->field("request"), "counter::add"));
+  CHECK(contains(refused[1]->text, "cast"));
+}
+
+TEST_CASE("a dynamic_supervisor_ref of the wrong child type fails start_child at once") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  std::optional<otp::result<otp::pid>> started;
+  run(n, [&]() -> otp::task<void> {
+    otp::trap_exit(true);
+    const otp::dynamic_child_spec<std::string> spec{
+      .id = "session", .start = otp::dynamic_worker<session, std::string>()};
+    auto sup = co_await otp::dynamic_supervisor::start_link<std::string>({}, spec);
+    REQUIRE(sup);
+    // A ref rebuilt from a pid with the wrong type: supervisor calls have no timeout.
+    const otp::dynamic_supervisor_ref<int> wrong(sup.value().pid());
+    started = co_await otp::dynamic_supervisor::start_child(wrong, 7);
+    otp::exit(sup.value().pid(), otp::exit_reason::shutdown());
+    (void)co_await otp::receive<otp::exit_msg>();
+  });
+  REQUIRE(started);
+  REQUIRE(started->has_error());
+  CHECK(started->error() == otp::errc::bad_request);
+  CHECK(captured.of("gen_server", "bad_request").size() == 1);
+}
+
+namespace {
+
+// A server whose state prints (operator<<), and that crashes or stops on request.
+struct fragile {
+  struct crash {};
+  struct stop_with {
+    otp::exit_reason why;
+  };
+  int value = 42;
+  int handle_call(otp::context&, crash) { throw std::runtime_error("fragile broke"); }
+  int handle_call(otp::context& ctx, stop_with s) {
+    ctx.stop(s.why);
+    return 0;
+  }
+  void handle_cast(otp::context&, counter::add) { throw std::logic_error("bad cast"); }
+  void handle_info(otp::context&, tick t) { otp::exit(otp::exit_reason::error("tick " + std::to_string(t.n))); }
+  void init(otp::context&) { otp::trap_exit(true); }
+  friend std::ostream& operator<<(std::ostream& os, const fragile& f) { return os << "fragile{" << f.value << "}"; }
+};
+
+// The same without operator<<: the report goes without the state.
+struct opaque {
+  void handle_cast(otp::context&, counter::add) { throw std::logic_error("bad cast"); }
+};
+
+} // namespace
+
+TEST_CASE("a crashing gen_server logs OTP's terminating report, then proc_lib's crash report") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  otp::pid server, client;
+  std::optional<otp::error> err;
+  client = n.spawn([&]() -> otp::task<void> {
+    auto s = co_await gs::start_opt<fragile>({.name = "fragile"});
+    REQUIRE(s);
+    server = s.value().pid();
+    err = (co_await gs::call(s.value(), fragile::crash{})).error();
+  });
+  n.run_until_idle();
+  REQUIRE(err);
+  CHECK(*err == otp::errc::exited);
+  REQUIRE(captured.reports.size() == 2);
+  const auto& gs_report = captured.reports[0];
+  CHECK(gs_report.domain == "gen_server");
+  CHECK(gs_report.kind == "terminate");
+  CHECK(gs_report.level == otp::log_level::error);
+  CHECK(*gs_report.field("name") == "'fragile'");
+  CHECK(contains(*gs_report.field("last_message"), "fragile::crash"));
+  CHECK(*gs_report.field("state") == "fragile{42}");
+  CHECK(*gs_report.field("reason") == "{exception,std::runtime_error,\"fragile broke\"}");
+  CHECK(*gs_report.field("client") == client.to_string());
+  CHECK(contains(gs_report.text, "** Generic server 'fragile' terminating\n"));
+  CHECK(contains(gs_report.text, "** When Server state == fragile{42}\n"));
+  const auto& crash = captured.reports[1];
+  CHECK(crash.domain == "proc_lib");
+  CHECK(crash.kind == "crash_report");
+  CHECK(*crash.field("pid") == server.to_string());
+  CHECK(*crash.field("reason") == "{exception,std::runtime_error,\"fragile broke\"}");
+  CHECK(*crash.field("class") == "error");
+}
+
+TEST_CASE("an unsupervised gen_server that crashes in a cast or handle_info is reported, not silent") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  run(n, [&]() -> otp::task<void> {
+    auto o = co_await gs::start<opaque>();
+    gs::cast(o.value(), counter::add{1});
+    auto f = co_await gs::start<fragile>();
+    otp::send(f.value(), tick{3});
+  });
+  const auto terminating = captured.of("gen_server", "terminate");
+  REQUIRE(terminating.size() == 2);
+  CHECK(contains(*terminating[0]->field("last_message"), "{'$gen_cast',"));
+  CHECK(contains(*terminating[0]->field("last_message"), "counter::add}"));
+  CHECK(terminating[0]->field("state") == nullptr); // opaque does not print
+  CHECK_FALSE(contains(terminating[0]->text, "When Server state"));
+  CHECK(terminating[0]->field("client") == nullptr);
+  CHECK(contains(*terminating[1]->field("last_message"), "tick"));
+  CHECK(*terminating[1]->field("reason") == "tick 3");
+  const auto crashes = captured.of("proc_lib", "crash_report");
+  REQUIRE(crashes.size() == 2);
+  CHECK(*crashes[1]->field("reason") == "tick 3");
+  CHECK(*crashes[1]->field("class") == "exit");
+}
+
+TEST_CASE("a gen_server that stops with an abnormal reason is reported; normal and shutdown are not") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  std::optional<otp::result<void>> stopped;
+  run(n, [&]() -> otp::task<void> {
+    for (const auto& why : {otp::exit_reason::normal(), otp::exit_reason::shutdown(),
+                            otp::exit_reason::shutdown("maintenance"), otp::exit_reason::error("bad")}) {
+      auto s = co_await gs::start<fragile>();
+      (void)co_await gs::call(s.value(), fragile::stop_with{why});
+    }
+    auto s = co_await gs::start<fragile>();
+    stopped = co_await gs::stop(s.value(), otp::exit_reason::error("stopped badly"));
+    auto quiet = co_await gs::start<fragile>();
+    (void)co_await gs::stop(quiet.value(), otp::exit_reason::shutdown());
+  });
+  const auto terminating = captured.of("gen_server", "terminate");
+  REQUIRE(terminating.size() == 2);
+  CHECK(*terminating[0]->field("reason") == "bad");
+  CHECK(contains(*terminating[0]->field("last_message"), "stop_with"));
+  CHECK(*terminating[1]->field("reason") == "stopped badly");
+  CHECK(*terminating[1]->field("last_message") == "gen_server::stop");
+  const auto crashes = captured.of("proc_lib", "crash_report");
+  REQUIRE(crashes.size() == 2);
+  CHECK(*crashes[0]->field("reason") == "bad");
+  CHECK(*crashes[1]->field("reason") == "stopped badly");
+  CHECK(captured.reports.size() == 4);
+}
+
+TEST_CASE("a trapping gen_server stopped by its parent's abnormal exit is reported with the 'EXIT'") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  otp::pid parent = n.spawn([&]() -> otp::task<void> {
+    auto s = co_await gs::start_link<fragile>();
+    REQUIRE(s);
+    co_await otp::receive<std::string>();
+  });
+  n.run_until_idle();
+  n.exit(parent, otp::exit_reason::error("parent_bad"));
+  n.run_until_idle();
+  const auto terminating = captured.of("gen_server", "terminate");
+  REQUIRE(terminating.size() == 1);
+  CHECK(*terminating[0]->field("last_message") == "{'EXIT'," + parent.to_string() + ",parent_bad}");
+  CHECK(captured.of("proc_lib", "crash_report").size() == 1);
+  CHECK(captured.reports.size() == 2); // the parent was killed by a signal: no report of its own
+}
+
+TEST_CASE("a failed init gives proc_lib's crash report only, as in OTP") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  run(n, [&]() -> otp::task<void> {
+    (void)co_await gs::start<init_throws>();
+    (void)co_await gs::start<init_stops>();
+    (void)co_await gs::start<init_ignores>();
+  });
+  CHECK(captured.of("gen_server", "terminate").empty());
+  const auto crashes = captured.of("proc_lib", "crash_report");
+  REQUIRE(crashes.size() == 2);
+  CHECK(contains(*crashes[0]->field("reason"), "no database"));
+  CHECK(*crashes[1]->field("reason") == "bad_config");
+}
+
+TEST_CASE("a plain process that ends abnormally on its own gets proc_lib's crash report") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  const otp::pid thrower = n.spawn([]() -> otp::task<void> {
+    throw std::out_of_range("index 7");
+    co_return;
+  });
+  n.run_until_idle();
+  const otp::pid exiter = n.spawn([]() -> otp::task<void> {
+    otp::exit(otp::exit_reason::error("plainbad"));
+    co_return;
+  });
+  n.run_until_idle();
+  const auto crashes = captured.of("proc_lib", "crash_report");
+  REQUIRE(crashes.size() == 2);
+  CHECK(*crashes[0]->field("pid") == thrower.to_string());
+  CHECK(*crashes[0]->field("reason") == "{exception,std::out_of_range,\"index 7\"}");
+  CHECK(*crashes[0]->field("class") == "error");
+  CHECK(contains(crashes[0]->text, "exception error: {exception,std::out_of_range"));
+  CHECK(*crashes[1]->field("pid") == exiter.to_string());
+  CHECK(*crashes[1]->field("class") == "exit");
+  CHECK(captured.reports.size() == 2);
+}
+
+TEST_CASE("no crash report for a normal exit, shutdown, {shutdown,_}, kill or another process's exit signal") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  n.spawn([]() -> otp::task<void> { co_return; });
+  n.spawn([]() -> otp::task<void> {
+    otp::exit(otp::exit_reason::normal());
+    co_return;
+  });
+  n.spawn([]() -> otp::task<void> {
+    otp::exit(otp::exit_reason::shutdown());
+    co_return;
+  });
+  n.spawn([]() -> otp::task<void> {
+    otp::exit(otp::exit_reason::shutdown("done"));
+    co_return;
+  });
+  const otp::pid killed = n.spawn([]() -> otp::task<void> { co_await otp::receive<std::string>(); });
+  const otp::pid signalled = n.spawn([]() -> otp::task<void> { co_await otp::receive<std::string>(); });
+  n.run_until_idle();
+  n.exit(killed, otp::exit_reason::kill());
+  n.exit(signalled, otp::exit_reason::error("from_outside"));
+  n.run_until_idle();
+  // A gen_server killed by its supervisor's kind of exit runs no code either.
+  run(n, [&]() -> otp::task<void> {
+    auto s = co_await gs::start<counter>();
+    otp::exit(s.value(), otp::exit_reason::kill());
+  });
+  CHECK(n.process_count() == 0);
+  CHECK(captured.reports.empty());
 }
 
 TEST_SUITE_END();
