@@ -320,7 +320,29 @@ otp::task<void> connection(int fd, connection_config config) {
   }
 }
 
+namespace {
+
+// The dynamic supervisor of connections, looked up once. It starts before
+// the acceptor, and rest_for_one restarts the acceptor whenever it
+// restarts, so one lookup holds for the acceptor's life. The loader gives
+// no typed ref, so the type is checked here, by one call: a mismatch with
+// main.cpp's template fails the acceptor's start with bad_request, instead
+// of failing every client later.
+otp::task<connections_ref> find_connections() {
+  const auto where = otp::whereis("connections");
+  if (!where)
+    throw std::runtime_error("acceptor: no dynamic supervisor is registered as 'connections'");
+  const connections_ref conns(*where);
+  auto counted = co_await otp::dynamic_supervisor::count_children(conns);
+  if (!counted)
+    throw std::runtime_error("acceptor: 'connections' refused: " + counted.error().message());
+  co_return conns;
+}
+
+} // namespace
+
 otp::task<void> acceptor(acceptor_config config) {
+  const connections_ref conns = co_await find_connections();
   tcp::acceptor a(otp::this_scheduler().get_executor());
   const tcp::endpoint at(asio::ip::make_address(config.host), static_cast<unsigned short>(config.port));
   a.open(at.protocol());
@@ -333,12 +355,6 @@ otp::task<void> acceptor(acceptor_config config) {
   for (;;) {
     tcp::socket s = co_await a.async_accept(otp::use_process);
     const int fd = s.release();
-    auto where = otp::whereis("connections");
-    if (!where) {
-      ::close(fd);
-      continue;
-    }
-    otp::dynamic_supervisor_ref<int> conns(*where);
     auto started = co_await otp::dynamic_supervisor::start_child(conns, fd);
     if (!started)
       ::close(fd); // max_children reached, or the start failed: the client sees a closed connection

@@ -5,6 +5,7 @@
 
 #include "otp/otp.hpp"
 #include "supervisor/config.hpp"
+#include "supervisor/dynamic_supervisor.hpp"
 
 #include <string>
 
@@ -23,6 +24,10 @@ struct acceptor_config {
 
 void from_json(const otp::json& j, connection_config& c);
 void from_json(const otp::json& j, acceptor_config& c);
+
+/// The dynamic supervisor of connections (main.cpp's template,
+/// `start_table::dynamic<connection_config, int>`): a child per socket fd.
+using connections_ref = otp::dynamic_supervisor_ref<int>;
 
 /// Serves one client on the socket `fd` until it disconnects or sends QUIT.
 otp::task<void> connection(int fd, connection_config config);
