@@ -13,6 +13,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 namespace otp {
@@ -90,13 +92,19 @@ struct child_spec {
   }
 };
 
-/// Returns whether a child stopped with `how` ended as expected (OTP's
-/// shutdown_error is reported otherwise): `killed` after brutal_kill;
-/// `shutdown`, or for a non-permanent child also `normal`, otherwise.
+/// Returns whether a child stopped with `how` ended as expected; OTP's
+/// shutdown/2 reports a shutdown_error otherwise. Case by case as OTP 25:
+/// after `brutal_kill`, `killed`; after a `shutdown` signal, `shutdown`
+/// (a `killed` after the timeout is an error). A non-permanent child may
+/// also have ended `normal`, `shutdown` or `{shutdown,_}` on its own first,
+/// under either policy; a permanent child may not (for it, even
+/// `{shutdown,_}` or, after brutal_kill, `shutdown` is reported).
 [[nodiscard]] inline bool clean_shutdown(const shutdown_policy& how, restart_type r, const exit_reason& why) noexcept {
+  if (r != restart_type::permanent && why.is_normal_or_shutdown())
+    return true;
   if (how.is_brutal_kill())
     return why.which() == exit_reason::kind::killed;
-  return why.is_shutdown() || (r != restart_type::permanent && why.is_normal_or_shutdown());
+  return why == exit_reason::shutdown(); // plain `shutdown`, not {shutdown,_}
 }
 
 /// A supervisor's flags (OTP's sup_flags map).
@@ -108,12 +116,36 @@ struct supervisor_flags {
   otp::auto_shutdown auto_shutdown = auto_shutdown::never;
 };
 
-/// Checks one spec (OTP's check_childspec); the error names the child and the field.
-[[nodiscard]] result<void> check_child_spec(const child_spec& spec);
+/// Checks one spec for a supervisor whose auto_shutdown is `as` (OTP's
+/// check_childspec); the error names the child and the field. A
+/// significant child needs an auto_shutdown other than `never`.
+[[nodiscard]] result<void> check_child_spec(const child_spec& spec, otp::auto_shutdown as);
 /// Checks the flags (OTP's check_flags).
 [[nodiscard]] result<void> check_flags(const supervisor_flags& flags);
 /// Checks every spec and that ids are unique (OTP's check_startspec).
-[[nodiscard]] result<void> check_child_specs(const std::vector<child_spec>& specs);
+[[nodiscard]] result<void> check_child_specs(const std::vector<child_spec>& specs, otp::auto_shutdown as);
+/// Checks the `significant` flag of child `id` (OTP's validSignificant).
+[[nodiscard]] result<void> check_significant(const std::string& id, bool significant, restart_type r,
+                                             otp::auto_shutdown as);
+
+/// Supervisor answers that have no counterpart among otp::errc. Compare
+/// with `r.error() == otp::sup_errc::restarting`.
+enum class sup_errc {
+  /// The child waits for a restart retry after a failed restart (OTP's
+  /// `{error, restarting}` from restart_child and delete_child).
+  restarting = 1,
+  /// The request has no meaning for a dynamic supervisor (OTP's
+  /// `{error, simple_one_for_one}`): children by id, restart_child, delete_child.
+  simple_one_for_one,
+};
+
+[[nodiscard]] const std::error_category& sup_category() noexcept;
+
+[[nodiscard]] inline std::error_code make_error_code(sup_errc e) noexcept {
+  return {static_cast<int>(e), sup_category()};
+}
+
+[[nodiscard]] inline bool operator==(const error& e, sup_errc c) noexcept { return e.code == make_error_code(c); }
 
 /// Returns whether a child that exited with `why` is restarted (OTP's do_restart).
 [[nodiscard]] constexpr bool must_restart(restart_type r, const exit_reason& why) noexcept {
@@ -129,3 +161,6 @@ struct supervisor_flags {
 [[nodiscard]] const char* to_string(strategy s) noexcept;
 
 } // namespace otp
+
+template <>
+struct std::is_error_code_enum<otp::sup_errc> : std::true_type {};

@@ -12,6 +12,7 @@
 #include <exception>
 #include <unordered_map>
 #include <unordered_set>
+#include <variant>
 
 namespace otp {
 
@@ -44,7 +45,20 @@ const char* to_string(strategy s) noexcept {
   return "?";
 }
 
-result<void> check_child_spec(const child_spec& spec) {
+result<void> check_significant(const std::string& id, bool significant, restart_type r, otp::auto_shutdown as) {
+  if (!significant)
+    return outcome::success();
+  // OTP's validSignificant: {bad_combination, [{auto_shutdown, never}, {significant, true}]}.
+  if (as == auto_shutdown::never)
+    return error{errc::invalid_child_spec, "child '" + id
+                                             + "': significant, but the supervisor's auto_shutdown is never "
+                                               "(significant children need any_significant or all_significant)"};
+  if (r == restart_type::permanent)
+    return error{errc::invalid_child_spec, "child '" + id + "': a significant child cannot be permanent"};
+  return outcome::success();
+}
+
+result<void> check_child_spec(const child_spec& spec, otp::auto_shutdown as) {
   if (spec.id.empty())
     return error{errc::invalid_child_spec, "a child has an empty id"};
   const std::string who = "child '" + spec.id + "': ";
@@ -53,9 +67,7 @@ result<void> check_child_spec(const child_spec& spec) {
   if (spec.shutdown && !spec.shutdown->is_brutal_kill() && !spec.shutdown->is_infinity()
       && spec.shutdown->timeout().count() < 0)
     return error{errc::invalid_child_spec, who + "negative shutdown timeout " + spec.shutdown->to_string()};
-  if (spec.significant && spec.restart == restart_type::permanent)
-    return error{errc::invalid_child_spec, who + "a significant child cannot be permanent"};
-  return outcome::success();
+  return check_significant(spec.id, spec.significant, spec.restart, as);
 }
 
 result<void> check_flags(const supervisor_flags& flags) {
@@ -67,39 +79,84 @@ result<void> check_flags(const supervisor_flags& flags) {
   return outcome::success();
 }
 
-result<void> check_child_specs(const std::vector<child_spec>& specs) {
+result<void> check_child_specs(const std::vector<child_spec>& specs, otp::auto_shutdown as) {
   std::unordered_set<std::string> ids;
   for (const auto& s : specs) {
-    BOOST_OUTCOME_TRY(check_child_spec(s));
+    BOOST_OUTCOME_TRY(check_child_spec(s, as));
     if (!ids.insert(s.id).second)
       return error{errc::invalid_child_spec, "child '" + s.id + "': duplicate id"};
   }
   return outcome::success();
 }
 
+namespace {
+
+class sup_category_impl final : public std::error_category {
+public:
+  [[nodiscard]] const char* name() const noexcept override { return "otp.supervisor"; }
+  [[nodiscard]] std::string message(int c) const override {
+    switch (static_cast<sup_errc>(c)) {
+      case sup_errc::restarting: return "the child waits for a restart retry";
+      case sup_errc::simple_one_for_one: return "not for a dynamic (simple_one_for_one) supervisor";
+    }
+    return "unknown supervisor error";
+  }
+};
+
+} // namespace
+
+const std::error_category& sup_category() noexcept {
+  static const sup_category_impl category;
+  return category;
+}
+
 namespace detail {
+
+std::string start_reason(const error& e) {
+  if (e == errc::exited)
+    return e.reason.to_string();
+  return e.message();
+}
+
+std::string pid_term(const std::optional<pid>& p, bool restarting) {
+  std::string s = p ? p->to_string() : std::string("undefined");
+  return restarting ? "{restarting," + s + "}" : s;
+}
+
+void report(const sup_report& r) {
+  if (!log_enabled(log_level::error))
+    return;
+  std::vector<log_field> f;
+  f.push_back({"supervisor", std::string(r.supervisor)});
+  f.push_back({"errorContext", std::string(r.context)});
+  f.push_back({"reason", r.reason});
+  if (r.nb_children)
+    f.push_back({"offender.nb_children", std::to_string(*r.nb_children)});
+  else
+    f.push_back({"offender.pid", r.offender_pid});
+  f.push_back({"offender.id", std::string(r.id)});
+  f.push_back({"offender.restart_type", to_string(r.restart)});
+  f.push_back({"offender.significant", r.significant ? "true" : "false"});
+  f.push_back({"offender.shutdown", r.shutdown.to_string()});
+  f.push_back({"offender.child_type", r.type == child_type::supervisor ? "supervisor" : "worker"});
+  // As OTP's format_log_multi: four lines, the offender as a proplist.
+  std::string text = "SUPERVISOR REPORT\n    supervisor: " + f[0].value + "\n    errorContext: " + f[1].value
+                     + "\n    reason: " + f[2].value + "\n    offender: [";
+  for (std::size_t i = 3; i < f.size(); ++i) {
+    if (i > 3)
+      text += ",\n               ";
+    text += "{" + f[i].key.substr(f[i].key.find('.') + 1) + "," + f[i].value + "}";
+  }
+  text += "]";
+  log(log_level::error, "supervisor", r.kind, std::move(text), std::move(f));
+}
 
 namespace {
 
-struct start_child_req {
-  child_spec spec;
-};
-struct terminate_child_req {
-  std::string id;
-};
-struct restart_child_req {
-  std::string id;
-};
-struct delete_child_req {
-  std::string id;
-};
-struct which_children_req {};
-struct count_children_req {};
 // Sent to itself when a restart failed (OTP's try_again_restart).
 struct try_again_restart {
   std::string id;
 };
-
 
 } // namespace
 
@@ -109,7 +166,7 @@ public:
   sup_module(supervisor_flags flags, std::vector<child_spec> specs, std::string name)
     : flags_(flags), window_(flags.intensity, flags.period), name_(std::move(name)) {
     for (auto& s : specs)
-      children_.push_back(child{std::move(s), {}, false});
+      children_.push_back(child{std::move(s)});
   }
 
   task<init_result> init(context& ctx) {
@@ -120,14 +177,17 @@ public:
     // Start in order; the first failure stops the ones already started.
     for (std::size_t i = 0; i < children_.size();) {
       auto r = co_await start(children_[i]);
-      if (!r) {
-        const std::string why = "failed_to_start_child " + children_[i].spec.id + ": " + r.error().message();
-        report(log_level::error, "start_error", children_[i], exit_reason::error(r.error().message()));
+      const bool ignored = !r && r.error() == errc::ignored;
+      if (!r && !ignored) {
+        const std::string why = start_reason(r.error());
+        report("start_error", children_[i], why, pid_term(std::nullopt));
+        const std::string id = children_[i].spec.id;
         children_.erase(children_.begin() + static_cast<std::ptrdiff_t>(i));
         co_await terminate_all();
-        co_return init_result::stop(exit_reason::shutdown(why));
+        // OTP: {shutdown, {failed_to_start_child, Id, Reason}}.
+        co_return init_result::stop(exit_reason::shutdown("{failed_to_start_child," + id + "," + why + "}"));
       }
-      if (!children_[i].pid && children_[i].spec.restart == restart_type::temporary)
+      if (ignored && children_[i].spec.restart == restart_type::temporary)
         children_.erase(children_.begin() + static_cast<std::ptrdiff_t>(i)); // ignored temporary: dropped
       else
         ++i;
@@ -135,86 +195,35 @@ public:
     co_return init_result::ok();
   }
 
-  task<result<pid>> handle_call(context&, start_child_req req) {
-    BOOST_OUTCOME_CO_TRY(check_child_spec(req.spec));
-    if (child* c = find_id(req.spec.id)) {
-      if (c->pid)
-        co_return error{errc::already_started, "child '" + req.spec.id + "' is running as " + c->pid->to_string()};
-      co_return error{errc::already_started, "child '" + req.spec.id + "' is already present (not running)"};
-    }
-    children_.push_back(child{std::move(req.spec), {}, false});
-    auto r = co_await start(children_.back());
-    if (!r) {
-      const bool ignored = r.error() == errc::ignored;
-      if (!ignored || children_.back().spec.restart == restart_type::temporary)
-        children_.pop_back();
-      co_return std::move(r).error();
-    }
-    co_return *children_.back().pid;
-  }
+  using request = std::variant<exit_msg, try_again_restart, sup_start_req, sup_terminate_req, sup_restart_req,
+                               sup_delete_req, sup_which_req, sup_count_req>;
 
-  task<result<void>> handle_call(context&, terminate_child_req req) {
-    child* c = find_id(req.id);
-    if (c == nullptr)
-      co_return error{errc::not_found, "no child '" + req.id + "'"};
-    if (c->pid)
-      co_await shut_down(*c);
-    c->restarting = false;
-    if (c->spec.restart == restart_type::temporary)
-      erase(*c);
-    co_return outcome::success();
-  }
-
-  task<result<pid>> handle_call(context&, restart_child_req req) {
-    child* c = find_id(req.id);
-    if (c == nullptr)
-      co_return error{errc::not_found, "no child '" + req.id + "'"};
-    if (c->pid)
-      co_return error{errc::running, "child '" + req.id + "' is running as " + c->pid->to_string()};
-    auto r = co_await start(*c);
-    if (!r)
-      co_return std::move(r).error();
-    co_return *c->pid;
-  }
-
-  result<void> handle_call(context&, delete_child_req req) {
-    child* c = find_id(req.id);
-    if (c == nullptr)
-      return error{errc::not_found, "no child '" + req.id + "'"};
-    if (c->pid)
-      return error{errc::running, "child '" + req.id + "' is running as " + c->pid->to_string()};
-    erase(*c);
-    return outcome::success();
-  }
-
-  std::vector<child_info> handle_call(context&, which_children_req) {
-    std::vector<child_info> out;
-    for (const auto& c : children_)
-      out.push_back(child_info{c.spec.id, c.pid, c.spec.type, c.restarting});
-    return out;
-  }
-
-  child_counts handle_call(context&, count_children_req) {
-    child_counts n;
-    for (const auto& c : children_) {
-      ++n.specs;
-      n.active += c.pid ? 1 : 0;
-      (c.spec.type == child_type::supervisor ? n.supervisors : n.workers) += 1;
-    }
-    return n;
-  }
-
-  task<void> handle_info(context& ctx, std::variant<exit_msg, try_again_restart> m) {
+  task<void> handle_info(context& ctx, request m) {
     if (auto* e = std::get_if<exit_msg>(&m)) {
       child* c = find_pid(e->from);
       if (c == nullptr)
         co_return; // an 'EXIT' from a process we do not know: ignored, as OTP does
       c->pid.reset();
       co_await child_exited(ctx, *c, e->reason, e->from);
-    } else {
-      child* c = find_id(std::get<try_again_restart>(m).id);
-      if (c != nullptr && c->restarting)
-        co_await restart(ctx, *c);
+    } else if (auto* t = std::get_if<try_again_restart>(&m)) {
+      child* c = find_id(t->id);
+      if (c != nullptr && c->restarting) // else terminate_child or delete cancelled it
+        co_await restart(ctx, *c, c->restarting_from, true);
+    } else if (auto* start_q = std::get_if<sup_start_req>(&m)) {
+      auto r = co_await start_child(std::move(start_q->spec));
+      otp::reply(start_q->to, std::move(r));
+    } else if (auto* terminate_q = std::get_if<sup_terminate_req>(&m)) {
+      auto r = co_await terminate_child(terminate_q->id);
+      otp::reply(terminate_q->to, std::move(r));
+    } else if (auto* restart_q = std::get_if<sup_restart_req>(&m)) {
+      auto r = co_await restart_child(restart_q->id);
+      otp::reply(restart_q->to, std::move(r));
+    } else if (auto* delete_q = std::get_if<sup_delete_req>(&m)) {
+      otp::reply(delete_q->to, delete_child(delete_q->id));
+    } else if (auto* which_q = std::get_if<sup_which_req>(&m)) {
+      otp::reply(which_q->to, which_children());
+    } else if (auto* count_q = std::get_if<sup_count_req>(&m)) {
+      otp::reply(count_q->to, count_children());
     }
   }
 
@@ -223,9 +232,84 @@ public:
 private:
   struct child {
     child_spec spec;
-    std::optional<otp::pid> pid; // empty: not running
+    std::optional<otp::pid> pid{}; // empty: not running
+    // Waiting for a restart retry (OTP's {restarting, Pid}), and the pid it
+    // had when its failed restart began (empty in a group restart's later children).
     bool restarting = false;
+    std::optional<otp::pid> restarting_from{};
   };
+
+  task<result<pid>> start_child(child_spec spec) {
+    BOOST_OUTCOME_CO_TRY(check_child_spec(spec, flags_.auto_shutdown));
+    if (child* c = find_id(spec.id)) {
+      if (c->pid)
+        co_return error{errc::already_started, "child '" + spec.id + "' is running as " + c->pid->to_string()};
+      co_return error{errc::already_started, "child '" + spec.id + "' is already present (not running)"};
+    }
+    children_.push_back(child{std::move(spec)});
+    auto r = co_await start(children_.back());
+    if (!r) {
+      // OTP: an ignored child is kept with pid undefined, unless temporary.
+      if (!(r.error() == errc::ignored) || children_.back().spec.restart == restart_type::temporary)
+        children_.pop_back();
+      co_return std::move(r).error();
+    }
+    co_return *children_.back().pid;
+  }
+
+  task<result<void>> terminate_child(const std::string& id) {
+    child* c = find_id(id);
+    if (c == nullptr)
+      co_return error{errc::not_found, "no child '" + id + "'"};
+    if (c->pid)
+      co_await shut_down(*c);
+    c->restarting = false; // a pending retry finds it stopped and does nothing
+    c->restarting_from.reset();
+    if (c->spec.restart == restart_type::temporary)
+      erase(*c);
+    co_return outcome::success();
+  }
+
+  task<result<pid>> restart_child(const std::string& id) {
+    child* c = find_id(id);
+    if (c == nullptr)
+      co_return error{errc::not_found, "no child '" + id + "'"};
+    if (c->restarting)
+      co_return error{sup_errc::restarting, "child '" + id + "' waits for a restart retry"};
+    if (c->pid)
+      co_return error{errc::running, "child '" + id + "' is running as " + c->pid->to_string()};
+    BOOST_OUTCOME_CO_TRY(co_await start(*c)); // `ignored`: kept, not running
+    co_return *c->pid;
+  }
+
+  result<void> delete_child(const std::string& id) {
+    child* c = find_id(id);
+    if (c == nullptr)
+      return error{errc::not_found, "no child '" + id + "'"};
+    if (c->restarting)
+      return error{sup_errc::restarting, "child '" + id + "' waits for a restart retry"};
+    if (c->pid)
+      return error{errc::running, "child '" + id + "' is running as " + c->pid->to_string()};
+    erase(*c);
+    return outcome::success();
+  }
+
+  std::vector<child_info> which_children() const {
+    std::vector<child_info> out;
+    for (const auto& c : children_)
+      out.push_back(child_info{c.spec.id, c.pid, c.spec.type, c.restarting});
+    return out;
+  }
+
+  child_counts count_children() const {
+    child_counts n;
+    for (const auto& c : children_) {
+      ++n.specs;
+      n.active += c.pid ? 1 : 0;
+      (c.spec.type == child_type::supervisor ? n.supervisors : n.workers) += 1;
+    }
+    return n;
+  }
 
   child* find_id(const std::string& id) {
     auto it = std::find_if(children_.begin(), children_.end(), [&](const child& c) { return c.spec.id == id; });
@@ -238,9 +322,9 @@ private:
   std::size_t index_of(const child& c) const { return static_cast<std::size_t>(&c - children_.data()); }
   void erase(const child& c) { children_.erase(children_.begin() + static_cast<std::ptrdiff_t>(index_of(c))); }
 
-  // Runs the child's start function; records its pid. `ignored` leaves it not running.
+  // Runs the child's start function and records its pid. Fails with the
+  // start's error, `ignored` included (the child is then not running).
   task<result<void>> start(child& c) {
-    c.restarting = false;
     result<pid> r = error{errc::invalid_argument};
     std::exception_ptr crash;
     try {
@@ -252,16 +336,13 @@ private:
     if (crash)
       co_return error{errc::exited, "the start function of child '" + c.spec.id + "' threw",
                       exit_reason::from_exception(crash)};
-    if (!r) {
-      if (r.error() == errc::ignored)
-        co_return outcome::success();
+    if (!r)
       co_return std::move(r).error();
-    }
     c.pid = r.value();
     co_return outcome::success();
   }
 
-  // Stops a running child (OTP_SEMANTICS.md 5); an unexpected reason is reported.
+  // Stops a running child (docs/otp_semantics.md 5); an unexpected reason is reported.
   task<void> shut_down(child& c) {
     const pid p = *c.pid;
     const shutdown_policy sp = c.spec.shutdown_or_default();
@@ -269,7 +350,7 @@ private:
     const auto ended = co_await stopping;
     c.pid.reset();
     if (!clean_shutdown(sp, c.spec.restart, ended.front().second))
-      report(log_level::error, "shutdown_error", c, ended.front().second, p);
+      report("shutdown_error", c, ended.front().second.to_string(), p.to_string());
   }
 
   // Stops every running child, in reverse start order.
@@ -278,6 +359,7 @@ private:
       if (children_[i].pid)
         co_await shut_down(children_[i]);
       children_[i].restarting = false;
+      children_[i].restarting_from.reset();
     }
   }
 
@@ -285,9 +367,9 @@ private:
   task<void> child_exited(context& ctx, child& c, const exit_reason& why, const pid& was) {
     const bool restart_it = must_restart(c.spec.restart, why);
     if (restart_it || !why.is_normal_or_shutdown())
-      report(log_level::error, "child_terminated", c, why, was);
+      report("child_terminated", c, why.to_string(), was.to_string());
     if (restart_it) {
-      co_await restart(ctx, c);
+      co_await restart(ctx, c, was, false);
       co_return;
     }
     const bool significant = c.spec.significant;
@@ -309,25 +391,34 @@ private:
     }
   }
 
-  // Counts the restart, then restarts by strategy (OTP's restart/2).
-  task<void> restart(context& ctx, child& c) {
+  // Counts the restart, then restarts by strategy (OTP's restart/2). `old`
+  // is the child's pid as OTP's reports name it: the pid that exited, or on
+  // a retry (`retry`) the one its failed restart began from.
+  task<void> restart(context& ctx, child& c, std::optional<pid> old, bool retry) {
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(this_scheduler().now().time_since_epoch());
     if (!window_.add(now.count())) {
-      report(log_level::error, "reached_max_restart_intensity", c, exit_reason::shutdown());
+      report("reached_max_restart_intensity", c, "reached_max_restart_intensity", pid_term(old, retry), "shutdown");
       erase(c);
       ctx.stop(exit_reason::shutdown()); // terminate() stops the rest, then the supervisor exits
       co_return;
     }
-    const std::size_t at = index_of(c);
-    std::size_t first = at, last = at + 1; // the range to restart, in start order
-    switch (flags_.strategy) {
-      case strategy::one_for_one: break;
-      case strategy::rest_for_one: last = children_.size(); break;
-      case strategy::one_for_all:
-        first = 0;
-        last = children_.size();
-        break;
+    if (flags_.strategy == strategy::one_for_one) {
+      auto r = co_await start(c);
+      if (r || r.error() == errc::ignored) {
+        c.restarting = false;
+        c.restarting_from.reset();
+        co_return;
+      }
+      report("start_error", c, start_reason(r.error()), pid_term(old, retry));
+      mark_restarting(c, old);
+      co_return;
     }
+    const std::string exited = c.spec.id;
+    const std::size_t at = index_of(c);
+    std::size_t first = at;
+    std::size_t last = children_.size(); // the range to restart, in start order
+    if (flags_.strategy == strategy::one_for_all)
+      first = 0;
     // Siblings in the range are stopped in reverse order; temporary ones go.
     for (std::size_t i = last; i-- > first;) {
       if (i != at && children_[i].pid)
@@ -339,32 +430,43 @@ private:
         --last;
       }
     }
-    // Then they start again in start order; a failure leaves that child and
-    // the ones after it `restarting`, and a retry message (OTP's try_again).
-    for (std::size_t i = first; i < last; ++i)
-      children_[i].restarting = true;
+    for (std::size_t i = first; i < last; ++i) {
+      children_[i].restarting = false;
+      children_[i].restarting_from.reset();
+    }
+    // Then they start again in start order. A failure marks only that child
+    // restarting; the ones after it are left not running until the retry
+    // (OTP's restart_multiple_children).
     for (std::size_t i = first; i < last; ++i) {
       child& k = children_[i];
       auto r = co_await start(k);
-      if (!r) {
-        report(log_level::error, "start_error", k, r.error().reason.is_normal() ? exit_reason::error(r.error().message())
-                                                                                : r.error().reason);
-        k.restarting = true;
-        otp::send(self_, try_again_restart{k.spec.id}); // counted again when retried
+      if (!r && !(r.error() == errc::ignored)) {
+        report("start_error", k, start_reason(r.error()), pid_term(std::nullopt));
+        mark_restarting(k, k.spec.id == exited ? old : std::nullopt);
         co_return;
       }
     }
   }
 
-  void report(log_level level, std::string_view kind, const child& c, const exit_reason& why,
-              std::optional<pid> p = std::nullopt) const {
-    if (!log_enabled(level))
-      return;
-    const std::optional<pid> who = p ? p : c.pid;
-    log(level, "supervisor", kind,
-        "supervisor " + name_ + ": child '" + c.spec.id + "'"
-          + (who ? " " + who->to_string() : std::string()) + " (" + to_string(c.spec.restart) + "): "
-          + why.to_string());
+  // A failed restart: the child waits for a retry (counted again when it comes).
+  void mark_restarting(child& c, std::optional<pid> from) {
+    c.restarting = true;
+    c.restarting_from = from;
+    otp::send(self_, try_again_restart{c.spec.id});
+  }
+
+  void report(std::string_view kind, const child& c, std::string reason, std::string offender_pid,
+              std::string_view context = {}) const {
+    detail::report(sup_report{.supervisor = name_,
+                              .kind = kind,
+                              .context = context.empty() ? kind : context,
+                              .reason = std::move(reason),
+                              .offender_pid = std::move(offender_pid),
+                              .id = c.spec.id,
+                              .restart = c.spec.restart,
+                              .significant = c.spec.significant,
+                              .shutdown = c.spec.shutdown_or_default(),
+                              .type = c.spec.type});
   }
 
   supervisor_flags flags_;
@@ -424,13 +526,25 @@ namespace supervisor {
 
 namespace {
 
-constexpr auto no_limit = otp::infinity;
+// Sends a run-time request to any supervisor and awaits its answer.
+template <class R, class Req>
+task<typename detail::call_value<R>::type> ask(destination sup, const char* what, Req req) {
+  auto target = sup.resolve(detail::calling_node(what));
+  if (!target)
+    co_return std::move(target).error();
+  auto make = [&req](const from<R>& f) {
+    req.to = f;
+    return detail::make_message<Req>(std::move(req));
+  };
+  auto wait = detail::call_process<R>(target.value(), otp::infinity, make);
+  co_return co_await wait;
+}
 
 } // namespace
 
 task<result<pid>> start_link(supervisor_flags flags, std::vector<child_spec> children, std::optional<server_name> name) {
   BOOST_OUTCOME_CO_TRY(check_flags(flags));
-  BOOST_OUTCOME_CO_TRY(check_child_specs(children));
+  BOOST_OUTCOME_CO_TRY(check_child_specs(children, flags.auto_shutdown));
   std::string label = name ? name->to_string() : std::string();
   gen_server::start_options o{.name = std::move(name), .link = true};
   auto starting = gen_server::start_opt<detail::sup_module>(o, flags, std::move(children), std::move(label));
@@ -447,33 +561,27 @@ start_fn starter(supervisor_flags flags, std::vector<child_spec> children, std::
 }
 
 task<result<pid>> start_child(destination sup, child_spec spec) {
-  auto calling = gen_server::call<detail::sup_module>(sup, detail::start_child_req{std::move(spec)}, no_limit);
-  co_return co_await calling;
+  return ask<result<pid>>(std::move(sup), "supervisor::start_child", detail::sup_start_req{{}, std::move(spec)});
 }
 
 task<result<void>> terminate_child(destination sup, std::string id) {
-  auto calling = gen_server::call<detail::sup_module>(sup, detail::terminate_child_req{std::move(id)}, no_limit);
-  co_return co_await calling;
+  return ask<result<void>>(std::move(sup), "supervisor::terminate_child", detail::sup_terminate_req{{}, std::move(id)});
 }
 
 task<result<pid>> restart_child(destination sup, std::string id) {
-  auto calling = gen_server::call<detail::sup_module>(sup, detail::restart_child_req{std::move(id)}, no_limit);
-  co_return co_await calling;
+  return ask<result<pid>>(std::move(sup), "supervisor::restart_child", detail::sup_restart_req{{}, std::move(id)});
 }
 
 task<result<void>> delete_child(destination sup, std::string id) {
-  auto calling = gen_server::call<detail::sup_module>(sup, detail::delete_child_req{std::move(id)}, no_limit);
-  co_return co_await calling;
+  return ask<result<void>>(std::move(sup), "supervisor::delete_child", detail::sup_delete_req{{}, std::move(id)});
 }
 
 task<result<std::vector<child_info>>> which_children(destination sup) {
-  auto calling = gen_server::call<detail::sup_module>(sup, detail::which_children_req{}, no_limit);
-  co_return co_await calling;
+  return ask<std::vector<child_info>>(std::move(sup), "supervisor::which_children", detail::sup_which_req{});
 }
 
 task<result<child_counts>> count_children(destination sup) {
-  auto calling = gen_server::call<detail::sup_module>(sup, detail::count_children_req{}, no_limit);
-  co_return co_await calling;
+  return ask<child_counts>(std::move(sup), "supervisor::count_children", detail::sup_count_req{});
 }
 
 } // namespace supervisor

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -79,12 +80,65 @@ template <class F, class... A>
 namespace detail {
 class sup_module;
 
-/// Stops `children` as OTP_SEMANTICS.md 5 says, all at once: monitor each,
+/// Stops `children` as docs/otp_semantics.md 5 says, all at once: monitor each,
 /// send `shutdown` (`kill` for brutal_kill), wait for every DOWN against one
 /// deadline, then `kill` those left; then unlink each and take its 'EXIT',
 /// whose reason wins over a DOWN `noproc`. Returns each child's exit reason.
 /// A supervisor stops its children one at a time by calling it with one.
 task<std::vector<std::pair<pid, exit_reason>>> shut_down(std::vector<pid> children, shutdown_policy how);
+
+// The run-time requests every supervisor answers, the static and the dynamic
+// kind alike (OTP's supervisor API works on both). They travel as plain
+// messages, not gen_server calls, whose envelopes are typed by module.
+struct sup_start_req {
+  from<result<pid>> to;
+  child_spec spec;
+};
+struct sup_terminate_req {
+  from<result<void>> to;
+  std::string id;
+};
+struct sup_restart_req {
+  from<result<pid>> to;
+  std::string id;
+};
+struct sup_delete_req {
+  from<result<void>> to;
+  std::string id;
+};
+struct sup_which_req {
+  from<std::vector<child_info>> to;
+};
+struct sup_count_req {
+  from<child_counts> to;
+};
+
+/// A supervisor report (OTP's SUPERVISOR REPORT): one `otp::log` event of
+/// domain "supervisor" whose fields are OTP's report keys ("supervisor",
+/// "errorContext", "reason", "offender.pid" or "offender.nb_children",
+/// "offender.id", "offender.restart_type", "offender.significant",
+/// "offender.shutdown", "offender.child_type") and whose text prints them
+/// as OTP's multi-line report does.
+struct sup_report {
+  std::string_view supervisor;
+  std::string_view kind;    ///< the log event's kind
+  std::string_view context; ///< OTP's errorContext (`shutdown` for reached_max_restart_intensity)
+  std::string reason;
+  std::string offender_pid; ///< a pid, `undefined` or `{restarting,Pid}`
+  std::optional<std::size_t> nb_children{}; ///< instead of the pid, for dynamic children stopped together
+  std::string_view id;
+  restart_type restart = restart_type::permanent;
+  bool significant = false;
+  shutdown_policy shutdown = otp::infinity;
+  child_type type = child_type::worker;
+};
+void report(const sup_report& r);
+
+/// Returns the reason term of a failed start: the exit reason for `exited`,
+/// the error's message otherwise (OTP reports the start's `{error, Reason}`).
+[[nodiscard]] std::string start_reason(const error& e);
+/// Returns `Pid`, `undefined` or `{restarting,Pid}` as OTP prints a child's pid.
+[[nodiscard]] std::string pid_term(const std::optional<pid>& p, bool restarting = false);
 } // namespace detail
 
 /// OTP's supervisor module: start, and manage children at run time.
@@ -106,19 +160,27 @@ task<result<pid>> start_link(supervisor_flags flags, std::vector<child_spec> chi
                                std::optional<server_name> name = std::nullopt);
 
 /// Adds and starts a child (supervisor:start_child/2). Fails with
-/// `invalid_child_spec` for a bad spec, `already_started` if the id exists
-/// (running or not), or the start's own error (the spec is then not kept,
-/// unless the start returned `ignored`).
+/// `invalid_child_spec` for a bad spec (a significant child under
+/// auto_shutdown `never` too), `already_started` if the id exists (running
+/// or not), or the start's own error; the spec is then not kept. A start
+/// that returned `ignored` (OTP's `{ok, undefined}`) fails with `ignored`,
+/// and the spec is kept, not running, unless the child is temporary.
+/// On a dynamic supervisor: `sup_errc::simple_one_for_one` (use
+/// dynamic_supervisor::start_child).
 task<result<pid>> start_child(destination sup, child_spec spec);
-/// Stops a child and keeps its spec (a temporary child's is removed).
-/// Fails with `not_found` for an unknown id.
+/// Stops a child and keeps its spec (a temporary child's is removed); a
+/// child waiting for a restart retry stays stopped. Fails with `not_found`
+/// for an unknown id, `sup_errc::simple_one_for_one` on a dynamic supervisor.
 task<result<void>> terminate_child(destination sup, std::string id);
-/// Starts a stopped child again from its spec. Fails with `not_found`, or
-/// `running` if it runs.
+/// Starts a stopped child again from its spec. Fails with `not_found`,
+/// `running` if it runs, `sup_errc::restarting` if it waits for a restart
+/// retry, `ignored` if the start ignored (the child stays, not running),
+/// `sup_errc::simple_one_for_one` on a dynamic supervisor, or the start's error.
 task<result<pid>> restart_child(destination sup, std::string id);
-/// Removes a stopped child's spec. Fails with `not_found`, or `running`.
+/// Removes a stopped child's spec. Fails with `not_found`, `running`,
+/// `sup_errc::restarting`, or `sup_errc::simple_one_for_one` on a dynamic supervisor.
 task<result<void>> delete_child(destination sup, std::string id);
-/// Returns the children, in start order.
+/// Returns the children, in start order (a dynamic supervisor's in no order).
 task<result<std::vector<child_info>>> which_children(destination sup);
 /// Returns the counts of specs, running children, supervisors and workers.
 task<result<child_counts>> count_children(destination sup);

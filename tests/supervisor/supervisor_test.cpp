@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// OTP_SEMANTICS.md points 1 to 5: restart intensity, start and shutdown order,
+// docs/otp_semantics.md points 1 to 5 and 13: restart intensity, start and shutdown order,
 // strategies, restart types, and how a child is terminated.
 #include "supervisor/supervisor.hpp"
 
@@ -58,11 +58,25 @@ struct ignores_start {
 struct captured_reports {
   std::vector<std::string> kinds;
   std::vector<std::string> texts;
+  std::vector<std::vector<otp::log_field>> fields;
   captured_reports() {
     otp::set_log_handler([this](const otp::log_event& e) {
       kinds.emplace_back(e.kind);
       texts.push_back(e.text);
+      fields.push_back(e.fields);
     });
+  }
+  // Returns field `key` of the `n`th report of `kind` (0-based), or "" if absent.
+  [[nodiscard]] std::string field(std::string_view kind, std::size_t n, std::string_view key) const {
+    for (std::size_t i = 0; i < kinds.size(); ++i) {
+      if (kinds[i] != kind || n-- != 0)
+        continue;
+      for (const auto& f : fields[i])
+        if (f.key == key)
+          return f.value;
+      return "";
+    }
+    return "";
   }
   ~captured_reports() { otp::set_log_handler({}); }
   [[nodiscard]] std::size_t count(std::string_view kind) const {
@@ -159,10 +173,13 @@ TEST_CASE("point 2: a child that fails to start stops the ones started, and star
   REQUIRE(h.start_error);
   CHECK(*h.start_error == otp::errc::exited);
   CHECK(h.start_error->reason.is_shutdown());
-  CHECK(h.start_error->reason.detail().find("failed_to_start_child db") != std::string::npos);
-  CHECK(h.start_error->reason.detail().find("no_db") != std::string::npos);
+  // OTP: {shutdown, {failed_to_start_child, db, no_db}}, and a report with the child's own reason.
+  CHECK(h.start_error->reason.detail() == "{failed_to_start_child,db,no_db}");
   CHECK(h.log == std::vector<std::string>{"start a", "start b", "stop b", "stop a"});
   CHECK(reports.count("start_error") == 1);
+  CHECK(reports.field("start_error", 0, "reason") == "no_db");
+  CHECK(reports.field("start_error", 0, "offender.pid") == "undefined");
+  CHECK(reports.field("start_error", 0, "offender.id") == "db");
   CHECK(h.n.process_count() == 0);
 }
 
@@ -314,7 +331,9 @@ TEST_CASE("point 5: shutdown sends `shutdown`, waits, then kills; brutal_kill ki
   CHECK(h.log == std::vector<std::string>{"terminate shutdown", "terminate shutdown", "terminated"});
   REQUIRE(h.sup_exit);
   CHECK(reports.count("shutdown_error") == 1); // `slow` had to be killed
-  CHECK(reports.texts.back().find("'slow'") != std::string::npos);
+  CHECK(reports.field("shutdown_error", 0, "offender.id") == "slow");
+  CHECK(reports.field("shutdown_error", 0, "reason") == "killed");
+  CHECK(reports.field("shutdown_error", 0, "offender.shutdown") == "100");
 }
 
 TEST_CASE("children are managed at run time: start, terminate, restart, delete, count") {
@@ -383,17 +402,29 @@ TEST_CASE("a supervisor that gives up escalates to its own supervisor") {
 
 namespace {
 
-// Starts a `recorded` child named "flaky"; attempts fail_first..fail_last fail.
-otp::task<otp::result<otp::pid>> flaky_start(int* attempts, int fail_first, int fail_last,
-                                             std::vector<std::string>* log) {
+// Sent to a supervisor to let a gated start go on.
+struct release {};
+
+// Starts a `recorded` child registered as `name`; attempts fail_first..fail_last
+// fail. Attempt `block_at` first waits, inside the supervisor, for a `release`,
+// so that a test can queue requests behind it.
+otp::task<otp::result<otp::pid>> gated_start(int* attempts, int fail_first, int fail_last, int block_at,
+                                             std::string name, std::vector<std::string>* log) {
   const int n = ++*attempts;
+  if (n == block_at)
+    (void)co_await otp::receive<release>();
   if (n >= fail_first && n <= fail_last)
-    co_return otp::error{otp::errc::invalid_argument, "flaky start " + std::to_string(n)};
-  const otp::gen_server::start_options opts{.name = "flaky", .link = true};
-  auto r = co_await otp::gen_server::start_opt<recorded>(opts, log, std::string("flaky"));
+    co_return otp::error{otp::errc::invalid_argument, name + " start " + std::to_string(n)};
+  const otp::gen_server::start_options opts{.name = name, .link = true};
+  auto r = co_await otp::gen_server::start_opt<recorded>(opts, log, name);
   if (!r)
     co_return std::move(r).error();
   co_return r.value().pid();
+}
+
+otp::task<otp::result<otp::pid>> flaky_start(int* attempts, int fail_first, int fail_last,
+                                             std::vector<std::string>* log) {
+  return gated_start(attempts, fail_first, fail_last, 0, "flaky", log);
 }
 
 } // namespace
@@ -406,9 +437,15 @@ TEST_CASE("point 1: a failed restart is retried, and every retry counts toward t
                                 return flaky_start(&attempts, 2, 3, log);
                               }}});
   REQUIRE(h.sup);
+  const otp::pid first = h.whereis("flaky");
   h.crash("flaky");
   CHECK(attempts == 4); // two failed restarts, retried until the third worked
   CHECK(reports.count("start_error") == 2);
+  // OTP names the old pid, then {restarting, OldPid} on the retries.
+  CHECK(reports.field("child_terminated", 0, "offender.pid") == first.to_string());
+  CHECK(reports.field("start_error", 0, "offender.pid") == first.to_string());
+  CHECK(reports.field("start_error", 1, "offender.pid") == "{restarting," + first.to_string() + "}");
+  CHECK(reports.field("start_error", 0, "reason").find("flaky start 2") != std::string::npos);
   CHECK_FALSE(h.sup_exit);
   CHECK(otp::registry::of(h.n).whereis("flaky"));
 
@@ -418,11 +455,18 @@ TEST_CASE("point 1: a failed restart is retried, and every retry counts toward t
   g.start({.intensity = 2}, {{.id = "flaky", .start = [&attempts2, log = &g.log] {
                                 return flaky_start(&attempts2, 2, 100, log);
                               }}});
+  const otp::pid first2 = g.whereis("flaky");
   g.crash("flaky");
   CHECK(attempts2 == 3); // restarts 1 and 2 failed; the third is one too many
   REQUIRE(g.sup_exit);
   CHECK(*g.sup_exit == otp::exit_reason::shutdown());
   CHECK(reports2.count("reached_max_restart_intensity") == 1);
+  // OTP: errorContext shutdown, reason reached_max_restart_intensity, the child with its last pid.
+  CHECK(reports2.field("reached_max_restart_intensity", 0, "errorContext") == "shutdown");
+  CHECK(reports2.field("reached_max_restart_intensity", 0, "reason") == "reached_max_restart_intensity");
+  CHECK(reports2.field("reached_max_restart_intensity", 0, "offender.pid")
+        == "{restarting," + first2.to_string() + "}");
+  CHECK(reports2.field("reached_max_restart_intensity", 0, "offender.id") == "flaky");
 }
 
 TEST_CASE("auto_shutdown: significant children stop the supervisor when they exit on their own") {
@@ -452,6 +496,172 @@ TEST_CASE("auto_shutdown: significant children stop the supervisor when they exi
     h.crash("s2", otp::exit_reason::shutdown());
     REQUIRE(h.sup_exit);
     CHECK(*h.sup_exit == otp::exit_reason::shutdown());
+  }
+}
+
+TEST_CASE("reports carry OTP's fields as data, and print as OTP's SUPERVISOR REPORT") {
+  captured_reports reports;
+  harness h;
+  h.start({.intensity = 5}, {recorded_child(&h.log, "a")});
+  const otp::pid a = h.whereis("a");
+  h.crash("a");
+  REQUIRE(reports.count("child_terminated") == 1);
+  CHECK(reports.field("child_terminated", 0, "supervisor") == h.sup->to_string());
+  CHECK(reports.field("child_terminated", 0, "errorContext") == "child_terminated");
+  CHECK(reports.field("child_terminated", 0, "reason") == "boom");
+  CHECK(reports.field("child_terminated", 0, "offender.pid") == a.to_string());
+  CHECK(reports.field("child_terminated", 0, "offender.id") == "a");
+  CHECK(reports.field("child_terminated", 0, "offender.restart_type") == "permanent");
+  CHECK(reports.field("child_terminated", 0, "offender.shutdown") == "5000");
+  CHECK(reports.field("child_terminated", 0, "offender.child_type") == "worker");
+  CHECK(reports.field("child_terminated", 0, "offender.significant") == "false");
+  CHECK(reports.texts[0]
+        == "SUPERVISOR REPORT\n"
+           "    supervisor: " + h.sup->to_string() + "\n"
+           "    errorContext: child_terminated\n"
+           "    reason: boom\n"
+           "    offender: [{pid," + a.to_string() + "},\n"
+           "               {id,a},\n"
+           "               {restart_type,permanent},\n"
+           "               {significant,false},\n"
+           "               {shutdown,5000},\n"
+           "               {child_type,worker}]");
+}
+
+TEST_CASE("an ignored start_child or restart_child keeps a permanent child not running, forgets a temporary one") {
+  harness h;
+  h.start({}, {});
+  REQUIRE(h.sup);
+  bool done = false;
+  h.in_process([&]() -> otp::task<void> {
+    const otp::child_spec ign{.id = "ign", .start = otp::worker<ignores_start>()};
+    // OTP: {ok, undefined}; here the error `ignored`, with the spec kept.
+    auto r = co_await sup::start_child(*h.sup, ign);
+    CHECK(r.error() == otp::errc::ignored);
+    auto kids = (co_await sup::which_children(*h.sup)).value();
+    REQUIRE(kids.size() == 1);
+    CHECK(kids[0].id == "ign");
+    CHECK_FALSE(kids[0].pid);
+    CHECK_FALSE(kids[0].restarting);
+    CHECK((co_await sup::restart_child(*h.sup, "ign")).error() == otp::errc::ignored);
+    CHECK((co_await sup::count_children(*h.sup)).value().specs == 1);
+    const otp::child_spec tmp{.id = "tmp", .start = otp::worker<ignores_start>(),
+                              .restart = otp::restart_type::temporary};
+    CHECK((co_await sup::start_child(*h.sup, tmp)).error() == otp::errc::ignored);
+    CHECK((co_await sup::delete_child(*h.sup, "tmp")).error() == otp::errc::not_found);
+    CHECK((co_await sup::delete_child(*h.sup, "ign")).has_value());
+    done = true;
+  });
+  CHECK(done);
+  CHECK(h.n.info(*h.sup));
+}
+
+TEST_CASE("a child waiting for a restart retry answers restarting, and the retry starts it") {
+  captured_reports reports;
+  int attempts = 0;
+  harness h;
+  // Attempt 1 starts; 2 (the restart) fails; 3 (the retry) waits for a release, then fails; 4 works.
+  h.start({.intensity = 3}, {{.id = "flaky", .start = [&attempts, log = &h.log] {
+                                return gated_start(&attempts, 2, 3, 3, "flaky", log);
+                              }}});
+  REQUIRE(h.sup);
+  h.crash("flaky");
+  CHECK(attempts == 3); // the supervisor waits inside attempt 3
+  std::optional<otp::result<otp::pid>> restarted;
+  std::optional<otp::result<void>> deleted;
+  // Both requests queue behind the retry that is in progress.
+  h.n.spawn([&]() -> otp::task<void> { restarted = co_await sup::restart_child(*h.sup, "flaky"); });
+  h.n.spawn([&]() -> otp::task<void> { deleted = co_await sup::delete_child(*h.sup, "flaky"); });
+  h.n.run_until_idle();
+  h.in_process([&]() -> otp::task<void> {
+    otp::send(*h.sup, release{});
+    co_return;
+  });
+  REQUIRE(restarted);
+  REQUIRE(deleted);
+  CHECK(restarted->error() == otp::sup_errc::restarting);
+  CHECK(deleted->error() == otp::sup_errc::restarting);
+  CHECK(attempts == 4); // the retry still came, and started it
+  CHECK(otp::registry::of(h.n).whereis("flaky"));
+  CHECK(reports.count("start_error") == 2);
+  CHECK_FALSE(h.sup_exit);
+}
+
+TEST_CASE("a significant child under auto_shutdown never is refused, naming the child") {
+  const otp::child_spec sig{.id = "sig", .start = otp::worker<ignores_start>(),
+                            .restart = otp::restart_type::transient, .significant = true};
+  harness h;
+  h.start({}, {sig});
+  REQUIRE(h.start_error);
+  CHECK(*h.start_error == otp::errc::invalid_child_spec);
+  CHECK(h.start_error->context.find("child 'sig'") != std::string::npos);
+  CHECK(h.start_error->context.find("auto_shutdown is never") != std::string::npos);
+
+  harness g;
+  g.start({}, {});
+  std::optional<otp::result<otp::pid>> r;
+  g.in_process([&]() -> otp::task<void> { r = co_await sup::start_child(*g.sup, sig); });
+  REQUIRE(r);
+  CHECK(r->error() == otp::errc::invalid_child_spec);
+  CHECK(r->error().context.find("child 'sig'") != std::string::npos);
+}
+
+TEST_CASE("point 3: a group restart that fails leaves only the failed child restarting, the later ones undefined") {
+  captured_reports reports;
+  int attempts = 0;
+  harness h;
+  // b: attempt 1 starts; 2 (in the group restart) waits for a release, then fails; 3 (the retry) works.
+  h.start({.strategy = otp::strategy::rest_for_one, .intensity = 5},
+          {recorded_child(&h.log, "a"),
+           {.id = "b", .start = [&attempts, log = &h.log] { return gated_start(&attempts, 2, 2, 2, "b", log); }},
+           recorded_child(&h.log, "c")});
+  REQUIRE(h.sup);
+  const otp::pid b = h.whereis("b");
+  h.crash("a");
+  CHECK(attempts == 2);
+  std::vector<otp::child_info> kids;
+  h.n.spawn([&]() -> otp::task<void> { kids = (co_await sup::which_children(*h.sup)).value(); });
+  h.n.run_until_idle();
+  h.in_process([&]() -> otp::task<void> {
+    otp::send(*h.sup, release{});
+    co_return;
+  });
+  // Answered between the failure and the retry.
+  REQUIRE(kids.size() == 3);
+  CHECK(kids[0].pid);
+  CHECK_FALSE(kids[1].pid);
+  CHECK(kids[1].restarting);
+  CHECK_FALSE(kids[2].pid);
+  CHECK_FALSE(kids[2].restarting);
+  CHECK(attempts == 3);
+  CHECK(otp::registry::of(h.n).whereis("c")); // the retry restarted b and c
+  // OTP names no pid for a start_error inside a group restart.
+  CHECK(reports.field("start_error", 0, "offender.pid") == "undefined");
+  CHECK(b != h.whereis("b"));
+}
+
+TEST_CASE("point 5: what counts as a clean shutdown, case by case as OTP's shutdown/2") {
+  using otp::exit_reason;
+  using enum otp::restart_type;
+  const auto brutal = otp::shutdown_policy::brutal_kill();
+  const otp::shutdown_policy timed(100ms);
+  const otp::shutdown_policy forever(otp::infinity);
+  // brutal_kill: killed; and a non-permanent child that ended on its own first.
+  CHECK(otp::clean_shutdown(brutal, permanent, exit_reason::killed()));
+  CHECK_FALSE(otp::clean_shutdown(brutal, permanent, exit_reason::shutdown()));
+  CHECK_FALSE(otp::clean_shutdown(brutal, permanent, exit_reason::normal()));
+  CHECK(otp::clean_shutdown(brutal, transient, exit_reason::shutdown()));
+  CHECK(otp::clean_shutdown(brutal, transient, exit_reason::normal()));
+  CHECK(otp::clean_shutdown(brutal, temporary, exit_reason::shutdown("bye")));
+  CHECK_FALSE(otp::clean_shutdown(brutal, temporary, exit_reason::error("boom")));
+  // A timeout or infinity: shutdown; {shutdown,_} and normal only for non-permanent children.
+  for (const auto& how : {timed, forever}) {
+    CHECK(otp::clean_shutdown(how, permanent, exit_reason::shutdown()));
+    CHECK_FALSE(otp::clean_shutdown(how, permanent, exit_reason::shutdown("bye")));
+    CHECK_FALSE(otp::clean_shutdown(how, permanent, exit_reason::normal()));
+    CHECK(otp::clean_shutdown(how, transient, exit_reason::shutdown("bye")));
+    CHECK(otp::clean_shutdown(how, temporary, exit_reason::normal()));
+    CHECK_FALSE(otp::clean_shutdown(how, transient, exit_reason::killed())); // killed after the timeout
   }
 }
 
