@@ -236,7 +236,7 @@ void applications::terminated(const std::string& name, start_type type, const ex
                                                           : "temporary";
   log(log_level::notice, "application", "exited",
       "application '" + name + "' exited with " + why.to_string() + " (type " + type_name + ")");
-  // OTP_SEMANTICS.md 12: permanent, or transient ending abnormally, takes everything down.
+  // docs/otp_semantics.md 12: permanent, or transient ending abnormally, takes everything down.
   const bool fatal = type == start_type::permanent || (type == start_type::transient && !why.is_normal());
   if (fatal)
     otp::spawn(stop_everything, this);

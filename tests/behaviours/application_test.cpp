@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// OTP_SEMANTICS.md point 12: applications, their dependencies, start types,
+// docs/otp_semantics.md point 12: applications, their dependencies, start types,
 // and what stopping one does; run_application from a file.
 #include "behaviours/application.hpp"
 

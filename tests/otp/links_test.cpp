@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// OTP_SEMANTICS.md point 6: exit signals, links, trap_exit, kill -> killed.
+// docs/otp_semantics.md point 6: exit signals, links, trap_exit, kill -> killed.
 #include "otp/otp.hpp"
 
 #include <doctest/doctest.h>

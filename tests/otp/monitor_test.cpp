@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// OTP_SEMANTICS.md point 7: monitors and their 'DOWN' messages.
+// docs/otp_semantics.md point 7: monitors and their 'DOWN' messages.
 #include "otp/otp.hpp"
 
 #include <doctest/doctest.h>

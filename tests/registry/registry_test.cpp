@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// OTP_SEMANTICS.md point 9's first half and the registry's promises: local names.
+// docs/otp_semantics.md point 9's first half and the registry's promises: local names.
 #include "registry/registry.hpp"
 
 #include "otp/otp.hpp"
