@@ -200,13 +200,41 @@ def step_lines(steps, i):
 
 # ------------------------------------------------------------------ run
 
-def run(cmd, what, timeout):
+def run(cmd, what, timeout, check=True):
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         sys.exit(f"difftest: {what} did not finish within {timeout} s: {' '.join(cmd)}")
-    if p.returncode != 0:
+    if check and p.returncode != 0:
         sys.exit(f"difftest: {what} failed (exit {p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+    return p
+
+
+def run_cpp(player, seeds, tmp):
+    """Plays the seeds on the C++ player. A seed that crashes it is recorded
+    as a divergence of that seed (with the end of the player's stderr), and
+    the player is started again on the seeds after it."""
+    traces, left, n = {}, list(seeds), 0
+    while left:
+        n += 1
+        scen, trace = os.path.join(tmp, f"cpp{n}.scenarios"), os.path.join(tmp, f"cpp{n}.trace")
+        with open(scen, "w") as f:
+            for s in left:
+                f.write(scenario.generate(s))
+        p = run([player, scen, trace], "the C++ player", 240, check=False)
+        got = parse_traces(trace) if os.path.exists(trace) else {}
+        traces.update(got)
+        if p.returncode == 0:
+            break
+        played = [s for s in left if str(s) in got]
+        if not played:
+            sys.exit(f"difftest: the C++ player failed (exit {p.returncode}) before its first scenario:\n{p.stderr}")
+        dead = played[-1]
+        why = (p.stderr.strip().splitlines() or ["(no output)"])[-6:]
+        traces[str(dead)].append({"what": "the C++ player crashed", "R": None, "T": None,
+                                  "events": [f"crash exit {p.returncode}: " + " | ".join(why)]})
+        left = left[left.index(dead) + 1:]
+    return traces
 
 
 def main():
@@ -238,12 +266,12 @@ def main():
         t0 = time.monotonic()
         erls = [os.path.join(args.src, n) for n in ("diff_player.erl", "diff_worker.erl", "diff_sup.erl")]
         run([erlc, "-o", tmp] + erls, "erlc", 120)
-        otp_trace, cpp_trace = os.path.join(tmp, "otp.trace"), os.path.join(tmp, "cpp.trace")
+        otp_trace = os.path.join(tmp, "otp.trace")
         run([erl, "+S", "1", "-noshell", "-pa", tmp, "-run", "diff_player", "main", scen, otp_trace], "erl", 240)
         t1 = time.monotonic()
-        run([args.player, scen, cpp_trace], "the C++ player", 240)
+        cpp = run_cpp(args.player, seeds, tmp)
         t2 = time.monotonic()
-        otp, cpp = parse_traces(otp_trace), parse_traces(cpp_trace)
+        otp = parse_traces(otp_trace)
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)

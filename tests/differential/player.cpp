@@ -507,7 +507,7 @@ void play(const scenario& s, std::ostream& out) {
       for (const auto& e : w.events)
         out << "E " << e << "\n";
       w.events.clear();
-      out << "R " << r << "\nT " << tree << "\n";
+      out << "R " << r << "\nT " << tree << std::endl; // flushed: a crash keeps what came before
     };
     step(0, "start", -1);
     for (std::size_t i = 0; i < s.actions.size(); ++i)
@@ -542,7 +542,7 @@ int main(int argc, char** argv) {
     } else if (w[0] == "action") {
       cur.actions.emplace_back(w.begin() + 1, w.end());
     } else if (w[0] == "end") {
-      out << "scenario " << cur.seed << "\n";
+      out << "scenario " << cur.seed << std::endl;
       try {
         play(cur, out);
       } catch (const std::exception& e) {
