@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// OTP_SEMANTICS.md points 8 to 11: gen_server calls, casts, start, continue, stop;
+// docs/otp_semantics.md points 8 to 11: gen_server calls, casts, start, continue, stop;
 // requests of another module refused at once; crash reports (gen_server, proc_lib).
 #include "behaviours/gen_server.hpp"
 
