@@ -123,11 +123,12 @@ sup_arg(["sup", Name, _Parent, Strategy, Int, Per, Auto | _], Nodes) ->
     Flags = #{strategy => list_to_atom(Strategy), intensity => list_to_integer(Int),
               period => list_to_integer(Per), auto_shutdown => list_to_atom(Auto)},
     {Flags, [spec(N, Nodes) || [_, _, P | _] = N <- Nodes, P =:= Name]};
-sup_arg(["dyn", Name, _Parent, Int, Per, _R, _S, _Sig, TR, TS, TPlan], _Nodes) ->
+sup_arg(["dyn", Name, _Parent, Int, Per, Auto, _R, _S, _Sig, TR, TS, TSig, TPlan], _Nodes) ->
     Flags = #{strategy => simple_one_for_one, intensity => list_to_integer(Int),
-              period => list_to_integer(Per)},
+              period => list_to_integer(Per), auto_shutdown => list_to_atom(Auto)},
     {Flags, [#{id => list_to_atom(Name ++ "_t"), start => {diff_worker, dyn_start_link, [plan(TPlan)]},
-               restart => list_to_atom(TR), shutdown => shutdown(TS), type => worker}]}.
+               restart => list_to_atom(TR), shutdown => shutdown(TS), significant => list_to_atom(TSig),
+               type => worker}]}.
 
 spec(["worker", Name, _Parent, R, S, Sig, Plan], _Nodes) ->
     worker_spec(Name, R, S, Sig, Plan);
@@ -135,7 +136,7 @@ spec(["sup", Name, _Parent, _St, _I, _P, _A, R, S, Sig] = N, Nodes) ->
     #{id => list_to_atom(Name), start => {diff_sup, start_link, [Name, sup_arg(N, Nodes)]},
       restart => list_to_atom(R), shutdown => shutdown(S), significant => list_to_atom(Sig),
       type => supervisor};
-spec(["dyn", Name, _Parent, _I, _P, R, S, Sig | _] = N, Nodes) ->
+spec(["dyn", Name, _Parent, _I, _P, _A, R, S, Sig | _] = N, Nodes) ->
     #{id => list_to_atom(Name), start => {diff_sup, start_link, [Name, sup_arg(N, Nodes)]},
       restart => list_to_atom(R), shutdown => shutdown(S), significant => list_to_atom(Sig),
       type => supervisor}.

@@ -130,9 +130,23 @@ def normalize_events(events):
     return out
 
 
+def rewrite(s, d):
+    """A `rewrite` departure: a line of this side that matches `line`, in a
+    step whose action matches `step`, becomes `to`."""
+    if not re.search(d.get("step", ""), s["what"]):
+        return
+    s["events"] = [re.sub(d["line"], d["to"], "E " + e)[2:] for e in s["events"]]
+    for k in ("R", "T"):
+        if s[k] is not None:
+            s[k] = re.sub(d["line"], d["to"], f"{k} {s[k]}")[2:]
+
+
 def normalize(steps, side, departures):
     active = {d["id"] for d in departures if d["kind"] == "normalize"}
+    rewrites = [d for d in departures if d["kind"] == "rewrite" and d["side"] == side]
     for s in steps:
+        for d in rewrites:
+            rewrite(s, d)
         s["events"] = normalize_events(s["events"])
         if side == "cpp" and "which_children_order" in active:
             for k in ("R", "T"):
@@ -299,6 +313,8 @@ def main():
           f"{sum(len(v) for v in explained.values())} on the departures list, {len(failed)} unexplained "
           f"(OTP {t1 - t0:.1f} s, C++ {t2 - t1:.1f} s)")
     for d in departures:
+        if d["kind"] == "rewrite":
+            print(f"  {d['id']} ({d['status']}): rewritten on the {d['side']} side wherever seen")
         if d["kind"] == "divergence":
             hits = explained.get(d["id"], [])
             print(f"  {d['id']} ({d['status']}): {len(hits)} seeds" + (f", e.g. {hits[:5]}" if hits else ""))

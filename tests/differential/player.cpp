@@ -107,6 +107,10 @@ std::string norm_error(const otp::error& e) {
     {otp::errc::invalid_child_spec, "invalid_child_spec"},                 {otp::errc::noproc, "noproc"},
     {otp::errc::invalid_argument, "invalid_argument"},                     {otp::errc::timeout, "timeout"},
   };
+  if (e == otp::sup_errc::restarting)
+    return "error:restarting";
+  if (e == otp::sup_errc::simple_one_for_one)
+    return "error:simple_one_for_one";
   for (const auto& [code, name] : names)
     if (e == code)
       return std::string("error:") + name;
@@ -277,13 +281,15 @@ otp::child_spec spec_of(world* w, const words& n) {
             .start = recorded(w, n[1], otp::supervisor::starter(flags_of(n), children_of(w, n[1]), n[1])),
             .restart = restart_of(n[7]), .shutdown = shutdown_of(n[8]), .type = otp::child_type::supervisor,
             .significant = n[9] == "true"};
-  // dyn NAME PARENT INTENSITY PERIOD RESTART SHUTDOWN SIGNIFICANT TRESTART TSHUTDOWN TPLAN
-  otp::dynamic_supervisor_flags df{.intensity = std::stoi(n[3]), .period = std::chrono::seconds(std::stoi(n[4]))};
-  otp::dynamic_child_spec<std::string> t{.id = n[1] + "_t", .start = otp::dynamic_worker<dworker, std::string>(w, n[10]),
-                                         .restart = restart_of(n[8]), .shutdown = shutdown_of(n[9])};
+  // dyn NAME PARENT INTENSITY PERIOD AUTO RESTART SHUTDOWN SIGNIFICANT T_RESTART T_SHUTDOWN T_SIGNIFICANT T_PLAN
+  otp::dynamic_supervisor_flags df{.intensity = std::stoi(n[3]), .period = std::chrono::seconds(std::stoi(n[4])),
+                                   .auto_shutdown = auto_of(n[5])};
+  otp::dynamic_child_spec<std::string> t{.id = n[1] + "_t", .start = otp::dynamic_worker<dworker, std::string>(w, n[12]),
+                                         .restart = restart_of(n[9]), .shutdown = shutdown_of(n[10]),
+                                         .significant = n[11] == "true"};
   return {.id = n[1], .start = recorded(w, n[1], otp::dynamic_supervisor::starter(df, t, n[1])),
-          .restart = restart_of(n[5]), .shutdown = shutdown_of(n[6]), .type = otp::child_type::supervisor,
-          .significant = n[7] == "true"};
+          .restart = restart_of(n[6]), .shutdown = shutdown_of(n[7]), .type = otp::child_type::supervisor,
+          .significant = n[8] == "true"};
 }
 
 std::vector<otp::child_spec> children_of(world* w, const std::string& parent) {

@@ -83,10 +83,14 @@ class Gen:
     def dyn(self, name, parent, common):
         r = self.r
         intensity, period = self.flags()
+        auto = r.choices(["never", "any_significant", "all_significant"], [6, 2, 2])[0]
         trestart = r.choice(RESTARTS)
         tshutdown = r.choice(["brutal_kill", "1000"])
-        self.nodes.append(f"dyn {name} {parent} {intensity} {period} {' '.join(common)} "
-                          f"{trestart} {tshutdown} {self.plan()}")
+        tsig = "false"
+        if trestart != "permanent" and r.random() < 0.4 and (auto != "never" or self.allow_bad_significant):
+            tsig = "true"
+        self.nodes.append(f"dyn {name} {parent} {intensity} {period} {auto} {' '.join(common)} "
+                          f"{trestart} {tshutdown} {tsig} {self.plan()}")
         self.sups[name] = {"kind": "dyn", "children": [], "leaf": True}
         self.dyn_instances[name] = []
 
@@ -111,8 +115,8 @@ class Gen:
             why = r.choice(["kill", "kill", "shutdown", "error"]) if self.sups[s]["leaf"] else r.choice(["shutdown", "error"])
             return f"exitsup {s} {why}"
         if what in ("terminate_child", "restart_child", "delete_child"):
-            s = r.choice(regular)
-            ids = self.sups[s]["children"] + ["nx"]
+            s = r.choice(regular + dyns)
+            ids = self.sups[s]["children"] + ["nx"] if s in regular else [s + "_t", "nx"]
             return f"{what} {s} {r.choice(ids)}"
         if what == "start_child":
             s = r.choice(regular)
