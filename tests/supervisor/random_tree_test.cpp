@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Random supervision trees and random crashes, checked step by step against
-// a model of OTP's restart rules (points 1 to 4): which workers run, how
-// often each was started, and whether the top supervisor gave up.
+// Random supervision trees, random crashes and random start failures,
+// checked step by step against a model of OTP's restart rules (points 1 to
+// 4): which workers run, how often each was started, and whether the top
+// supervisor gave up. A failed restart is retried, each retry counting, a
+// one_for_all retry restarting the whole group again and a rest_for_one
+// retry restarting from the failed child on (docs/otp_semantics.md 1 and 3).
 #include "supervisor/supervisor.hpp"
 
 #include "otp/logger.hpp"
@@ -27,6 +30,21 @@ struct counted_worker {
   std::map<std::string, int>* starts;
   counted_worker(std::map<std::string, int>* s, const std::string& id) : starts(s) { ++(*starts)[id]; }
 };
+
+// Starts worker `id`, unless a failure is planned for it: then fails, and
+// uses up one planned failure.
+otp::task<otp::result<otp::pid>> start_counted(std::string id, std::map<std::string, int>* starts,
+                                               std::map<std::string, int>* failures) {
+  if (auto it = failures->find(id); it != failures->end() && it->second > 0) {
+    --it->second;
+    co_return otp::error{otp::errc::invalid_argument, "planned start failure of " + id};
+  }
+  const otp::gen_server::start_options o{.name = id, .link = true};
+  auto r = co_await otp::gen_server::start_opt<counted_worker>(o, starts, id);
+  if (!r)
+    co_return std::move(r).error();
+  co_return r.value().pid();
+}
 
 // The model: a tree of workers and supervisors (supervisor children are permanent).
 struct mnode {
@@ -58,18 +76,32 @@ struct model {
     c->running = false;
     return c;
   }
-  void start(mnode& n) {
-    n.running = true;
+  std::map<std::string, int> failures; // planned start failures, as the real start functions have them
+
+  // Starts `n` (a supervisor: its children in order); false if a start
+  // failed, and then nothing of `n` runs.
+  bool start(mnode& n) {
     if (!n.is_sup) {
+      if (auto it = failures.find(n.id); it != failures.end() && it->second > 0) {
+        --it->second;
+        return false;
+      }
+      n.running = true;
       ++starts[n.id];
-      return;
+      return true;
     }
     n.window.clear();
     n.children.clear();
     for (const auto& s : n.specs) {
       n.children.push_back(fresh(s, &n));
-      start(*n.children.back());
+      if (!start(*n.children.back())) {
+        stop(n); // the ones started, in reverse; the supervisor's start fails
+        n.children.clear();
+        return false;
+      }
     }
+    n.running = true;
+    return true;
   }
   void stop(mnode& n) {
     n.running = false;
@@ -94,6 +126,11 @@ struct model {
         std::erase_if(p.children, [&](const auto& k) { return k.get() == &c; });
       return;
     }
+    restart(p, c);
+  }
+  // Supervisor `p` restarts `c` by its strategy; a failed start is retried
+  // (at once here: nothing else reaches `p` in between), counting again.
+  void restart(mnode& p, mnode& c) {
     if (!add_restart(p)) {
       stop(p);
       if (p.parent != nullptr)
@@ -120,8 +157,13 @@ struct model {
         p.children.erase(p.children.begin() + static_cast<std::ptrdiff_t>(i));
         --last;
       }
-    for (std::size_t i = first; i < last; ++i)
-      start(*p.children[i]);
+    for (std::size_t i = first; i < last; ++i) {
+      if (!start(*p.children[i])) {
+        // Only this child waits for the retry; the later ones stay stopped.
+        restart(p, *p.children[i]);
+        return;
+      }
+    }
   }
   void running_workers(const mnode& n, std::map<std::string, bool>& out) const {
     if (!n.is_sup) {
@@ -163,17 +205,20 @@ std::shared_ptr<mnode> random_tree(std::mt19937& rng, int depth, int& counter, b
   return n;
 }
 
-std::vector<otp::child_spec> to_specs(const mnode& sup, std::map<std::string, int>* starts) {
+std::vector<otp::child_spec> to_specs(const mnode& sup, std::map<std::string, int>* starts,
+                                      std::map<std::string, int>* failures) {
   std::vector<otp::child_spec> out;
   for (const auto& s : sup.specs) {
     if (s->is_sup) {
       out.push_back({.id = s->id,
                      .start = otp::supervisor::starter({.strategy = s->strat, .intensity = s->intensity,
                                                         .period = std::chrono::seconds(s->period)},
-                                                       to_specs(*s, starts)),
+                                                       to_specs(*s, starts, failures)),
                      .type = otp::child_type::supervisor});
     } else {
-      out.push_back({.id = s->id, .start = otp::named_worker<counted_worker>(s->id, starts, s->id), .restart = s->restart});
+      out.push_back({.id = s->id,
+                     .start = [id = s->id, starts, failures] { return start_counted(id, starts, failures); },
+                     .restart = s->restart});
     }
   }
   return out;
@@ -192,7 +237,7 @@ otp::exit_reason random_reason(std::mt19937& rng) {
 
 TEST_SUITE_BEGIN("supervisor/random");
 
-TEST_CASE("random trees under random crashes match the model of OTP's restart rules") {
+TEST_CASE("random trees under random crashes and start failures match the model of OTP's restart rules") {
   otp::set_log_level(otp::log_level::none);
   for (std::uint32_t seed = 1; seed <= 150; ++seed) {
     CAPTURE(seed);
@@ -204,11 +249,15 @@ TEST_CASE("random trees under random crashes match the model of OTP's restart ru
     m.start(*top);
 
     std::map<std::string, int> starts;
+    std::map<std::string, int> failures;
+    std::vector<std::string> workers;
+    for (const auto& [id, n] : m.starts)
+      workers.push_back(id);
     std::optional<otp::exit_reason> top_exit;
     otp::node n({.deterministic = true, .seed = seed});
     const otp::supervisor_flags flags{.strategy = spec->strat, .intensity = spec->intensity,
                                       .period = std::chrono::seconds(spec->period)};
-    const auto children = to_specs(*spec, &starts);
+    const auto children = to_specs(*spec, &starts, &failures);
     n.spawn([&]() -> otp::task<void> {
       otp::trap_exit(true);
       auto r = co_await otp::supervisor::start_link(flags, children);
@@ -233,6 +282,12 @@ TEST_CASE("random trees under random crashes match the model of OTP's restart ru
           live.push_back(id);
       if (live.empty())
         break;
+      if (rng() % 3 == 0) { // the next start or two of some worker fail
+        const std::string& w = workers[rng() % workers.size()];
+        const int fails = 1 + static_cast<int>(rng() % 2);
+        failures[w] += fails;
+        m.failures[w] += fails;
+      }
       const std::string victim = live[rng() % live.size()];
       const otp::exit_reason why = random_reason(rng);
       const otp::exit_reason seen = why.is_kill() ? otp::exit_reason::killed() : why;
@@ -245,6 +300,7 @@ TEST_CASE("random trees under random crashes match the model of OTP's restart ru
       n.run_until_idle();
 
       CHECK(starts == m.starts);
+      CHECK(failures == m.failures);
       CHECK(top_exit.has_value() == m.top_dead);
       std::map<std::string, bool> expected;
       m.running_workers(*top, expected);
