@@ -91,6 +91,24 @@ void spawn_exit() {
   result("spawn_exit_ns", ns / n, "ns");
 }
 
+// A sleep with a million messages queued: a sleep waits for no message,
+// so its cost must not grow with the mailbox.
+void sleep_queued() {
+  constexpr int queued = 1000000;
+  constexpr int n = 10000;
+  otp::node node({.schedulers = 1});
+  double ns = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    for (int i = 0; i < queued; ++i)
+      otp::send(otp::self(), i);
+    auto t0 = clock_type::now();
+    for (int i = 0; i < n; ++i)
+      co_await otp::sleep_for(std::chrono::nanoseconds(1));
+    ns = ns_since(t0);
+  });
+  result("sleep_queued_ns", ns / n, "ns");
+}
+
 // ------------------------------------------------------------ messaging
 
 struct ball {
@@ -455,6 +473,7 @@ const std::map<std::string, std::function<void()>>& benches() {
                        100000, 1000);
      }},
     {"sup_rest_for_one_100_us", sup_rest_for_one},
+    {"sleep_queued_ns", sleep_queued},
   };
   return table;
 }

@@ -98,7 +98,8 @@ benches() ->
      {registry_register_unregister_ns, fun registry_register/0},
      {sup_restart_us, fun sup_restart/0},
      {sup_restart_after_100k_us, fun sup_restart_after_100k/0},
-     {sup_rest_for_one_100_us, fun sup_rest_for_one/0}].
+     {sup_rest_for_one_100_us, fun sup_rest_for_one/0},
+     {sleep_queued_ns, fun sleep_queued/0}].
 
 %% ---------------------------------------------------------------------------
 %% Entry point
@@ -538,3 +539,22 @@ rest_for_one_n(N, Names, Acc) ->
                   lists:zip(Names, Olds)),
     T1 = now_ns(),
     rest_for_one_n(N - 1, Names, Acc + (T1 - T0)).
+
+%% ---------------------------------------------------------------------------
+%% sleep_queued_ns: timer:sleep(1) with 1,000,000 messages queued (a receive
+%% with only an `after` clause does not look at the mailbox)
+%% ---------------------------------------------------------------------------
+
+sleep_queued() ->
+    Self = self(),
+    [Self ! I || I <- lists:seq(1, 1000000)],
+    N = 1000,
+    T0 = now_ns(),
+    sleep_loop(N),
+    T1 = now_ns(),
+    result(sleep_queued_ns, (T1 - T0) / N, ns).
+
+sleep_loop(0) -> ok;
+sleep_loop(N) ->
+    timer:sleep(1),
+    sleep_loop(N - 1).
