@@ -50,6 +50,7 @@ play(Body, F) ->
     Actions = [A || ["action" | A] <- Body],
     Kinds = maps:from_list([{Name, list_to_atom(K)} || [K, Name | _] <- Nodes]),
     put(kinds, Kinds),
+    put(parents, maps:from_list([{Name, P} || [_, Name, P | _] <- Nodes])),
     [["sup", Top, "-" | _] = TopNode | _] = Nodes,
     Arg = sup_arg(TopNode, Nodes),
     R = case diff_sup:start_link(Top, Arg) of
@@ -91,22 +92,23 @@ snapshot() ->
         {dead, R} -> "dead:" ++ R
     end.
 
-render(Pid, sup) ->
+render(Pid, Kind) ->
     case catch supervisor:which_children(Pid) of
-        L when is_list(L) -> "(" ++ string:join([child(C) || C <- L], " ") ++ ")";
+        L when is_list(L) -> render_list(L, Kind);
+        _ when Kind =:= dyn -> "{!gone}";
         _ -> "(!gone)"
-    end;
-render(Pid, dyn) ->
-    case catch supervisor:which_children(Pid) of
-        L when is_list(L) ->
-            "{" ++ string:join(lists:sort([pid_or(C) || {_, C, _, _} <- L]), " ") ++ "}";
-        _ -> "{!gone}"
     end.
+
+render_list(L, sup) -> "(" ++ string:join([child(C) || C <- L], " ") ++ ")";
+render_list(L, dyn) -> "{" ++ string:join(lists:sort([pid_or(C) || {_, C, _, _} <- L]), " ") ++ "}".
 
 child({Id, Pid, supervisor, _}) when is_pid(Pid) ->
     Name = atom_to_list(Id),
     Name ++ render(Pid, maps:get(Name, get(kinds), sup));
 child({Id, C, _, _}) -> atom_to_list(Id) ++ "=" ++ pid_or(C).
+
+shallow({Id, Pid, supervisor, _}) when is_pid(Pid) -> atom_to_list(Id) ++ "(...)";
+shallow(C) -> child(C).
 
 pid_or(P) when is_pid(P) -> pidname(P);
 pid_or(A) -> atom_to_list(A).
@@ -180,6 +182,7 @@ act(["delete_child", Sup, Id]) ->
     with_sup(Sup, fun(Pid) -> fmt_result(supervisor:delete_child(Pid, list_to_atom(Id))) end);
 act(["start_child", Sup, Name, R, S, Sig, Plan]) ->
     put(kinds, maps:merge(#{Name => worker}, get(kinds))),
+    put(parents, maps:merge(#{Name => Sup}, get(parents))),
     with_sup(Sup, fun(Pid) -> fmt_result(supervisor:start_child(Pid, worker_spec(Name, R, S, Sig, Plan))) end);
 act(["dstart", Dyn, Inst]) ->
     with_sup(Dyn, fun(Pid) -> fmt_result(supervisor:start_child(Pid, [Inst])) end);
@@ -193,11 +196,29 @@ act(["dterminate", Dyn, Inst]) ->
 act(["which", Sup]) ->
     with_sup(Sup, fun(Pid) -> render(Pid, maps:get(Sup, get(kinds))) end);
 act(["count", Sup]) ->
-    with_sup(Sup, fun(Pid) ->
-        C = supervisor:count_children(Pid),
-        lists:flatten(io_lib:format("specs=~p active=~p supervisors=~p workers=~p",
-                                    [proplists:get_value(K, C) || K <- [specs, active, supervisors, workers]]))
-    end);
+    with_sup(Sup, fun(Pid) -> fmt_counts(supervisor:count_children(Pid)) end);
+%% A call that reaches W's supervisor after W's 'EXIT' and before anything
+%% the supervisor does next (a restart retry): the supervisor is suspended
+%% while W is killed and the request is queued.
+act(["racecall", W, Op | Id]) ->
+    Sup = maps:get(W, get(parents)),
+    case {current(W), whereis(list_to_atom(Sup))} of
+        {none, _} -> "skip";
+        {_, undefined} -> "skip";
+        {Pid, SupPid} ->
+            sys:suspend(SupPid),
+            Ref = monitor(process, Pid),
+            exit(Pid, kill),
+            receive {'DOWN', Ref, process, Pid, _} -> ok end,
+            Req = gen_server:send_request(SupPid, race_req(Op, Id)),
+            sys:resume(SupPid),
+            case gen_server:wait_response(Req, infinity) of
+                {reply, R} when Op =:= "which" -> "(" ++ string:join([shallow(C) || C <- R], " ") ++ ")";
+                {reply, R} when Op =:= "count" -> fmt_counts(R);
+                {reply, R} -> fmt_result(R);
+                {error, {Why, _}} -> "exit:" ++ norm(Why)
+            end
+    end;
 act(["stop"]) ->
     case get(top) of
         {alive, P} ->
@@ -209,6 +230,14 @@ act(["stop"]) ->
 crash(Pid, "kill") -> exit(Pid, kill);
 crash(Pid, "exception") -> gen_server:cast(Pid, raise);
 crash(Pid, Why) -> gen_server:cast(Pid, {stop, reason(Why)}).
+
+race_req("which", []) -> which_children;
+race_req("count", []) -> count_children;
+race_req(Op, [Id]) -> {list_to_atom(Op), list_to_atom(Id)}.
+
+fmt_counts(C) ->
+    lists:flatten(io_lib:format("specs=~p active=~p supervisors=~p workers=~p",
+                                [proplists:get_value(K, C) || K <- [specs, active, supervisors, workers]])).
 
 with_sup(Name, Fun) ->
     case whereis(list_to_atom(Name)) of

@@ -60,6 +60,7 @@ struct world {
   std::unordered_map<otp::pid, std::string> names;   // pid -> worker or supervisor name
   std::map<std::string, otp::pid> current;           // worker name -> its last started pid
   std::map<std::string, std::string> kinds;          // name -> worker | sup | dyn
+  std::map<std::string, std::string> parents;        // name -> its supervisor's name
   std::optional<otp::pid> top;
   std::string top_dead = "never started";
   std::string result;                                // of the last command
@@ -352,6 +353,66 @@ otp::exit_reason reason_of(const std::string& s) {
   return otp::exit_reason::error("boom");
 }
 
+std::string fmt_counts(const otp::child_counts& c) {
+  return "specs=" + std::to_string(c.specs) + " active=" + std::to_string(c.active)
+         + " supervisors=" + std::to_string(c.supervisors) + " workers=" + std::to_string(c.workers);
+}
+
+std::string fmt_race(const otp::error& e) {
+  if (e == otp::errc::exited || e == otp::errc::noproc)
+    return "exit:" + norm(e.reason);
+  return norm_error(e);
+}
+
+// A call that reaches W's supervisor after W's 'EXIT' and before anything
+// the supervisor does next (a restart retry). On the deterministic node
+// (FIFO), the kill is queued to W, this process yields, W dies and makes
+// its supervisor ready behind this process, whose request is then queued
+// behind the 'EXIT'. OTP's player gets the same order with sys:suspend.
+otp::task<std::string> race_call(world* w, words a) {
+  auto it = w->current.find(a[1]);
+  const std::optional<otp::pid> sup = otp::whereis(w->parents.at(a[1]));
+  if (it == w->current.end() || !sup)
+    co_return "skip";
+  auto checking = alive(it->second);
+  if (!co_await checking)
+    co_return "skip";
+  otp::exit(it->second, otp::exit_reason::kill());
+  co_await otp::yield();
+  const std::string& op = a[2];
+  if (op == "which") {
+    auto calling = otp::supervisor::which_children(*sup);
+    auto r = co_await calling;
+    if (!r)
+      co_return fmt_race(r.error());
+    words out;
+    for (const auto& c : r.value())
+      out.push_back(c.type == otp::child_type::supervisor && c.pid
+                      ? c.id + "(...)"
+                      : c.id + "=" + (c.pid ? w->name_of(*c.pid) : c.restarting ? "restarting" : "undefined"));
+    co_return "(" + join(out, " ") + ")";
+  }
+  if (op == "count") {
+    auto calling = otp::supervisor::count_children(*sup);
+    auto r = co_await calling;
+    co_return r ? fmt_counts(r.value()) : fmt_race(r.error());
+  }
+  if (op == "restart_child") {
+    auto calling = otp::supervisor::restart_child(*sup, a[3]);
+    auto r = co_await calling;
+    co_return r || !(r.error() == otp::errc::exited) ? fmt(*w, r) : fmt_race(r.error());
+  }
+  otp::result<void> r = otp::outcome::success();
+  if (op == "delete_child") {
+    auto calling = otp::supervisor::delete_child(*sup, a[3]);
+    r = co_await calling;
+  } else {
+    auto calling = otp::supervisor::terminate_child(*sup, a[3]);
+    r = co_await calling;
+  }
+  co_return r || !(r.error() == otp::errc::exited) ? fmt(r) : fmt_race(r.error());
+}
+
 otp::task<std::string> act(world* w, words a) {
   const std::string& what = a[0];
   if (what == "stop") {
@@ -376,6 +437,14 @@ otp::task<std::string> act(world* w, words a) {
       otp::gen_server::cast<dworker>(p, stop_req{reason_of(a[2])});
     co_return "ok";
   }
+  if (what == "racecall") {
+    auto racing = race_call(w, a);
+    co_return co_await racing;
+  }
+  if (what == "start_child") { // known even if the supervisor is gone, as in diff_player.erl
+    w->kinds.emplace(a[2], "worker");
+    w->parents.emplace(a[2], a[1]);
+  }
   const std::optional<otp::pid> sup = otp::whereis(a[1]);
   if (!sup)
     co_return "skip";
@@ -397,7 +466,6 @@ otp::task<std::string> act(world* w, words a) {
     co_return fmt(co_await calling);
   }
   if (what == "start_child") {
-    w->kinds.emplace(a[2], "worker");
     auto calling = otp::supervisor::start_child(*sup, worker_spec(w, a[2], a[3], a[4], a[5], a[6]));
     auto r = co_await calling;
     co_return fmt(*w, r);
@@ -431,9 +499,7 @@ otp::task<std::string> act(world* w, words a) {
     }
     if (!r)
       co_return norm_error(r.error());
-    const auto& c = r.value();
-    co_return "specs=" + std::to_string(c.specs) + " active=" + std::to_string(c.active)
-      + " supervisors=" + std::to_string(c.supervisors) + " workers=" + std::to_string(c.workers);
+    co_return fmt_counts(r.value());
   }
   throw std::invalid_argument("unknown action " + what);
 }
@@ -495,8 +561,10 @@ otp::task<void> driver(world* w) {
 void play(const scenario& s, std::ostream& out) {
   world w;
   w.scen = &s;
-  for (const auto& n : s.nodes)
+  for (const auto& n : s.nodes) {
     w.kinds[n[1]] = n[0];
+    w.parents[n[1]] = n[2];
+  }
   otp::set_log_handler([&w](const otp::log_event& e) { on_report(&w, e); });
   {
     otp::node n({.deterministic = true});

@@ -14,6 +14,7 @@ class Gen:
         self.n = 0
         self.nodes = []  # lines, in depth-first order
         self.workers = []  # every worker name ever declared
+        self.parent = {}  # worker name -> its (regular) supervisor
         self.sups = {}  # name -> {"kind", "children": [ids], "leaf": bool}
         self.dyn_instances = {}  # dyn name -> [instance names]
         # One scenario in 25 tries a significant child under auto_shutdown never.
@@ -68,6 +69,7 @@ class Gen:
                 restart, shutdown, sig = self.child_common(auto, False)
                 self.nodes.append(f"worker {w} {name} {restart} {shutdown} {sig} {self.plan()}")
                 self.workers.append(w)
+                self.parent[w] = name
                 info["children"].append(w)
             elif kind == "sup":
                 s = self.name("s")
@@ -102,7 +104,15 @@ class Gen:
             + ["start_child", "start_child", "which", "count"]
         if dyns:
             choices += ["dstart"] * 4 + ["dterminate"] * 2
+        if self.parent:
+            choices += ["racecall"] * 3
         what = r.choice(choices)
+        if what == "racecall":
+            w = r.choice(sorted(self.parent))
+            op = r.choice(["which", "count", "restart_child", "delete_child", "terminate_child"])
+            if op in ("which", "count"):
+                return f"racecall {w} {op}"
+            return f"racecall {w} {op} {w if r.random() < 0.8 else r.choice(self.sups[self.parent[w]]['children'])}"
         if what == "crash":
             pool = self.workers + [i for l in self.dyn_instances.values() for i in l]
             return f"crash {r.choice(pool)} {r.choice(CRASHES)}" if pool else "which s0"
@@ -126,8 +136,9 @@ class Gen:
             else:
                 w = self.name("w")
                 info["children"].append(w)
-            if w not in self.workers and not w in self.sups:
+            if w not in self.workers and w not in self.sups:
                 self.workers.append(w)
+                self.parent[w] = s
             restart, shutdown, sig = self.child_common("any_significant", False)
             return f"start_child {s} {w} {restart} {shutdown} {sig} {self.plan()}"
         if what == "which" or what == "count":
