@@ -316,11 +316,8 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
   p.waiter = w;
   p.state = proc_state::waiting;
   scheduler* s = p.home();
-  if (timeout && *timeout > std::chrono::steady_clock::duration::zero()) {
-    timer->deadline = s->deadline_after(*timeout);
-    if (timer->deadline != std::chrono::steady_clock::time_point::max()) // else: forever
-      s->add_timer(timer);
-  }
+  if (timeout && *timeout > std::chrono::steady_clock::duration::zero())
+    s->add_timer_after(timer, *timeout);
   if (p.has_pending_signals())
     s->make_ready(&p);
   return s->handoff();
@@ -329,7 +326,7 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
 void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept {
   if (p.waiter == w)
     p.waiter = nullptr;
-  if (timer != nullptr && timer->armed())
+  if (timer != nullptr)
     p.home()->cancel_timer(timer);
 }
 
@@ -345,7 +342,7 @@ bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept
 
 void receive_matched(process& p, timer_node* timer) noexcept {
   p.waiter = nullptr;
-  if (timer != nullptr && timer->armed())
+  if (timer != nullptr)
     p.home()->cancel_timer(timer);
 }
 

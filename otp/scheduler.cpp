@@ -551,8 +551,7 @@ void scheduler::final_cleanup() noexcept {
 
 // ------------------------------------------------------------------- loop
 
-bool scheduler::fire_timers() noexcept {
-  const auto t_now = now();
+bool scheduler::fire_timers(std::chrono::steady_clock::time_point t_now) noexcept {
   bool fired = false;
   while (auto* t = timers_.top()) {
     if (t_now < t->deadline)
@@ -564,10 +563,24 @@ bool scheduler::fire_timers() noexcept {
   return fired;
 }
 
+void scheduler::arm_pending_timers(std::chrono::steady_clock::time_point t_now) noexcept {
+  while (detail::timer_node* t = pending_timers_) {
+    unlink_pending(t);
+    // Saturates: a timeout too long to add to now is forever, never armed.
+    if (t->pending_for <= std::chrono::steady_clock::time_point::max() - t_now) {
+      t->deadline = t_now + t->pending_for;
+      timers_.push(t);
+    }
+  }
+}
+
 bool scheduler::run_batch() {
   bool did = drain_remote();
-  if (!timers_.empty())
-    did |= fire_timers();
+  if (pending_timers_ != nullptr || !timers_.empty()) {
+    const auto t_now = now(); // one clock reading a batch
+    arm_pending_timers(t_now);
+    did |= fire_timers(t_now);
+  }
   // A bounded batch, so that I/O and other cores' wake-ups are not starved
   // by two processes that keep each other busy.
   unsigned n = 0;

@@ -29,7 +29,13 @@ struct timer_node {
   std::chrono::steady_clock::time_point deadline{};
   std::uint32_t heap_index = npos;
   void (*fire)(timer_node* self, scheduler& s) noexcept = nullptr;
+  // While pending (not yet in the heap): the timeout, and the pending list.
+  std::chrono::steady_clock::duration pending_for{};
+  timer_node* pending_prev = nullptr;
+  timer_node* pending_next = nullptr;
   static constexpr std::uint32_t npos = ~std::uint32_t{0};
+  static constexpr std::uint32_t pending = npos - 1;
+  // In the heap, or pending its deadline.
   [[nodiscard]] bool armed() const noexcept { return heap_index != npos; }
 };
 
@@ -104,15 +110,30 @@ public:
   void make_ready(detail::process* p) noexcept;
   /// @private
   void remote_enqueue(detail::process* p) noexcept;
-  /// @private
+  /// @private Arms `t` at `t->deadline`.
   void add_timer(detail::timer_node* t) { timers_.push(t); }
+  /// @private Arms `t` to fire `d` after the clock's next reading, at the
+  /// start of the next batch: never early, and a wait that ends within
+  /// this batch (a call answered through a hand-off) costs no clock read
+  /// and no heap operation.
+  void add_timer_after(detail::timer_node* t, std::chrono::steady_clock::duration d) noexcept {
+    t->pending_for = d;
+    t->heap_index = detail::timer_node::pending;
+    t->pending_prev = nullptr;
+    t->pending_next = pending_timers_;
+    if (pending_timers_ != nullptr)
+      pending_timers_->pending_prev = t;
+    pending_timers_ = t;
+  }
   /// @private Counts co_awaited Asio operations still pending on this scheduler.
   void io_started() noexcept { ++io_pending_; }
   /// @private
   void io_finished() noexcept { --io_pending_; }
   /// @private
   void cancel_timer(detail::timer_node* t) noexcept {
-    if (t->armed())
+    if (t->heap_index == detail::timer_node::pending)
+      unlink_pending(t);
+    else if (t->armed())
       timers_.erase(t);
   }
   /// @private
@@ -170,7 +191,17 @@ private:
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;
   bool drain_remote() noexcept;
-  bool fire_timers() noexcept;
+  bool fire_timers(std::chrono::steady_clock::time_point t_now) noexcept;
+  void arm_pending_timers(std::chrono::steady_clock::time_point t_now) noexcept;
+  void unlink_pending(detail::timer_node* t) noexcept {
+    if (t->pending_prev != nullptr)
+      t->pending_prev->pending_next = t->pending_next;
+    else
+      pending_timers_ = t->pending_next;
+    if (t->pending_next != nullptr)
+      t->pending_next->pending_prev = t->pending_prev;
+    t->heap_index = detail::timer_node::npos;
+  }
   void reap_zombies() noexcept;
   void sleep_until_work();
 
@@ -202,6 +233,7 @@ private:
   alignas(64) std::size_t io_pending_ = 0;
 
   detail::timer_heap timers_;
+  detail::timer_node* pending_timers_ = nullptr; // add_timer_after, until the next batch
   std::unordered_map<std::uint64_t, detail::send_timer*> send_timers_;
 
   // Asio is polled every batch while processes await its operations
