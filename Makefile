@@ -23,7 +23,7 @@ define ensure_pkgs
 	fi
 endef
 
-.PHONY: all deps bench-deps build run test test-asan test-tsan test-gcc test-all bench clean
+.PHONY: all deps bench-deps build run test test-asan test-tsan test-gcc test-all fuzz bench clean
 
 all: build
 
@@ -63,6 +63,11 @@ test-gcc: deps
 
 test-all: test test-asan test-tsan test-gcc
 
+# libFuzzer on the JSON application loader (tests/fuzz/): fails on any crash.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CXX_CLANG=$(CXX_CLANG) tests/fuzz/run.sh $(FUZZ_SECONDS) build-fuzz $(JOBS)
+
 bench: bench-deps
 	@[ ! -f build-release/build.ninja ] || meson configure build-release -Dsamples=enabled
 	$(call meson_build,build-release,$(CXX_CLANG),--buildtype=release -Dtests=disabled)
@@ -71,4 +76,4 @@ bench: bench-deps
 	python3 bench/table.py --update README.md --chart docs/bench-chart.svg
 
 clean:
-	rm -rf build build-asan build-tsan build-gcc build-release build-bench
+	rm -rf build build-asan build-tsan build-gcc build-release build-bench build-fuzz

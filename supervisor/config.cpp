@@ -4,8 +4,10 @@
 #include <boost/outcome/try.hpp>
 
 #include <fstream>
-#include <limits>
 #include <initializer_list>
+#include <limits>
+#include <optional>
+#include <vector>
 #include <set>
 #include <sstream>
 #include <unordered_set>
@@ -28,12 +30,20 @@ result<void> start_table::no_args(const json& args, const std::string& path) {
   return error{errc::invalid_child_spec, path + "/args: this start function takes no args"};
 }
 
-std::string start_table::describe(const json::exception& e) {
-  // nlohmann's what() starts with "[json.exception.type_error.302] ": keep the sentence.
-  std::string w = e.what();
-  if (auto close = w.find("] "); w.starts_with("[json.exception") && close != std::string::npos)
-    w = w.substr(close + 2);
-  return w;
+std::string start_table::thrown(std::string_view what) {
+  try {
+    throw;
+  } catch (const json::exception& e) {
+    // nlohmann's what() starts with "[json.exception.type_error.302] ": keep the sentence.
+    std::string w = e.what();
+    if (auto close = w.find("] "); w.starts_with("[json.exception") && close != std::string::npos)
+      w = w.substr(close + 2);
+    return w;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return std::string(what) + " threw an exception that is not a std::exception";
+  }
 }
 
 // ------------------------------------------------------------------ loader
@@ -102,6 +112,12 @@ private:
     return "null";
   }
 
+  // An unsigned integer that an int64 cannot hold (get<int64_t> would wrap it).
+  static bool too_large(const json& n) {
+    return n.is_number_unsigned()
+        && n.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  }
+
   result<void> object(const json& v, const std::string& path) const {
     if (!v.is_object())
       return fail(path, "must be an object, not " + type_of(v));
@@ -149,6 +165,8 @@ private:
     const json& n = v[key];
     if (!n.is_number_integer())
       return fail(path + "/" + key, "must be an integer, not " + type_of(n));
+    if (too_large(n))
+      return fail(path + "/" + key, "is too large");
     const auto x = n.get<std::int64_t>();
     if (x < min)
       return fail(path + "/" + key, "must be at least " + std::to_string(min) + ", not " + std::to_string(x));
@@ -207,6 +225,8 @@ private:
     }
     if (!s.is_number_integer())
       return fail(path + "/shutdown", "must be milliseconds, \"brutal_kill\" or \"infinity\", not " + type_of(s));
+    if (too_large(s))
+      return fail(path + "/shutdown", "is too large");
     if (s.get<std::int64_t>() < 0)
       return fail(path + "/shutdown", "must not be negative");
     return std::optional<shutdown_policy>(shutdown_policy(std::chrono::milliseconds(s.get<std::int64_t>())));
@@ -281,8 +301,7 @@ private:
         return fail(path + "/start", "unknown start function \"" + start + "\" (not registered in the start table)");
       if (!e->make)
         return fail(path + "/start", "\"" + start + "\" is a dynamic child template; use it as a \"template\"");
-      const json args = c.contains("args") ? c["args"] : json();
-      auto made = e->make(args, name, prefix() + path);
+      auto made = make(*e, c, name, path);
       if (!made)
         return error{errc::invalid_child_spec, made.error().context};
       spec.start = std::move(made).value();
@@ -330,8 +349,7 @@ private:
       return fail(tp + "/start", "unknown start function \"" + start + "\" (not registered in the start table)");
     if (!e->make_dynamic)
       return fail(tp + "/start", "\"" + start + "\" is not a dynamic child template (register it with start_table::dynamic)");
-    const json args = tc.contains("args") ? tc["args"] : json();
-    auto made = e->make_dynamic(args, t, prefix() + tp);
+    auto made = make_dynamic(*e, tc, t, tp);
     if (!made)
       return error{errc::invalid_child_spec, made.error().context};
     spec.start = std::move(made).value();
@@ -340,8 +358,187 @@ private:
 
   [[nodiscard]] std::string prefix() const { return std::string(source_) + ": "; }
 
+  // The table's entries catch what their conversions and factories throw;
+  // these catch the rest (a throwing name or copy), so nothing escapes.
+  result<start_fn> make(const start_table::entry& e, const json& c, const std::optional<std::string>& name,
+                        const std::string& path) const {
+    try {
+      return e.make(c.contains("args") ? c["args"] : no_args, name, prefix() + path);
+    } catch (const std::exception& ex) {
+      return fail(path, ex.what());
+    } catch (...) {
+      return fail(path, "the start function threw an exception that is not a std::exception");
+    }
+  }
+  result<start_fn> make_dynamic(const start_table::entry& e, const json& tc, const start_table::dynamic_template& t,
+                                const std::string& path) const {
+    try {
+      return e.make_dynamic(tc.contains("args") ? tc["args"] : no_args, t, prefix() + path);
+    } catch (const std::exception& ex) {
+      return fail(path, ex.what());
+    } catch (...) {
+      return fail(path, "the start function threw an exception that is not a std::exception");
+    }
+  }
+
+  static inline const json no_args;
   const start_table& table_;
   std::string_view source_;
+};
+
+// ------------------------------------------------------------ depth limit
+//
+// Copying, converting, comparing and dumping a json value recurse once per
+// level, so a deep document could overflow the stack. Parsing builds the
+// document through bounded_builder (nlohmann's parser itself is iterative),
+// and load_app_config checks a caller's document with an iterative walk:
+// both refuse a container at level max_config_depth + 1.
+
+// The JSON path of a value from its keys and indices; a long one keeps its
+// first four and last three steps around "...".
+std::string json_path(const std::vector<std::string>& steps) {
+  std::string out;
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    if (steps.size() > 8 && i == 4) {
+      out += "/...";
+      i = steps.size() - 4;
+      continue;
+    }
+    out += "/" + steps[i];
+  }
+  return out;
+}
+
+std::string too_deep() { return "nested deeper than " + std::to_string(max_config_depth) + " levels"; }
+
+// The path of the first container nested deeper than the limit, if any.
+std::optional<std::string> depth_violation(const json& doc) {
+  struct level {
+    const json* container;
+    json::const_iterator next;
+    std::size_t index = 0;
+  };
+  if (!doc.is_structured())
+    return std::nullopt;
+  std::vector<level> stack{{&doc, doc.cbegin()}};
+  std::vector<std::string> steps;
+  while (!stack.empty()) {
+    level& top = stack.back();
+    if (top.next == top.container->cend()) {
+      stack.pop_back();
+      if (!steps.empty())
+        steps.pop_back();
+      continue;
+    }
+    const json& child = *top.next;
+    std::string step = top.container->is_object() ? top.next.key() : std::to_string(top.index);
+    ++top.next;
+    ++top.index;
+    if (!child.is_structured())
+      continue;
+    steps.push_back(std::move(step));
+    if (stack.size() == max_config_depth)
+      return json_path(steps);
+    stack.push_back({&child, child.cbegin()});
+  }
+  return std::nullopt;
+}
+
+// nlohmann's SAX events to a document, as its own DOM builder does, except
+// that it stops at a container nested deeper than the limit and at a number
+// out of a double's range, and knows the JSON path of either.
+class bounded_builder {
+public:
+  explicit bounded_builder(json& root) : root_(root) {}
+
+  bool null() { return add(json(nullptr)); }
+  bool boolean(bool b) { return add(json(b)); }
+  bool number_integer(json::number_integer_t n) { return add(json(n)); }
+  bool number_unsigned(json::number_unsigned_t n) { return add(json(n)); }
+  bool number_float(json::number_float_t x, const json::string_t&) { return add(json(x)); }
+  bool string(json::string_t& s) { return add(json(std::move(s))); }
+  bool binary(json::binary_t& b) { return add(json(std::move(b))); }
+  bool start_object(std::size_t) { return open(json::object()); }
+  bool start_array(std::size_t) { return open(json::array()); }
+  bool key(json::string_t& k) {
+    keys_.back() = k;
+    slot_ = &(*open_.back())[k];
+    return true;
+  }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool parse_error(std::size_t byte, const std::string& token, const json::exception& e) {
+    // 406: a number that overflows a double; the rest are syntax errors.
+    if (e.id == 406)
+      problem_ = {next_path(), "the number " + token + " is out of range"};
+    else
+      syntax_ = {byte, e.what()};
+    return false;
+  }
+
+  struct path_problem {
+    std::string path, problem;
+  };
+  struct syntax_error {
+    std::size_t byte;
+    std::string what;
+  };
+  [[nodiscard]] const std::optional<path_problem>& problem() const { return problem_; }
+  [[nodiscard]] const std::optional<syntax_error>& syntax() const { return syntax_; }
+
+private:
+  // Puts a value where the parser is: the root, an array's end, or the
+  // slot of the last key; returns where it went.
+  json* place(json&& v) {
+    if (open_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    if (open_.back()->is_array())
+      return &open_.back()->emplace_back(std::move(v));
+    *slot_ = std::move(v);
+    return slot_;
+  }
+  bool add(json&& v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json&& container) {
+    if (open_.size() == max_config_depth) {
+      problem_ = {next_path(), too_deep()};
+      return false;
+    }
+    open_.push_back(place(std::move(container)));
+    keys_.emplace_back();
+    return true;
+  }
+  bool close() {
+    open_.pop_back();
+    keys_.pop_back();
+    return true;
+  }
+  // The path of the value the parser reads next.
+  [[nodiscard]] std::string next_path() const {
+    std::vector<std::string> steps;
+    for (std::size_t i = 0; i < open_.size(); ++i) {
+      if (open_[i]->is_object()) {
+        steps.push_back(keys_[i]);
+      } else {
+        // An open array's last element is the open container above it; the
+        // innermost one's next element is not added yet.
+        const std::size_t n = open_[i]->size();
+        steps.push_back(std::to_string(i + 1 < open_.size() ? n - 1 : n));
+      }
+    }
+    return json_path(steps);
+  }
+
+  json& root_;
+  std::vector<json*> open_;       // the containers being filled, outermost first
+  std::vector<std::string> keys_; // each open object's current key
+  json* slot_ = nullptr;          // where the value of the last key goes
+  std::optional<path_problem> problem_;
+  std::optional<syntax_error> syntax_;
 };
 
 // "line L, column C" of a byte offset (1-based), for syntax errors.
@@ -361,21 +558,35 @@ std::pair<std::size_t, std::size_t> line_column(std::string_view text, std::size
 } // namespace
 
 result<app_config> load_app_config(const json& doc, const start_table& table, std::string_view source) {
-  return loader(table, source).app(doc);
+  try {
+    if (auto path = depth_violation(doc))
+      return error{errc::invalid_child_spec, std::string(source) + ": " + *path + ": " + too_deep()};
+    return loader(table, source).app(doc);
+  } catch (const std::exception& e) {
+    // What the loader does not expect (out of memory): still an error, never an escape.
+    return error{errc::invalid_child_spec, std::string(source) + ": cannot load: " + e.what()};
+  }
 }
 
 result<app_config> parse_app_config(std::string_view text, const start_table& table, std::string_view source) {
   json doc;
   try {
-    doc = json::parse(text);
-  } catch (const json::parse_error& e) {
-    // e.byte is 1-based and points just past the offending character.
-    const auto [line, col] = line_column(text, e.byte > 0 ? e.byte - 1 : 0);
-    std::string what = e.what();
-    if (auto p = what.find("syntax error"); p != std::string::npos)
-      what = what.substr(p);
-    return error{errc::invalid_child_spec, std::string(source) + ":" + std::to_string(line) + ":" + std::to_string(col)
-                                             + ": JSON " + what};
+    bounded_builder builder(doc);
+    if (!json::sax_parse(text, &builder)) {
+      if (const auto& p = builder.problem())
+        return error{errc::invalid_child_spec, std::string(source) + ": " + (p->path.empty() ? "/" : p->path) + ": "
+                                                 + p->problem};
+      const auto& syntax = builder.syntax().value();
+      // The byte is 1-based and points just past the offending character.
+      const auto [line, col] = line_column(text, syntax.byte > 0 ? syntax.byte - 1 : 0);
+      std::string what = syntax.what;
+      if (auto p = what.find("syntax error"); p != std::string::npos)
+        what = what.substr(p);
+      return error{errc::invalid_child_spec, std::string(source) + ":" + std::to_string(line) + ":"
+                                               + std::to_string(col) + ": JSON " + what};
+    }
+  } catch (const std::exception& e) {
+    return error{errc::invalid_child_spec, std::string(source) + ": cannot parse: " + e.what()};
   }
   return load_app_config(doc, table, source);
 }

@@ -23,6 +23,11 @@ namespace otp {
 
 using json = nlohmann::json;
 
+/// How deeply a configuration's JSON may nest (the root object is level 1).
+/// Deeper input is refused while it is parsed, before anything copies or
+/// converts it (those recurse once per level).
+inline constexpr std::size_t max_config_depth = 100;
+
 /// The start functions a JSON tree may name in `"start"`, each with the
 /// type its `"args"` are converted to (through nlohmann's from_json).
 ///
@@ -64,8 +69,8 @@ public:
         BOOST_OUTCOME_TRY(no_args(args, path));
         try {
           return start_fn(factory());
-        } catch (const std::exception& ex) {
-          return error{errc::invalid_child_spec, path + ": " + ex.what()};
+        } catch (...) {
+          return error{errc::invalid_child_spec, path + ": " + thrown("the start function")};
         }
       } else {
         static_assert(detail::handler_traits<F>::valid,
@@ -74,8 +79,8 @@ public:
         BOOST_OUTCOME_TRY(auto config, convert<C>(args, path));
         try {
           return start_fn(factory(std::move(config)));
-        } catch (const std::exception& ex) {
-          return error{errc::invalid_child_spec, path + "/args: " + ex.what()};
+        } catch (...) {
+          return error{errc::invalid_child_spec, path + "/args: " + thrown("the start function")};
         }
       }
     };
@@ -91,10 +96,14 @@ public:
     e.make_dynamic = [factory = std::move(factory)](const json& args, const dynamic_template& t,
                                                     const std::string& path) -> result<start_fn> {
       BOOST_OUTCOME_TRY(auto config, convert<C>(args, path));
-      dynamic_child_spec<Extra...> spec{.id = t.id, .start = factory(std::move(config)), .restart = t.restart,
-                                        .shutdown = t.shutdown, .type = t.type};
-      return dynamic_supervisor::starter<Extra...>(t.flags, std::move(spec),
-                                                   t.name ? std::optional<server_name>(*t.name) : std::nullopt);
+      try {
+        dynamic_child_spec<Extra...> spec{.id = t.id, .start = factory(std::move(config)), .restart = t.restart,
+                                          .shutdown = t.shutdown, .type = t.type};
+        return dynamic_supervisor::starter<Extra...>(t.flags, std::move(spec),
+                                                     t.name ? std::optional<server_name>(*t.name) : std::nullopt);
+      } catch (...) {
+        return error{errc::invalid_child_spec, path + "/args: " + thrown("the start function")};
+      }
     };
     return add(std::move(name), std::move(e));
   }
@@ -128,13 +137,16 @@ private:
 
   template <class C>
   static result<C> convert(const json& args, const std::string& path) {
+    // A user's from_json may throw anything: each is this child's error.
     try {
       return args.is_null() ? json::object().get<C>() : args.get<C>();
-    } catch (const json::exception& e) {
-      return error{errc::invalid_child_spec, path + "/args: " + describe(e)};
+    } catch (...) {
+      return error{errc::invalid_child_spec, path + "/args: " + thrown("the conversion")};
     }
   }
-  static std::string describe(const json::exception& e);
+  /// The message of the exception in flight (call only inside a catch
+  /// block); `what` names the code that threw, for a non-std exception.
+  static std::string thrown(std::string_view what);
 
   std::map<std::string, entry> entries_;
 };

@@ -10,6 +10,7 @@
 
 #include <doctest/doctest.h>
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -47,9 +48,42 @@ struct connection {
   std::string handle_call(otp::context&, int) { return peer + ":" + std::to_string(config.buffer); }
 };
 
+// A user's config whose from_json refuses a value with its own exception.
+struct port_config {
+  int port = 0;
+};
+void from_json(const otp::json& j, port_config& c) {
+  c.port = j.at("port").get<int>();
+  if (c.port < 1 || c.port > 65535)
+    throw std::invalid_argument("port " + std::to_string(c.port) + " is out of range");
+}
+// One that throws something that is not a std::exception at all.
+struct odd_config {};
+void from_json(const otp::json& j, odd_config&) {
+  if (j.contains("boom"))
+    throw 42;
+}
+
+struct listener {
+  port_config config;
+  explicit listener(port_config c) : config(c) {}
+  int handle_call(otp::context&, int) { return config.port; }
+};
+
 otp::start_table make_table() {
   otp::start_table t;
   t.worker<shard, shard_config>("shard");
+  t.worker<listener, port_config>("listener");
+  t.function("listener_fn", [](port_config c) { return otp::worker<listener>(c); });
+  t.function("odd", [](odd_config) { return otp::worker<plain>(); });
+  t.dynamic<port_config, std::string>("listener_conn", [](port_config c) {
+    return otp::dynamic_worker<connection, std::string>(conn_config{c.port});
+  });
+  t.dynamic<conn_config, std::string>("refusing_conn", [](conn_config c) -> std::function<otp::task<otp::result<otp::pid>>(std::string)> {
+    if (c.buffer > 4096)
+      throw std::length_error("buffer too large");
+    return otp::dynamic_worker<connection, std::string>(c);
+  });
   t.worker<plain>("plain");
   t.function("idle", []() { return otp::worker<plain>(); });
   t.dynamic<conn_config, std::string>("connection", [](conn_config c) {
@@ -87,6 +121,9 @@ std::string load_error(const std::string& text) {
   CHECK(r.error() == otp::errc::invalid_child_spec);
   return r.error().context;
 }
+
+// n arrays, each the only element of the one around it.
+std::string nested_arrays(std::size_t n) { return std::string(n, '[') + std::string(n, ']'); }
 
 } // namespace
 
@@ -158,6 +195,78 @@ TEST_CASE("each kind of bad input is one clear error naming the file, the JSON p
   CHECK(load_error(R"({"application": "kv"})") == "app.json: /: missing key \"supervisor\" (the top supervisor)");
   CHECK(load_error("{\"application\": \"kv\",\n \"supervisor\": {\"children\": [}\n}")
           .starts_with("app.json:2:30: JSON syntax error"));
+}
+
+TEST_CASE("a number beyond a double's range is an error at its path, not an escaping exception") {
+  CHECK(load_error(R"({"application": 1e400})") == "app.json: /application: the number 1e400 is out of range");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"intensity": 1e400}})")
+        == "app.json: /supervisor/intensity: the number 1e400 is out of range");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "plain"}, {"id": "b", "start": "shard", "args": {"index": [0, -1e400]}}]}})")
+        == "app.json: /supervisor/children/1/args/index/1: the number -1e400 is out of range");
+  CHECK(load_error("-1E+999") == "app.json: /: the number -1E+999 is out of range");
+  // In range but not an integer: the ordinary type error.
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"intensity": 1e30}})")
+        == "app.json: /supervisor/intensity: must be an integer, not a number");
+  // An integer beyond int64 is not read back as a negative one.
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"period": 18446744073709551615}})")
+        == "app.json: /supervisor/period: is too large");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "a", "start": "plain", "shutdown": 18446744073709551615}]}})")
+        == "app.json: /supervisor/children/0/shutdown: is too large");
+}
+
+TEST_CASE("JSON nested deeper than the limit is refused before anything copies or walks it recursively") {
+  constexpr std::size_t deep = 100'000;
+  const std::string limit = "nested deeper than " + std::to_string(otp::max_config_depth) + " levels";
+  // The root is level 1, "env" 2, "deep" 3: the 101st level is deep/0/.../0 (98 indices).
+  CHECK(load_error(R"({"application": "kv", "env": {"deep": )" + nested_arrays(deep) + R"(}, "supervisor": {}})")
+        == "app.json: /env/deep/0/0/.../0/0/0: " + limit);
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "s", "start": "shard", "args": {"index": 0, "x": )"
+                   + nested_arrays(deep) + "}}]}}")
+        == "app.json: /supervisor/children/0/args/.../0/0/0: " + limit);
+  CHECK(load_error(nested_arrays(deep)) == "app.json: /0/0/0/0/.../0/0/0: " + limit);
+  // Nested objects, and supervisors inside supervisors, count the same way.
+  std::string objects;
+  for (std::size_t i = 0; i < deep; ++i)
+    objects += R"({"a":)";
+  CHECK(load_error(objects) == "app.json: /a/a/a/a/.../a/a/a: " + limit);
+  std::string sups = R"({"application": "kv", "supervisor": )";
+  for (int i = 0; i < 60; ++i)
+    sups += R"({"id": "s", "type": "supervisor", "children": [)";
+  CHECK(load_error(sups) == "app.json: /supervisor/children/0/children/.../children/0/children: " + limit);
+
+  // Up to the limit it loads: the env's innermost array is level 100.
+  auto t = make_table();
+  auto ok = otp::parse_app_config(R"({"application": "kv", "env": {"deep": )" + nested_arrays(otp::max_config_depth - 2)
+                                      + R"(}, "supervisor": {}})",
+                                  t, "app.json");
+  REQUIRE(ok);
+  CHECK(ok.value().env.contains("deep"));
+
+  // A document built in C++ is checked the same way, without recursion.
+  otp::json doc = {{"application", "kv"}, {"supervisor", otp::json::object()}, {"env", {{"deep", otp::json::array()}}}};
+  otp::json* inner = &doc["env"]["deep"];
+  for (std::size_t i = 0; i < deep; ++i)
+    inner = &inner->emplace_back(otp::json::array());
+  auto r = otp::load_app_config(doc, t, "built");
+  REQUIRE(r.has_error());
+  CHECK(r.error().context == "built: /env/deep/0/0/.../0/0/0: " + limit);
+}
+
+TEST_CASE("an exception from the user's from_json or factory is the loader's error at the args' path") {
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "listener", "args": {"port": 70000}}]}})")
+        == "app.json: /supervisor/children/0/args: port 70000 is out of range");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "listener_fn", "args": {"port": 0}}]}})")
+        == "app.json: /supervisor/children/0/args: port 0 is out of range");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "c", "type": "supervisor", "strategy": "simple_one_for_one", "template": {"id": "t", "start": "listener_conn", "args": {"port": -1}}}]}})")
+        == "app.json: /supervisor/children/0/template/args: port -1 is out of range");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "c", "type": "supervisor", "strategy": "simple_one_for_one", "template": {"id": "t", "start": "refusing_conn", "args": {"buffer": 5000}}}]}})")
+        == "app.json: /supervisor/children/0/template/args: buffer too large");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "o", "start": "odd", "args": {"boom": 1}}]}})")
+        == "app.json: /supervisor/children/0/args: the conversion threw an exception that is not a std::exception");
+  // The same configs load when their values are good.
+  auto t = make_table();
+  CHECK(otp::parse_app_config(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "listener", "args": {"port": 6380}}, {"id": "o", "start": "odd"}]}})",
+                              t, "app.json"));
 }
 
 TEST_CASE("a missing file is an error naming it") {

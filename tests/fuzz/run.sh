@@ -1,0 +1,33 @@
+#!/bin/sh
+# Builds the loader's libFuzzer harness and runs it for a bounded time; exits
+# non-zero if libFuzzer finds a crash, a leak or an escaping exception.
+# usage: tests/fuzz/run.sh [SECONDS=60] [BUILD_DIR=build-fuzz] [JOBS]
+# The libraries are built by meson with ASan+UBSan and coverage for the fuzzer
+# (-fsanitize=fuzzer-no-link); the harness links against them through the
+# uninstalled pkg-config file that meson writes.
+set -eu
+root=$(cd "$(dirname "$0")/../.." && pwd)
+seconds=${1:-60}
+build=${2:-build-fuzz}
+jobs=${3:-$(nproc)}
+cxx=${CXX_CLANG:-clang++-19}
+cd "$root"
+
+if [ ! -f "$build/build.ninja" ]; then
+  CXX=$cxx meson setup "$build" --buildtype=debugoptimized \
+    -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dcpp_args=-fsanitize=fuzzer-no-link \
+    -Dtests=disabled -Dsamples=disabled -Dbench=disabled
+fi
+ninja -C "$build" -j "$jobs"
+
+flags=$(PKG_CONFIG_PATH="$build/meson-uninstalled" pkg-config --cflags --libs otp-cpp-uninstalled)
+# shellcheck disable=SC2086 # $flags is a list of options
+$cxx -std=c++20 -g -O1 -D_GLIBCXX_ASSERTIONS \
+  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  tests/fuzz/config_fuzz.cpp -o "$build/config_fuzz" $flags
+
+# New inputs go to the build's corpus; the repository's seeds are only read.
+mkdir -p "$build/corpus" "$build/artifacts"
+"$build/config_fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+  -dict=tests/fuzz/json.dict -artifact_prefix="$build/artifacts/" "$build/corpus" tests/fuzz/corpus
