@@ -922,7 +922,8 @@ inline constexpr std::chrono::milliseconds default_call_timeout{5000};
 /// reply (gen_server:call/3). `co_await` the result: the reply, or an
 /// error: `noproc` (no such server; nothing was sent), `exited` (it died
 /// before replying; error::reason is why), `timeout` (a reply that comes
-/// later is dropped), `calling_self`.
+/// later is dropped), `calling_self`, `bad_request` (the server is of
+/// another module: it refused the request at once and stays up).
 template <class M, class Req>
 auto call(const destination& to, Req&& request, otp::timeout t = default_call_timeout) {
   using R = detail::call_reply_t<M, std::decay_t<Req>>;
@@ -946,7 +947,8 @@ auto call(const server_ref<M>& s, Req&& request, otp::timeout t = default_call_t
 
 /// Sends `request` to the server `to` of module M without waiting
 /// (gen_server:cast/2). Like OTP's, it always succeeds: a request to a
-/// server that is not there is dropped.
+/// server that is not there is dropped, and so is one that a server of
+/// another module refuses (it logs a `bad_request` report).
 template <class M, class Req>
 void cast(const destination& to, Req&& request) {
   static_assert(detail::cast_check<M, std::decay_t<Req>>::ok);

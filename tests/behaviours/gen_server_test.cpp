@@ -670,7 +670,8 @@ TEST_CASE("a request of another module's protocol fails at once with bad_request
   otp::node n({.deterministic = true});
   std::optional<otp::result<int>> foreign, state_of_other, after;
   run(n, [&]() -> otp::task<void> {
-    auto s = co_await gs::start_opt<counter>({.name = "ctr"}, 4);
+    const gs::start_options named{.name = "ctr"}; // a local: g++ 12 (docs/design.md, toolchain pitfalls)
+    auto s = co_await gs::start_opt<counter>(named, 4);
     REQUIRE(s);
     foreign = co_await gs::call<other_module>("ctr", counter::get{});
     gs::cast<other_module>("ctr", counter::add{100});
@@ -755,7 +756,8 @@ TEST_CASE("a crashing gen_server logs OTP's terminating report, then proc_lib's 
   otp::pid server, client;
   std::optional<otp::error> err;
   client = n.spawn([&]() -> otp::task<void> {
-    auto s = co_await gs::start_opt<fragile>({.name = "fragile"});
+    const gs::start_options named{.name = "fragile"};
+    auto s = co_await gs::start_opt<fragile>(named);
     REQUIRE(s);
     server = s.value().pid();
     err = (co_await gs::call(s.value(), fragile::crash{})).error();
@@ -815,7 +817,8 @@ TEST_CASE("a gen_server that stops with an abnormal reason is reported; normal a
     for (const auto& why : {otp::exit_reason::normal(), otp::exit_reason::shutdown(),
                             otp::exit_reason::shutdown("maintenance"), otp::exit_reason::error("bad")}) {
       auto s = co_await gs::start<fragile>();
-      (void)co_await gs::call(s.value(), fragile::stop_with{why});
+      fragile::stop_with stop{why}; // a local: g++ 12 (docs/design.md, toolchain pitfalls)
+      (void)co_await gs::call(s.value(), std::move(stop));
     }
     auto s = co_await gs::start<fragile>();
     stopped = co_await gs::stop(s.value(), otp::exit_reason::error("stopped badly"));
@@ -833,6 +836,34 @@ TEST_CASE("a gen_server that stops with an abnormal reason is reported; normal a
   CHECK(*crashes[0]->field("reason") == "bad");
   CHECK(*crashes[1]->field("reason") == "stopped badly");
   CHECK(captured.reports.size() == 4);
+}
+
+namespace {
+
+struct bad_terminate {
+  int handle_call(otp::context& ctx, counter::get) {
+    ctx.stop(otp::exit_reason::shutdown());
+    return 7;
+  }
+  void terminate(otp::context&, const otp::exit_reason&) { throw std::runtime_error("terminate broke"); }
+};
+
+} // namespace
+
+TEST_CASE("a crash in terminate after {stop, R, Reply}: the reply is still sent, and the crash is reported") {
+  captured_log captured;
+  otp::node n({.deterministic = true});
+  std::optional<otp::result<int>> got;
+  run(n, [&]() -> otp::task<void> {
+    auto s = co_await gs::start<bad_terminate>();
+    got = co_await gs::call(s.value(), counter::get{});
+  });
+  REQUIRE(got);
+  CHECK(got->value() == 7); // OTP: terminate runs in a `try ... after reply`
+  const auto terminating = captured.of("gen_server", "terminate");
+  REQUIRE(terminating.size() == 1);
+  CHECK(*terminating[0]->field("reason") == "{exception,std::runtime_error,\"terminate broke\"}");
+  CHECK(captured.of("proc_lib", "crash_report").size() == 1);
 }
 
 TEST_CASE("a trapping gen_server stopped by its parent's abnormal exit is reported with the 'EXIT'") {
