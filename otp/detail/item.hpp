@@ -227,6 +227,9 @@ struct item_list {
 
 // Takes every item of a LIFO stack pushed by other threads, in push order.
 [[nodiscard]] inline item* take_fifo(std::atomic<item*>& stack) noexcept {
+  // A load first: most stacks are empty, and a load costs no exclusive line.
+  if (stack.load(std::memory_order_relaxed) == nullptr)
+    return nullptr;
   item* lifo = stack.exchange(nullptr, std::memory_order_acq_rel);
   item* fifo = nullptr;
   while (lifo != nullptr) {
