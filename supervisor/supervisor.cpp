@@ -490,8 +490,10 @@ task<std::vector<std::pair<pid, exit_reason>>> shut_down(std::vector<pid> childr
     otp::exit(p, how.is_brutal_kill() ? exit_reason::kill() : exit_reason::shutdown());
   }
   std::vector<std::pair<pid, exit_reason>> ended;
-  bool limited = !how.is_brutal_kill() && !how.is_infinity();
-  const auto deadline = this_scheduler().now() + how.timeout();
+  // A timeout too long for the clock (milliseconds::max()) waits as infinity does.
+  constexpr auto clock_limit = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::duration::max());
+  bool limited = !how.is_brutal_kill() && !how.is_infinity() && how.timeout() < clock_limit;
+  const auto deadline = limited ? this_scheduler().deadline_after(how.timeout()) : std::chrono::steady_clock::time_point{};
   while (!pending.empty()) {
     std::optional<down_msg> d;
     if (limited) {

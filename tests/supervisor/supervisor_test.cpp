@@ -336,6 +336,21 @@ TEST_CASE("point 5: shutdown sends `shutdown`, waits, then kills; brutal_kill ki
   CHECK(reports.field("shutdown_error", 0, "offender.shutdown") == "100");
 }
 
+TEST_CASE("point 5: a shutdown timeout too long for the clock waits as infinity does") {
+  captured_reports reports;
+  harness h;
+  h.start({}, {{.id = "slow", .start = otp::worker<slow_to_stop>(&h.log, 500ms),
+                .shutdown = std::chrono::milliseconds::max()}});
+  REQUIRE(h.sup);
+  h.stop();
+  CHECK(h.log == std::vector<std::string>{"terminate shutdown"});
+  h.n.advance(400ms);
+  CHECK(h.log == std::vector<std::string>{"terminate shutdown"}); // not killed
+  h.n.advance(100ms);
+  CHECK(h.log == std::vector<std::string>{"terminate shutdown", "terminated"});
+  CHECK(reports.count("shutdown_error") == 0);
+}
+
 TEST_CASE("children are managed at run time: start, terminate, restart, delete, count") {
   harness h;
   h.start({}, {recorded_child(&h.log, "a")});
