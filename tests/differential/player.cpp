@@ -358,10 +358,12 @@ std::string fmt_counts(const otp::child_counts& c) {
          + " supervisors=" + std::to_string(c.supervisors) + " workers=" + std::to_string(c.workers);
 }
 
-std::string fmt_race(const otp::error& e) {
-  if (e == otp::errc::exited || e == otp::errc::noproc)
-    return "exit:" + norm(e.reason);
-  return norm_error(e);
+// A failed call: the supervisor's exit (OTP: the caller exits), or its answer.
+otp::task<std::string> fmt_race(otp::error e, otp::pid sup) {
+  auto checking = alive(sup);
+  if ((e == otp::errc::exited || e == otp::errc::noproc) && !co_await checking)
+    co_return "exit:" + norm(e.reason);
+  co_return norm_error(e);
 }
 
 // A call that reaches W's supervisor after W's 'EXIT' and before anything
@@ -383,8 +385,10 @@ otp::task<std::string> race_call(world* w, words a) {
   if (op == "which") {
     auto calling = otp::supervisor::which_children(*sup);
     auto r = co_await calling;
-    if (!r)
-      co_return fmt_race(r.error());
+    if (!r) {
+      auto failing = fmt_race(r.error(), *sup);
+      co_return co_await failing;
+    }
     words out;
     for (const auto& c : r.value())
       out.push_back(c.type == otp::child_type::supervisor && c.pid
@@ -395,12 +399,18 @@ otp::task<std::string> race_call(world* w, words a) {
   if (op == "count") {
     auto calling = otp::supervisor::count_children(*sup);
     auto r = co_await calling;
-    co_return r ? fmt_counts(r.value()) : fmt_race(r.error());
+    if (r)
+      co_return fmt_counts(r.value());
+    auto failing = fmt_race(r.error(), *sup);
+    co_return co_await failing;
   }
   if (op == "restart_child") {
     auto calling = otp::supervisor::restart_child(*sup, a[3]);
     auto r = co_await calling;
-    co_return r || !(r.error() == otp::errc::exited) ? fmt(*w, r) : fmt_race(r.error());
+    if (r)
+      co_return fmt(*w, r);
+    auto failing = fmt_race(r.error(), *sup);
+    co_return co_await failing;
   }
   otp::result<void> r = otp::outcome::success();
   if (op == "delete_child") {
@@ -410,7 +420,10 @@ otp::task<std::string> race_call(world* w, words a) {
     auto calling = otp::supervisor::terminate_child(*sup, a[3]);
     r = co_await calling;
   }
-  co_return r || !(r.error() == otp::errc::exited) ? fmt(r) : fmt_race(r.error());
+  if (r)
+    co_return fmt(r);
+  auto failing = fmt_race(r.error(), *sup);
+  co_return co_await failing;
 }
 
 otp::task<std::string> act(world* w, words a) {
