@@ -6,7 +6,15 @@
 
 %% ------------------------------------------------------------------ entry
 
-main([In, Out]) ->
+main(Args) ->
+    try run(Args) of
+        ok -> halt(0)
+    catch C:R:St ->
+        io:format(standard_error, "diff_player: ~p:~p~n~p~n", [C, R, St]),
+        halt(1)
+    end.
+
+run([In, Out]) ->
     {ok, Bin} = file:read_file(In),
     Lines = [string:lexemes(L, " ") || L <- string:split(binary_to_list(Bin), "\n", all), L =/= ""],
     ets:new(diff_tab, [named_table, public, set]),
@@ -16,8 +24,7 @@ main([In, Out]) ->
     process_flag(trap_exit, true),
     {ok, F} = file:open(Out, [write]),
     play_all(Lines, F),
-    ok = file:close(F),
-    halt(0).
+    ok = file:close(F).
 
 play_all([], _F) -> ok;
 play_all([["scenario", Seed] | Rest], F) ->
