@@ -212,6 +212,28 @@ def step_lines(steps, i):
     return [f"step {i} {s['what']}"] + ["E " + e for e in s["events"]] + [f"R {s['R']}", f"T {s['T']}"]
 
 
+def self_check(departures):
+    """The comparer must still see what matters after normalization: the
+    stop order of a supervisor's workers, a missing report, a different
+    result. Fails loudly if a normalization grew too wide."""
+    def step(events, r="ok", t="s0(w1=w1 w2=w2)"):
+        return [{"what": "crash w1 error", "events": list(events), "R": r, "T": t}]
+
+    base = ["terminate w2 shutdown", "terminate w1 shutdown", "report child_terminated s0 w1 boom"]
+    cases = [
+        (["terminate w1 shutdown", "terminate w2 shutdown", base[2]], "the stop order of workers"),
+        (base[:2], "a missing report"),
+        (base + ["init w1 ok"], "an extra init"),
+    ]
+    for other, what in cases:
+        a = normalize(step(base), "otp", departures)
+        b = normalize(step(other), "cpp", departures)
+        assert first_divergence(a, b), f"difftest self-check: the comparer no longer sees {what}"
+    a = normalize(step(base, r="ok"), "otp", departures)
+    b = normalize(step(base, r="error:not_found"), "cpp", departures)
+    assert first_divergence(a, b), "difftest self-check: the comparer no longer sees a different result"
+
+
 # ------------------------------------------------------------------ run
 
 def run(cmd, what, timeout, check=True):
@@ -267,6 +289,7 @@ def main():
         return 77
     with open(os.path.join(args.src, "departures.json")) as f:
         departures = json.load(f)
+    self_check(departures)
 
     keep = os.environ.get("DIFF_KEEP")
     tmp = keep or tempfile.mkdtemp(prefix="difftest-")
