@@ -216,7 +216,7 @@ def self_check(departures):
     """The comparer must still see what matters after normalization: the
     stop order of a supervisor's workers, a missing report, a different
     result. Fails loudly if a normalization grew too wide."""
-    def step(events, r="ok", t="s0(w1=w1 w2=w2)"):
+    def step(events, r="ok", t="dead:shutdown"):
         return [{"what": "crash w1 error", "events": list(events), "R": r, "T": t}]
 
     base = ["terminate w2 shutdown", "terminate w1 shutdown", "report child_terminated s0 w1 boom"]
