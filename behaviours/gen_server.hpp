@@ -433,6 +433,11 @@ struct gs_last_message {
   const std::type_info* type = nullptr; // the request, message or continue value; null if unknown
   pid from;                             // the caller of a call, the parent of parent_exit
   exit_reason reason;                   // the parent's, for parent_exit
+  // Per message: two stores; `from` and `reason` are set by the kinds that use them.
+  void note(kind_t k, const std::type_info* t) noexcept {
+    kind = k;
+    type = t;
+  }
 };
 
 // Logs gen_server's "terminating" report (domain "gen_server", kind
@@ -644,7 +649,7 @@ private:
   std::optional<task<void>> on_continue(message_ptr& m) {
     if constexpr (single_handle_continue<M>) {
       using T = typename callback_arg<decltype(&M::handle_continue)>::type;
-      last_ = {gs_last_message::kind_t::continue_with, &typeid(T), {}, {}};
+      last_.note(gs_last_message::kind_t::continue_with, &typeid(T));
       auto arg = accept_as<T>(m);
       if (!arg)
         throw std::logic_error("gen_server: handle_continue does not accept the value given to continue_with");
@@ -678,7 +683,7 @@ private:
   std::optional<task<void>> dispatch(message_ptr& m, bool& timed_call) {
     using last_kind = gs_last_message::kind_t;
     if (m == nullptr) {
-      last_ = {last_kind::timeout, nullptr, {}, {}};
+      last_.note(last_kind::timeout, nullptr);
       message_ptr t(make_message<idle_timeout>());
       return on_info(t);
     }
@@ -690,7 +695,7 @@ private:
         return std::nullopt;
       }
       static constexpr last_kind kinds[] = {last_kind::call, last_kind::cast, last_kind::get_state};
-      last_ = {kinds[static_cast<int>(r->info->kind)], r->info->request_type, {}, {}};
+      last_.note(kinds[static_cast<int>(r->info->kind)], r->info->request_type);
       auto* e = static_cast<gs_envelope<M>*>(r);
       timed_call = timing_ && r->info->kind == gs_kind::call;
       return e->run(e, *this);
@@ -699,7 +704,7 @@ private:
       auto& s = payload<system_msg>(m.get());
       switch (s.what) {
         case system_msg::kind::stop:
-          last_ = {last_kind::stop, nullptr, {}, {}};
+          last_.note(last_kind::stop, nullptr);
           ctx_.stop_ = s.reason;
           break;
         case system_msg::kind::statistics:
@@ -711,10 +716,12 @@ private:
     // OTP: an exit signal from the parent, trapped, stops the server.
     if (m->type == tag_of<exit_msg>() && payload<exit_msg>(m.get()).from == ctx_.parent_) {
       ctx_.stop_ = payload<exit_msg>(m.get()).reason;
-      last_ = {last_kind::parent_exit, nullptr, ctx_.parent_, *ctx_.stop_};
+      last_.note(last_kind::parent_exit, nullptr);
+      last_.from = ctx_.parent_;
+      last_.reason = *ctx_.stop_;
       return std::nullopt;
     }
-    last_ = {last_kind::info, nullptr, {}, {}};
+    last_.note(last_kind::info, nullptr);
     return on_info(m);
   }
 
