@@ -368,7 +368,7 @@ struct gs_item final : gs_envelope<M> {
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<gs_item*>(m);
     self->~gs_item();
-    pool_deallocate(self, sizeof(gs_item));
+    free_item_storage<gs_item>(self);
   }
 };
 
@@ -376,12 +376,13 @@ struct gs_item final : gs_envelope<M> {
 // get_state, empty for a cast.
 template <class M, class Body, class R = void>
 [[nodiscard]] message* make_envelope(Body body, const from<R>& reply_to = {}) {
-  void* mem = pool_allocate(sizeof(gs_item<M, Body>));
+  // Aligned as the request type needs (a pool block is 16-aligned).
+  void* mem = allocate_item_storage<gs_item<M, Body>>();
   gs_item<M, Body>* e = nullptr;
   try {
     e = ::new (mem) gs_item<M, Body>(std::move(body));
   } catch (...) {
-    pool_deallocate(mem, sizeof(gs_item<M, Body>));
+    free_item_storage<gs_item<M, Body>>(mem);
     throw;
   }
   e->caller = reply_to.caller();
