@@ -376,7 +376,7 @@ task<result<pid>> start_child(dynamic_supervisor_ref<Extra...> sup, std::type_id
 
 /// Stops the child `child` (its restart does not count).
 template <class... Extra>
-task<result<void>> terminate_child(const dynamic_supervisor_ref<Extra...>& sup, pid child) {
+task<result<void>> terminate_child(dynamic_supervisor_ref<Extra...> sup, pid child) {
   using module = detail::dyn_sup_module<Extra...>;
   auto calling = gen_server::call<module>(destination(sup.pid()), typename module::terminate_req{child}, otp::infinity);
   co_return co_await calling;
@@ -384,7 +384,7 @@ task<result<void>> terminate_child(const dynamic_supervisor_ref<Extra...>& sup, 
 
 /// Returns the children (in no particular order).
 template <class... Extra>
-task<result<std::vector<child_info>>> which_children(const dynamic_supervisor_ref<Extra...>& sup) {
+task<result<std::vector<child_info>>> which_children(dynamic_supervisor_ref<Extra...> sup) {
   using module = detail::dyn_sup_module<Extra...>;
   auto calling = gen_server::call<module>(destination(sup.pid()), typename module::which_req{}, otp::infinity);
   co_return co_await calling;
@@ -392,7 +392,7 @@ task<result<std::vector<child_info>>> which_children(const dynamic_supervisor_re
 
 /// Returns the counts of children.
 template <class... Extra>
-task<result<child_counts>> count_children(const dynamic_supervisor_ref<Extra...>& sup) {
+task<result<child_counts>> count_children(dynamic_supervisor_ref<Extra...> sup) {
   using module = detail::dyn_sup_module<Extra...>;
   auto calling = gen_server::call<module>(destination(sup.pid()), typename module::count_req{}, otp::infinity);
   co_return co_await calling;

@@ -236,6 +236,32 @@ TEST_CASE("terminate_child answers ok for any pid no longer alive, not_found for
   CHECK(stranger->error() == otp::errc::not_found);
 }
 
+TEST_CASE("the query functions may be given a temporary ref and awaited later") {
+  // The tasks start when awaited: a ref taken by reference would dangle.
+  dyn_harness h;
+  h.start({}, {.id = "session", .start = otp::dynamic_worker<session, std::string>(&h.log)});
+  auto kids = h.start_children({"ada", "bob"});
+  std::optional<std::size_t> listed, active;
+  std::optional<bool> terminated;
+  h.in_process([&]() -> otp::task<void> {
+    const otp::pid p = h.sup->pid();
+    auto which = dsup::which_children(otp::dynamic_supervisor_ref<std::string>(p));
+    auto counts = dsup::count_children(otp::dynamic_supervisor_ref<std::string>(p));
+    auto stop_one = dsup::terminate_child(otp::dynamic_supervisor_ref<std::string>(p), kids[0]);
+    auto w = co_await which;
+    auto c = co_await counts;
+    auto t = co_await stop_one;
+    if (w)
+      listed = w.value().size();
+    if (c)
+      active = c.value().active;
+    terminated = t.has_value();
+  });
+  CHECK(listed == 2u);
+  CHECK(active == 2u);
+  CHECK(terminated == true);
+}
+
 TEST_CASE("the supervisor API on a dynamic supervisor answers as OTP's simple_one_for_one") {
   dyn_harness h;
   h.start({}, {.id = "session", .start = otp::dynamic_worker<session, std::string>(&h.log)});
