@@ -8,7 +8,7 @@
 //   └── acceptor: accepts on 127.0.0.1:6380, starts a connection per client
 //
 // usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR]
-//                [--appendfsync always|everysec|no] [--admin] [--schedulers N]
+//                [--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N]
 #include "resp.hpp"
 #include "server.hpp"
 #include "shard.hpp"
@@ -20,6 +20,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <thread>
+
+#include <sys/resource.h>
 
 namespace {
 
@@ -27,6 +30,8 @@ struct shards_config {
   int count = 4;
   std::string data_dir = "/tmp/otp-kvstore";
   std::string appendfsync = "everysec";
+  bool repair_log = false;
+  std::int64_t aof_rewrite_min_size = 64LL * 1024 * 1024;
   int intensity = 100;
   int period = 1;
 };
@@ -34,6 +39,8 @@ void from_json(const otp::json& j, shards_config& c) {
   c.count = j.value("count", c.count);
   c.data_dir = j.value("data_dir", c.data_dir);
   c.appendfsync = j.value("appendfsync", c.appendfsync);
+  c.repair_log = j.value("repair_log", c.repair_log);
+  c.aof_rewrite_min_size = j.value("aof_rewrite_min_size", c.aof_rewrite_min_size);
   c.intensity = j.value("intensity", c.intensity);
   c.period = j.value("period", c.period);
 }
@@ -48,7 +55,8 @@ otp::start_fn make_shards(shards_config c) {
   for (int i = 0; i < c.count; ++i)
     children.push_back({.id = kv::shard_name(i),
                         .start = otp::named_worker<kv::shard>(kv::shard_name(i),
-                                                              kv::shard_config{i, c.data_dir, c.appendfsync})});
+                                                              kv::shard_config{i, c.data_dir, c.appendfsync, c.count,
+                                                                                c.repair_log, c.aof_rewrite_min_size})});
   return otp::supervisor::starter({.strategy = otp::strategy::one_for_one, .intensity = c.intensity,
                                    .period = std::chrono::seconds(c.period)},
                                   std::move(children), std::string("shards"));
@@ -62,9 +70,36 @@ otp::task<otp::result<otp::pid>> start_connection(kv::connection_config c, int f
   co_return otp::spawn_opt({.scheduler = s, .link = true}, kv::connection, fd, c).pid;
 }
 
+// As Redis does with maxclients: every client takes a descriptor, so the
+// connection limit is lowered to what the open files limit leaves after a
+// reserve for the schedulers, the shards' logs and the listener (the soft
+// limit is raised first, up to the hard one). Past it a client is refused
+// with an error instead of making accept fail with EMFILE.
+std::size_t fit_clients(std::size_t wanted, unsigned schedulers, int shards) {
+  const std::size_t threads = schedulers != 0 ? schedulers : std::max(1U, std::thread::hardware_concurrency());
+  const std::size_t reserve = 32 + 4 * threads + static_cast<std::size_t>(std::max(shards, 0));
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return wanted;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted + reserve) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max == RLIM_INFINITY ? wanted + reserve : std::min<rlim_t>(rl.rlim_max, wanted + reserve);
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0)
+      rl = raised;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= wanted + reserve)
+    return wanted;
+  const std::size_t fit = rl.rlim_cur > reserve + 1 ? static_cast<std::size_t>(rl.rlim_cur) - reserve : 1;
+  std::fprintf(stderr,
+               "kvstore: max clients lowered from %zu to %zu: the open files limit is %llu (ulimit -n), and %zu "
+               "descriptors are kept for the server itself\n",
+               wanted, fit, static_cast<unsigned long long>(rl.rlim_cur), reserve);
+  return fit;
+}
+
 void usage() {
   std::fprintf(stderr, "usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR] "
-                       "[--appendfsync always|everysec|no] [--admin] [--schedulers N]\n");
+                       "[--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N]\n");
 }
 
 otp::json* child_args(otp::json& doc, const std::string& id) {
@@ -99,8 +134,14 @@ int main(int argc, char** argv) {
       overrides["data_dir"] = value();
     else if (a == "--appendfsync")
       overrides["appendfsync"] = value();
+    else if (a == "--repair-log")
+      overrides["repair_log"] = true;
     else if (a == "--admin")
       overrides["admin"] = true;
+    else if (a == "--max-clients")
+      overrides["max_children"] = std::atoll(value().c_str());
+    else if (a == "--max-query-buffer")
+      overrides["max_query_buffer"] = std::atoll(value().c_str());
     else if (a == "--schedulers")
       node_opts.schedulers = static_cast<unsigned>(std::atoi(value().c_str()));
     else {
@@ -124,12 +165,27 @@ int main(int argc, char** argv) {
   if (auto* a = child_args(doc, "acceptor"); a && overrides.contains("port"))
     (*a)["port"] = overrides["port"];
   if (auto* s = child_args(doc, "shards")) {
-    for (const char* k : {"count", "data_dir", "appendfsync"})
+    for (const char* k : {"count", "data_dir", "appendfsync", "repair_log"})
       if (overrides.contains(k))
         (*s)[k] = overrides[k];
   }
-  if (auto* c = child_args(doc, "connections"); c && overrides.contains("admin"))
-    (*c)["admin"] = true;
+  if (auto* c = child_args(doc, "connections")) {
+    if (overrides.contains("admin"))
+      (*c)["admin"] = true;
+    if (overrides.contains("max_query_buffer"))
+      (*c)["max_query_buffer"] = overrides["max_query_buffer"];
+  }
+  for (auto& c : doc["supervisor"]["children"]) {
+    if (c.value("id", "") != "connections")
+      continue;
+    if (overrides.contains("max_children"))
+      c["max_children"] = overrides["max_children"];
+    if (const auto m = c.find("max_children"); m != c.end() && m->is_number_unsigned() && m->get<std::size_t>() > 0) {
+      const otp::json* shards = child_args(doc, "shards");
+      const int count = shards ? shards->value("count", 4) : 4;
+      *m = fit_clients(m->get<std::size_t>(), node_opts.schedulers, count);
+    }
+  }
 
   otp::start_table table;
   table.function("shards", make_shards);
