@@ -20,6 +20,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <thread>
+
+#include <sys/resource.h>
 
 namespace {
 
@@ -67,6 +70,33 @@ otp::task<otp::result<otp::pid>> start_connection(kv::connection_config c, int f
   co_return otp::spawn_opt({.scheduler = s, .link = true}, kv::connection, fd, c).pid;
 }
 
+// As Redis does with maxclients: every client takes a descriptor, so the
+// connection limit is lowered to what the open files limit leaves after a
+// reserve for the schedulers, the shards' logs and the listener (the soft
+// limit is raised first, up to the hard one). Past it a client is refused
+// with an error instead of making accept fail with EMFILE.
+std::size_t fit_clients(std::size_t wanted, unsigned schedulers, int shards) {
+  const std::size_t threads = schedulers != 0 ? schedulers : std::max(1U, std::thread::hardware_concurrency());
+  const std::size_t reserve = 32 + 4 * threads + static_cast<std::size_t>(std::max(shards, 0));
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return wanted;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted + reserve) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max == RLIM_INFINITY ? wanted + reserve : std::min<rlim_t>(rl.rlim_max, wanted + reserve);
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0)
+      rl = raised;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= wanted + reserve)
+    return wanted;
+  const std::size_t fit = rl.rlim_cur > reserve + 1 ? static_cast<std::size_t>(rl.rlim_cur) - reserve : 1;
+  std::fprintf(stderr,
+               "kvstore: max clients lowered from %zu to %zu: the open files limit is %llu (ulimit -n), and %zu "
+               "descriptors are kept for the server itself\n",
+               wanted, fit, static_cast<unsigned long long>(rl.rlim_cur), reserve);
+  return fit;
+}
+
 void usage() {
   std::fprintf(stderr, "usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR] "
                        "[--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N]\n");
@@ -108,6 +138,16 @@ int main(int argc, char** argv) {
       overrides["repair_log"] = true;
     else if (a == "--admin")
       overrides["admin"] = true;
+    else if (a == "--max-clients" || a == "--max-query-buffer") {
+      const std::string v = value();
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || v[0] == '-' || *end != '\0' || n == 0) {
+        std::fprintf(stderr, "kvstore: %s wants a positive integer, not '%s'\n", a.c_str(), v.c_str());
+        return 2;
+      }
+      overrides[a == "--max-clients" ? "max_children" : "max_query_buffer"] = n;
+    }
     else if (a == "--schedulers")
       node_opts.schedulers = static_cast<unsigned>(std::atoi(value().c_str()));
     else {
@@ -127,6 +167,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", config.c_str(), e.what());
     return 1;
   }
+  in.close(); // one descriptor more for the clients
   // The command line wins over the file.
   if (auto* a = child_args(doc, "acceptor"); a && overrides.contains("port"))
     (*a)["port"] = overrides["port"];
@@ -135,8 +176,23 @@ int main(int argc, char** argv) {
       if (overrides.contains(k))
         (*s)[k] = overrides[k];
   }
-  if (auto* c = child_args(doc, "connections"); c && overrides.contains("admin"))
-    (*c)["admin"] = true;
+  if (auto* c = child_args(doc, "connections")) {
+    if (overrides.contains("admin"))
+      (*c)["admin"] = true;
+    if (overrides.contains("max_query_buffer"))
+      (*c)["max_query_buffer"] = overrides["max_query_buffer"];
+  }
+  for (auto& c : doc["supervisor"]["children"]) {
+    if (c.value("id", "") != "connections")
+      continue;
+    if (overrides.contains("max_children"))
+      c["max_children"] = overrides["max_children"];
+    if (const auto m = c.find("max_children"); m != c.end() && m->is_number_unsigned() && m->get<std::size_t>() > 0) {
+      const otp::json* shards = child_args(doc, "shards");
+      const int count = shards ? shards->value("count", 4) : 4;
+      *m = fit_clients(m->get<std::size_t>(), node_opts.schedulers, count);
+    }
+  }
 
   otp::start_table table;
   table.function("shards", make_shards);

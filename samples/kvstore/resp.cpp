@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "resp.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <utility>
 
 namespace kv {
 
@@ -16,78 +18,83 @@ void request_parser::feed(const char* data, std::size_t n) {
 }
 
 request_parser::status request_parser::next(std::vector<std::string>& argv, std::string& message) {
+  const std::string_view b(buf_);
   for (;;) {
     argv.clear();
-    if (pos_ >= buf_.size())
-      return status::need_more;
-    const status s = buf_[pos_] == '*' ? parse_multibulk(argv, message) : parse_inline(argv, message);
-    // Empty commands (`*0`, blank lines) are skipped, as Redis does.
-    if (s != status::command || !argv.empty())
-      return s;
-  }
-}
-
-namespace {
-
-// The position of "\r\n" at or after `from`, or npos.
-std::size_t find_crlf(const std::string& b, std::size_t from) {
-  const std::size_t at = b.find("\r\n", from);
-  return at;
-}
-
-} // namespace
-
-request_parser::status request_parser::parse_multibulk(std::vector<std::string>& argv, std::string& message) {
-  std::size_t p = pos_;
-  const std::size_t eol = find_crlf(buf_, p);
-  if (eol == std::string::npos) {
-    if (buf_.size() - p > max_inline_len) {
-      message = "ERR Protocol error: too big mbulk count string";
-      return status::error;
-    }
-    return status::need_more;
-  }
-  const auto count = to_int64(std::string_view(buf_).substr(p + 1, eol - p - 1));
-  if (!count || *count > max_multibulk_len) {
-    message = "ERR Protocol error: invalid multibulk length";
-    return status::error;
-  }
-  p = eol + 2;
-  std::vector<std::string> args;
-  for (std::int64_t i = 0; i < *count; ++i) {
-    if (p >= buf_.size())
-      return status::need_more;
-    if (buf_[p] != '$') {
-      message = std::string("ERR Protocol error: expected '$', got '") + buf_[p] + "'";
-      return status::error;
-    }
-    const std::size_t line_end = find_crlf(buf_, p);
-    if (line_end == std::string::npos) {
-      if (buf_.size() - p > max_inline_len) {
-        message = "ERR Protocol error: too big bulk count string";
+    if (remaining_ < 0) {
+      if (pos_ >= b.size())
+        return status::need_more;
+      if (b[pos_] != '*') {
+        const status s = parse_inline(argv, message);
+        // Blank lines are skipped, as Redis does.
+        if (s != status::command || !argv.empty())
+          return s;
+        continue;
+      }
+      const std::size_t eol = b.find("\r\n", pos_);
+      if (eol == std::string_view::npos) {
+        if (b.size() - pos_ > max_inline_len) {
+          message = "ERR Protocol error: too big mbulk count string";
+          return status::error;
+        }
+        return status::need_more;
+      }
+      const auto count = to_int64(b.substr(pos_ + 1, eol - pos_ - 1));
+      if (!count || *count > max_multibulk_len) {
+        message = "ERR Protocol error: invalid multibulk length";
         return status::error;
       }
-      return status::need_more;
+      pos_ = eol + 2;
+      if (*count <= 0)
+        continue; // `*0`, `*-1`: an empty command, skipped
+      remaining_ = *count;
+      args_.clear();
+      args_.reserve(static_cast<std::size_t>(std::min<std::int64_t>(*count, 1024)));
+      partial_bytes_ = 0;
     }
-    const auto len = to_int64(std::string_view(buf_).substr(p + 1, line_end - p - 1));
-    if (!len || *len < 0 || *len > max_bulk_len) {
-      message = "ERR Protocol error: invalid bulk length";
-      return status::error;
+    while (remaining_ > 0) {
+      if (bulk_len_ < 0) {
+        // As Redis: the header line must be complete before its '$' is checked.
+        const std::size_t eol = b.find("\r\n", pos_);
+        if (eol == std::string_view::npos) {
+          if (b.size() - pos_ > max_inline_len) {
+            message = "ERR Protocol error: too big bulk count string";
+            return status::error;
+          }
+          return status::need_more;
+        }
+        if (b[pos_] != '$') {
+          message = std::string("ERR Protocol error: expected '$', got '") + b[pos_] + "'";
+          return status::error;
+        }
+        const auto len = to_int64(b.substr(pos_ + 1, eol - pos_ - 1));
+        if (!len || *len < 0 || *len > max_bulk_len) {
+          message = "ERR Protocol error: invalid bulk length";
+          return status::error;
+        }
+        partial_bytes_ += eol + 2 - pos_;
+        pos_ = eol + 2;
+        bulk_len_ = *len;
+      }
+      const auto n = static_cast<std::size_t>(bulk_len_);
+      if (b.size() - pos_ < n + 2)
+        return status::need_more;
+      if (b[pos_ + n] != '\r' || b[pos_ + n + 1] != '\n') {
+        message = "ERR Protocol error: bulk string is not followed by CRLF";
+        return status::error;
+      }
+      args_.emplace_back(b.substr(pos_, n));
+      partial_bytes_ += n + 2;
+      pos_ += n + 2;
+      bulk_len_ = -1;
+      --remaining_;
     }
-    p = line_end + 2;
-    const auto n = static_cast<std::size_t>(*len);
-    if (buf_.size() - p < n + 2)
-      return status::need_more;
-    if (buf_[p + n] != '\r' || buf_[p + n + 1] != '\n') {
-      message = "ERR Protocol error: bulk string is not followed by CRLF";
-      return status::error;
-    }
-    args.emplace_back(buf_, p, n);
-    p += n + 2;
+    remaining_ = -1;
+    partial_bytes_ = 0;
+    argv = std::move(args_);
+    args_ = {};
+    return status::command;
   }
-  pos_ = p;
-  argv = std::move(args);
-  return status::command;
 }
 
 request_parser::status request_parser::parse_inline(std::vector<std::string>& argv, std::string& message) {
@@ -125,7 +132,8 @@ void simple(std::string& out, std::string_view s) {
 
 void error(std::string& out, std::string_view s) {
   out += '-';
-  out += s;
+  for (const char c : s)
+    out += c == '\r' || c == '\n' ? ' ' : c;
   out += "\r\n";
 }
 
@@ -170,63 +178,102 @@ std::optional<std::int64_t> to_int64(std::string_view s) {
   return v;
 }
 
-bool glob_match(std::string_view p, std::string_view s) {
-  while (!p.empty()) {
-    switch (p[0]) {
-      case '*': {
-        while (p.size() > 1 && p[1] == '*')
-          p.remove_prefix(1);
-        if (p.size() == 1)
-          return true;
-        for (std::size_t i = 0; i <= s.size(); ++i)
-          if (glob_match(p.substr(1), s.substr(i)))
-            return true;
-        return false;
-      }
-      case '?':
-        if (s.empty())
-          return false;
-        s.remove_prefix(1);
-        p.remove_prefix(1);
-        break;
-      case '[': {
-        if (s.empty())
-          return false;
-        std::size_t i = 1;
-        const bool negate = i < p.size() && p[i] == '^';
-        if (negate)
+namespace {
+
+// Matches one element of the pattern at `p[pi]` (not a star) against the
+// byte `c`, and moves `pi` past it. This follows Redis's stringmatchlen
+// byte for byte, quirks included: reads past the end see a NUL (Redis's
+// strings are NUL-terminated), a class with no `]` ends with the pattern,
+// `[z-a]` is `[a-z]`, `[a-]` is the range from 'a' to ']', and range bounds
+// compare as signed chars (x86 Redis).
+bool match_one(std::string_view p, std::size_t& pi, char c) {
+  auto at = [p](std::size_t i) { return i < p.size() ? p[i] : '\0'; };
+  switch (p[pi]) {
+    case '?':
+      ++pi;
+      return true;
+    case '[': {
+      std::size_t i = pi + 1;
+      const bool negate = at(i) == '^';
+      if (negate)
+        ++i;
+      bool matched = false;
+      for (;;) {
+        const std::size_t left = p.size() - i;
+        if (at(i) == '\\' && left >= 2) {
           ++i;
-        bool matched = false;
-        while (i < p.size() && p[i] != ']') {
-          if (p[i] == '\\' && i + 1 < p.size()) {
-            matched = matched || p[i + 1] == s[0];
-            i += 2;
-          } else if (i + 2 < p.size() && p[i + 1] == '-' && p[i + 2] != ']') {
-            matched = matched || (s[0] >= p[i] && s[0] <= p[i + 2]);
-            i += 3;
-          } else {
-            matched = matched || p[i] == s[0];
-            ++i;
-          }
+          matched = matched || p[i] == c;
+        } else if (at(i) == ']') {
+          break;
+        } else if (left == 0) {
+          --i; // the pattern ended inside the class
+          break;
+        } else if (left >= 3 && p[i + 1] == '-') {
+          int lo = static_cast<signed char>(p[i]);
+          int hi = static_cast<signed char>(p[i + 2]);
+          if (lo > hi)
+            std::swap(lo, hi);
+          const int v = static_cast<signed char>(c);
+          matched = matched || (v >= lo && v <= hi);
+          i += 2;
+        } else {
+          matched = matched || p[i] == c;
         }
-        if (matched == negate)
-          return false;
-        p.remove_prefix(i < p.size() ? i + 1 : i);
-        s.remove_prefix(1);
-        break;
+        ++i;
       }
-      case '\\':
-        if (p.size() > 1)
-          p.remove_prefix(1);
-        [[fallthrough]];
-      default:
-        if (s.empty() || s[0] != p[0])
-          return false;
-        s.remove_prefix(1);
-        p.remove_prefix(1);
+      pi = i + 1;
+      return matched != negate;
     }
+    case '\\':
+      if (p.size() - pi >= 2)
+        ++pi;
+      [[fallthrough]];
+    default:
+      return p[pi++] == c;
   }
-  return s.empty();
+}
+
+} // namespace
+
+// Each element but `*` matches exactly one byte, so the classic
+// backtracking to the last star is exact: a later star's match never needs
+// an earlier star to take more, and a key exhausted before the pattern
+// means no match at all (Redis's skipLongerMatches).
+bool glob_match(std::string_view p, std::string_view s) {
+  if (p == "*")
+    return true; // KEYS's shortcut, which also matches the empty key
+  if (s.empty())
+    return p.empty(); // stringmatchlen matches nothing, not even `*`, against ""
+  constexpr std::size_t none = std::string_view::npos;
+  std::size_t pi = 0;
+  std::size_t si = 0;
+  std::size_t star_p = none; // the pattern just after the last star
+  std::size_t star_s = 0;    // where the text after that star starts
+  for (;;) {
+    if (pi < p.size() && p[pi] == '*') {
+      while (pi + 1 < p.size() && p[pi + 1] == '*')
+        ++pi;
+      if (pi + 1 == p.size())
+        return true;
+      star_p = ++pi;
+      star_s = si;
+      continue;
+    }
+    if (pi < p.size() && match_one(p, pi, s[si])) {
+      if (++si == s.size()) {
+        while (pi < p.size() && p[pi] == '*')
+          ++pi;
+        return pi == p.size();
+      }
+      continue;
+    }
+    // A mismatch, or the pattern ended before the key: the last star takes
+    // one more byte, while at least one is left after it.
+    if (star_p == none || ++star_s == s.size())
+      return false;
+    pi = star_p;
+    si = star_s;
+  }
 }
 
 } // namespace kv

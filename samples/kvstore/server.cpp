@@ -8,6 +8,9 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/write.hpp>
 
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +20,8 @@
 #include <cstdio>
 #include <functional>
 #include <stdexcept>
+#include <string_view>
+#include <system_error>
 
 namespace kv {
 
@@ -93,23 +98,34 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
       wrong_arity(out, cmd);
       co_return true;
     }
-    std::optional<std::int64_t> expire_at;
+    // As Redis 7.0: EX and PX exclude each other, a repeated one wins, and
+    // only the final value is checked; a time whose absolute milliseconds do
+    // not fit an int64 is refused (it was a signed overflow).
+    std::optional<std::string> unit, value;
     for (std::size_t i = 3; i < n; i += 2) {
       const std::string opt = lower(argv[i]);
-      if ((opt != "ex" && opt != "px") || i + 1 >= n) {
+      if ((opt != "ex" && opt != "px") || i + 1 >= n || (unit && *unit != opt)) {
         error(out, "ERR syntax error");
         co_return true;
       }
-      auto v = to_int64(argv[i + 1]);
+      unit = opt;
+      value = argv[i + 1];
+    }
+    std::optional<std::int64_t> expire_at;
+    if (unit) {
+      const auto v = to_int64(*value);
       if (!v) {
         error(out, "ERR value is not an integer or out of range");
         co_return true;
       }
-      if (*v <= 0) {
+      std::int64_t ms = *v;
+      std::int64_t at = 0;
+      if (ms <= 0 || (*unit == "ex" && __builtin_mul_overflow(ms, 1000, &ms))
+          || __builtin_add_overflow(ms, now_ms(), &at)) {
         error(out, "ERR invalid expire time in 'set' command");
         co_return true;
       }
-      expire_at = now_ms() + (opt == "ex" ? *v * 1000 : *v);
+      expire_at = at;
     }
     const int s = shard_of(argv[1]);
     shard::set req{argv[1], argv[2], expire_at};
@@ -260,17 +276,26 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
       simple(out, "OK");
     }
   } else {
+    // Redis's text: the name and the arguments are cut at a NUL (C strings)
+    // and at 128 bytes, and error() turns CR and LF into spaces.
+    auto c_string = [](const std::string& s) { return std::string_view(s.c_str()); };
     std::string args;
-    for (std::size_t i = 1; i < n && i < 4; ++i)
-      args += "'" + argv[i] + "' ";
-    error(out, "ERR unknown command '" + argv[0] + "', with args beginning with: " + args);
+    for (std::size_t i = 1; i < n && args.size() < 128; ++i) {
+      const std::size_t room = 128 - args.size();
+      args.append("'").append(c_string(argv[i]).substr(0, room)).append("' ");
+    }
+    error(out, "ERR unknown command '" + std::string(c_string(argv[0]).substr(0, 128))
+                 + "', with args beginning with: " + args);
   }
   co_return true;
 }
 
 } // namespace
 
-void from_json(const otp::json& j, connection_config& c) { c.admin = j.value("admin", c.admin); }
+void from_json(const otp::json& j, connection_config& c) {
+  c.admin = j.value("admin", c.admin);
+  c.max_query_buffer = j.value("max_query_buffer", c.max_query_buffer);
+}
 
 void from_json(const otp::json& j, acceptor_config& c) {
   c.host = j.value("host", c.host);
@@ -307,6 +332,13 @@ otp::task<void> connection(int fd, connection_config config) {
         break;
       }
     }
+    // As Redis's client-query-buffer-limit: a client whose unfinished input
+    // passes the limit is closed (after the replies it has earned).
+    if (open && parser.buffered() > config.max_query_buffer) {
+      std::fprintf(stderr, "kvstore: closing a client whose query buffer passed %zu bytes (--max-query-buffer)\n",
+                   config.max_query_buffer);
+      open = false;
+    }
     // One write per read: pipelined commands get their replies together.
     if (!out.empty()) {
       auto [wec, written] = co_await asio::async_write(socket, asio::buffer(out), otp::use_process_nothrow);
@@ -341,6 +373,58 @@ otp::task<connections_ref> find_connections() {
 
 } // namespace
 
+namespace {
+
+constexpr std::string_view too_many_clients = "-ERR max number of clients reached\r\n";
+
+// Refuses a client as Redis does: the error, then close. What the client
+// already sent is read first, so that the close does not turn into a reset
+// that could discard the error before the client reads it.
+void refuse(int fd) {
+  std::array<char, 4096> drain{};
+  while (::recv(fd, drain.data(), drain.size(), MSG_DONTWAIT) > 0) {
+  }
+  (void)!::send(fd, too_many_clients.data(), too_many_clients.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::close(fd);
+}
+
+// A descriptor held in reserve: out of descriptors (EMFILE), the acceptor
+// closes it to accept one waiting client, refuses it, and takes it back
+// (the classic trick), so that even then a client gets an answer.
+struct spare_fd {
+  int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  spare_fd() = default;
+  spare_fd(const spare_fd&) = delete;
+  spare_fd& operator=(const spare_fd&) = delete;
+  ~spare_fd() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+  // Refuses one waiting client with the spare descriptor; false if none could be.
+  bool refuse_one(int listener) {
+    if (fd < 0)
+      fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return false;
+    ::close(fd);
+    const int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c >= 0)
+      refuse(c);
+    fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return c >= 0;
+  }
+};
+
+// Errors of accept that say the listening socket itself is broken; the
+// others (out of descriptors or memory, a client that reset before being
+// accepted, network errors) pass, and the acceptor keeps serving.
+bool fatal(const std::error_code& ec) {
+  return ec == asio::error::bad_descriptor || ec == asio::error::not_socket || ec == asio::error::invalid_argument
+         || ec == asio::error::operation_not_supported || ec.value() == EFAULT;
+}
+
+} // namespace
+
 otp::task<void> acceptor(acceptor_config config) {
   const connections_ref conns = co_await find_connections();
   tcp::acceptor a(otp::this_scheduler().get_executor());
@@ -349,15 +433,34 @@ otp::task<void> acceptor(acceptor_config config) {
   a.set_option(tcp::acceptor::reuse_address(true));
   a.bind(at);
   a.listen();
+  a.non_blocking(true); // spare_fd::refuse_one accepts directly
+  spare_fd spare;
   std::printf("kvstore: listening on %s:%d with %d shards; try: redis-cli -p %d (Ctrl-C stops the tree)\n",
               config.host.c_str(), config.port, stats().shards.load(), config.port);
   std::fflush(stdout);
+  auto backoff = std::chrono::milliseconds(0);
   for (;;) {
-    tcp::socket s = co_await a.async_accept(otp::use_process);
+    auto [ec, s] = co_await a.async_accept(otp::use_process_nothrow);
+    if (ec) {
+      // A resource error is no crash: restarting would not free a
+      // descriptor, and a burst of them would take the whole tree down.
+      if (fatal(ec))
+        throw std::system_error(ec, "kvstore acceptor: accept");
+      if ((ec == asio::error::no_descriptors || ec.value() == ENFILE) && spare.refuse_one(a.native_handle()))
+        continue;
+      backoff = std::clamp(backoff * 2, std::chrono::milliseconds(1), std::chrono::milliseconds(100));
+      co_await otp::sleep_for(backoff);
+      continue;
+    }
+    backoff = std::chrono::milliseconds(0);
     const int fd = s.release();
     auto started = co_await otp::dynamic_supervisor::start_child(conns, fd);
-    if (!started)
-      ::close(fd); // max_children reached, or the start failed: the client sees a closed connection
+    if (!started) {
+      if (started.error() == otp::errc::invalid_argument)
+        refuse(fd); // max_children
+      else
+        ::close(fd); // the start failed: nothing to tell the client
+    }
   }
 }
 

@@ -3,6 +3,8 @@
 // process per connection that parses RESP and calls the shards.
 #pragma once
 
+#include "resp.hpp"
+
 #include "otp/otp.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/dynamic_supervisor.hpp"
@@ -14,6 +16,9 @@ namespace kv {
 /// A connection's "args" (the dynamic supervisor's template in app.json).
 struct connection_config {
   bool admin = false; ///< accept DEBUG CRASH <shard>
+  /// The most input held for one client's unfinished commands, in bytes
+  /// (Redis's client-query-buffer-limit); past it the client is closed.
+  std::size_t max_query_buffer = default_max_query_buffer;
 };
 
 /// The acceptor's "args".
@@ -33,7 +38,9 @@ using connections_ref = otp::dynamic_supervisor_ref<int>;
 otp::task<void> connection(int fd, connection_config config);
 
 /// Accepts clients and starts a connection process for each under the
-/// dynamic supervisor registered as "connections".
+/// dynamic supervisor registered as "connections". A client over its
+/// max_children gets Redis's "max number of clients reached" error; accept
+/// errors (out of descriptors) are waited out, not crashed on.
 otp::task<void> acceptor(acceptor_config config);
 
 } // namespace kv
