@@ -1,7 +1,8 @@
 #!/bin/sh
-# Builds the loader's libFuzzer harness and runs it for a bounded time; exits
-# non-zero if libFuzzer finds a crash, a leak or an escaping exception.
-# usage: tests/fuzz/run.sh [SECONDS=60] [BUILD_DIR=build-fuzz] [JOBS]
+# Builds the libFuzzer harnesses and runs each for its share of a bounded
+# time; exits non-zero if libFuzzer finds a crash, a leak or an escaping
+# exception.
+# usage: tests/fuzz/run.sh [SECONDS=60 in all] [BUILD_DIR=build-fuzz] [JOBS]
 # The libraries are built by meson with ASan+UBSan and coverage for the fuzzer
 # (-fsanitize=fuzzer-no-link); the harness links against them through the
 # uninstalled pkg-config file that meson writes.
@@ -12,6 +13,10 @@ build=${2:-build-fuzz}
 jobs=${3:-$(nproc)}
 cxx=${CXX_CLANG:-clang++-19}
 cd "$root"
+# SECONDS is the whole run's budget, split evenly between the harnesses.
+harnesses=4
+per=$((seconds / harnesses))
+[ "$per" -ge 1 ] || per=1
 
 if [ ! -f "$build/build.ninja" ]; then
   CXX=$cxx meson setup "$build" --buildtype=debugoptimized \
@@ -29,7 +34,7 @@ $cxx -std=c++20 -g -O1 -D_GLIBCXX_ASSERTIONS \
 
 # New inputs go to the build's corpus; the repository's seeds are only read.
 mkdir -p "$build/corpus" "$build/artifacts"
-"$build/config_fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+"$build/config_fuzz" -max_total_time="$per" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
   -dict=tests/fuzz/json.dict -artifact_prefix="$build/artifacts/" "$build/corpus" tests/fuzz/corpus
 
 # The kvstore's log replay: any bytes as a log file are loaded or reported
@@ -38,5 +43,17 @@ $cxx -std=c++20 -g -O1 -D_GLIBCXX_ASSERTIONS -Isamples/kvstore \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   tests/fuzz/replay_fuzz.cpp samples/kvstore/shard.cpp samples/kvstore/resp.cpp -o "$build/replay_fuzz" $flags
 mkdir -p "$build/replay_corpus"
-"$build/replay_fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+"$build/replay_fuzz" -max_total_time="$per" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
   -artifact_prefix="$build/artifacts/replay-" "$build/replay_corpus" tests/fuzz/replay_corpus
+
+# The kvstore's RESP parser (the same commands however the input is split
+# into reads) and its KEYS glob (agrees with a port of Redis's
+# stringmatchlen, in linear-ish time): samples/kvstore/resp.cpp alone.
+for h in resp glob; do
+  $cxx -std=c++20 -g -O1 -D_GLIBCXX_ASSERTIONS -Isamples/kvstore \
+    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    "tests/fuzz/${h}_fuzz.cpp" samples/kvstore/resp.cpp -o "$build/${h}_fuzz"
+  mkdir -p "$build/${h}_corpus"
+  "$build/${h}_fuzz" -max_total_time="$per" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+    -artifact_prefix="$build/artifacts/${h}-" "$build/${h}_corpus" "tests/fuzz/${h}_corpus"
+done
