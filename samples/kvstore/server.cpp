@@ -378,11 +378,12 @@ namespace {
 constexpr std::string_view too_many_clients = "-ERR max number of clients reached\r\n";
 
 // Refuses a client as Redis does: the error, then close. What the client
-// already sent is read first, so that the close does not turn into a reset
-// that could discard the error before the client reads it.
+// already sent (up to 64 KB: a flood must not hold the acceptor) is read
+// first, so that the close does not turn into a reset that could discard
+// the error before the client reads it.
 void refuse(int fd) {
   std::array<char, 4096> drain{};
-  while (::recv(fd, drain.data(), drain.size(), MSG_DONTWAIT) > 0) {
+  for (int i = 0; i < 16 && ::recv(fd, drain.data(), drain.size(), MSG_DONTWAIT) > 0; ++i) {
   }
   (void)!::send(fd, too_many_clients.data(), too_many_clients.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   ::close(fd);
