@@ -65,6 +65,7 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self):
+        """Stops the server; checks that it stops cleanly (a sanitizer's report makes the code non-zero)."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -73,6 +74,7 @@ class Server:
             self.proc.kill()
             rc = self.proc.wait()
         self.reader.join(timeout=5)
+        check("SIGTERM stops the server, exit code 0", rc == 0, "exit code %s; %s" % (rc, "".join(self.lines[-15:])))
         return rc
 
 
