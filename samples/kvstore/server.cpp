@@ -419,9 +419,11 @@ struct spare_fd {
 // Errors of accept that say the listening socket itself is broken; the
 // others (out of descriptors or memory, a client that reset before being
 // accepted, network errors) pass, and the acceptor keeps serving.
+// (accept(2): TCP's pending network errors, EOPNOTSUPP among them, are
+// to be retried like EAGAIN.)
 bool fatal(const std::error_code& ec) {
   return ec == asio::error::bad_descriptor || ec == asio::error::not_socket || ec == asio::error::invalid_argument
-         || ec == asio::error::operation_not_supported || ec.value() == EFAULT;
+         || (ec.category() == asio::error::get_system_category() && ec.value() == EFAULT);
 }
 
 } // namespace
@@ -447,7 +449,9 @@ otp::task<void> acceptor(acceptor_config config) {
       // descriptor, and a burst of them would take the whole tree down.
       if (fatal(ec))
         throw std::system_error(ec, "kvstore acceptor: accept");
-      if ((ec == asio::error::no_descriptors || ec.value() == ENFILE) && spare.refuse_one(a.native_handle()))
+      const bool no_fds = ec == asio::error::no_descriptors
+                          || (ec.category() == asio::error::get_system_category() && ec.value() == ENFILE);
+      if (no_fds && spare.refuse_one(a.native_handle()))
         continue;
       backoff = std::clamp(backoff * 2, std::chrono::milliseconds(1), std::chrono::milliseconds(100));
       co_await otp::sleep_for(backoff);
