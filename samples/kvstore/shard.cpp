@@ -513,6 +513,7 @@ void shard::write_log(const std::string& records) {
   if (config_.appendfsync == "always") {
     if (::fdatasync(fd_) != 0)
       fail("fsync " + path_);
+    ++stats().log_syncs;
   } else if (config_.appendfsync == "everysec") {
     dirty_ = true;
     if (std::chrono::steady_clock::now() - last_sync_ >= 1s)
@@ -523,6 +524,7 @@ void shard::write_log(const std::string& records) {
 void shard::sync_log() {
   if (::fdatasync(fd_) != 0)
     fail("fsync " + path_);
+  ++stats().log_syncs;
   dirty_ = false;
   last_sync_ = std::chrono::steady_clock::now();
 }

@@ -38,6 +38,7 @@ struct server_stats {
   std::atomic<int> shards{0};
   std::atomic<long> connections{0};
   std::atomic<long> commands{0};
+  std::atomic<long> log_syncs{0}; ///< fdatasync calls on the logs (INFO aof_fsyncs)
 };
 server_stats& stats();
 
