@@ -49,28 +49,34 @@ std::size_t detail::next_service_slot() {
 }
 
 detail::process* node::allocate_chunk() {
+  // Built outside the lock: zeroing 8 KiB of fresh pages is the slow part.
   auto chunk = std::make_unique<detail::process[]>(block_batch);
   for (std::size_t i = 0; i < block_batch; ++i)
     chunk[i].remote_next = i + 1 < block_batch ? &chunk[i + 1] : nullptr;
   detail::process* head = &chunk[0];
-  block_chunks_.push_back(std::move(chunk));
+  {
+    std::lock_guard lock(blocks_lock_);
+    block_chunks_.push_back(std::move(chunk));
+  }
   blocks_allocated_.fetch_add(block_batch, std::memory_order_relaxed);
   return head;
 }
 
 detail::process* node::take_block_batch(std::size_t& count) {
-  std::lock_guard lock(blocks_mutex_);
   count = block_batch;
-  if (!free_batches_.empty()) {
-    detail::process* b = free_batches_.back();
-    free_batches_.pop_back();
-    return b;
+  {
+    std::lock_guard lock(blocks_lock_);
+    if (!free_batches_.empty()) {
+      detail::process* b = free_batches_.back();
+      free_batches_.pop_back();
+      return b;
+    }
   }
   return allocate_chunk();
 }
 
 void node::give_block_batch(detail::process* batch) noexcept {
-  std::lock_guard lock(blocks_mutex_);
+  std::lock_guard lock(blocks_lock_);
   try {
     free_batches_.push_back(batch);
   } catch (...) {
@@ -79,16 +85,28 @@ void node::give_block_batch(detail::process* batch) noexcept {
 }
 
 detail::process* node::take_block() {
-  std::lock_guard lock(blocks_mutex_);
-  if (loose_blocks_ == nullptr) {
-    if (!free_batches_.empty()) {
+  detail::process* p = nullptr;
+  {
+    std::lock_guard lock(blocks_lock_);
+    if (loose_blocks_ == nullptr && !free_batches_.empty()) {
       loose_blocks_ = free_batches_.back();
       free_batches_.pop_back();
-    } else {
-      loose_blocks_ = allocate_chunk();
+    }
+    if (loose_blocks_ != nullptr)
+      p = std::exchange(loose_blocks_, loose_blocks_->remote_next);
+  }
+  if (p == nullptr) {
+    p = allocate_chunk();
+    std::lock_guard lock(blocks_lock_);
+    // The rest of the chunk serves the next foreign spawns.
+    detail::process* rest = std::exchange(p->remote_next, nullptr);
+    while (rest != nullptr) {
+      detail::process* next = rest->remote_next;
+      rest->remote_next = loose_blocks_;
+      loose_blocks_ = rest;
+      rest = next;
     }
   }
-  detail::process* p = std::exchange(loose_blocks_, loose_blocks_->remote_next);
   p->remote_next = nullptr;
   return p;
 }

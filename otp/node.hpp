@@ -3,6 +3,7 @@
 #pragma once
 
 #include "otp/detail/spawn.hpp"
+#include "otp/detail/spin_lock.hpp"
 #include "otp/error.hpp"
 #include "otp/exit_reason.hpp"
 #include "otp/pid.hpp"
@@ -230,10 +231,10 @@ private:
   std::array<std::atomic<void*>, detail::max_services> services_{};
   std::vector<std::function<void()>> service_deleters_;
 
-  [[nodiscard]] detail::process* allocate_chunk(); // blocks_mutex_ held
+  [[nodiscard]] detail::process* allocate_chunk(); // takes blocks_lock_ to record it
 
   std::atomic<unsigned> foreign_spawns_{0};
-  std::mutex blocks_mutex_;
+  detail::spin_lock blocks_lock_; // guards the three below
   std::vector<std::unique_ptr<detail::process[]>> block_chunks_;
   std::vector<detail::process*> free_batches_; // each block_batch long
   detail::process* loose_blocks_ = nullptr;    // fewer than a batch, for foreign spawns

@@ -104,8 +104,14 @@ std::chrono::steady_clock::time_point scheduler::deadline_after(std::chrono::ste
 }
 
 process* scheduler::allocate_block() {
-  if (free_blocks_ == nullptr)
-    free_blocks_ = node_.take_block_batch(free_count_);
+  if (free_blocks_ == nullptr) {
+    if (spill_blocks_ != nullptr) {
+      free_blocks_ = std::exchange(spill_blocks_, nullptr);
+      free_count_ = std::exchange(spill_count_, 0);
+    } else {
+      free_blocks_ = node_.take_block_batch(free_count_);
+    }
+  }
   process* p = free_blocks_;
   free_blocks_ = p->remote_next;
   p->remote_next = nullptr;
@@ -467,18 +473,21 @@ void scheduler::reclaim(process* p) noexcept {
     detail::bounce(me, it);
     it = next;
   }
-  p->remote_next = free_blocks_;
-  free_blocks_ = p;
+  if (free_count_ < node::block_batch) {
+    p->remote_next = free_blocks_;
+    free_blocks_ = p;
+    ++free_count_;
+    return;
+  }
   // A scheduler that runs processes others spawned frees more blocks than
-  // it takes: it hands batches back to the node, where spawners find them.
-  if (++free_count_ >= 2 * node::block_batch) {
-    process* last = free_blocks_;
-    for (std::size_t i = 1; i < node::block_batch; ++i)
-      last = last->remote_next;
-    process* batch = std::exchange(free_blocks_, last->remote_next);
-    last->remote_next = nullptr;
-    free_count_ -= node::block_batch;
-    node_.give_block_batch(batch);
+  // it takes: past one batch kept for its own spawns, it fills a second and
+  // hands it to the node, where spawners find it (no walk down a list of
+  // cold blocks to cut it).
+  p->remote_next = spill_blocks_;
+  spill_blocks_ = p;
+  if (++spill_count_ == node::block_batch) {
+    node_.give_block_batch(std::exchange(spill_blocks_, nullptr));
+    spill_count_ = 0;
   }
 }
 
@@ -542,8 +551,8 @@ void scheduler::final_cleanup() noexcept {
     delete t;
   }
   send_timers_.clear();
-  free_blocks_ = nullptr;
-  free_count_ = 0;
+  free_blocks_ = spill_blocks_ = nullptr;
+  free_count_ = spill_count_ = 0;
   wake_timer_.cancel();
   work_.reset();
   detail::this_thread.sched = prev;

@@ -245,6 +245,8 @@ private:
   std::vector<detail::process*> zombies_;
   detail::process* free_blocks_ = nullptr;
   std::size_t free_count_ = 0;
+  detail::process* spill_blocks_ = nullptr; // filling up to a batch for the node
+  std::size_t spill_count_ = 0;
   static constexpr std::chrono::microseconds zombie_retry{100};
   std::atomic<std::uint64_t> serial_{1};
   std::uint64_t local_ref_ = 0;
