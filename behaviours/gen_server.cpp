@@ -45,8 +45,9 @@ void refuse_request(const gs_request& r, const pid& server, const std::string& n
     const std::string text = "gen_server " + server_label(server, name) + " of module " + module + " refused " + what
                              + " made for module " + meant_for
                              + ": a request of another module's protocol (a ref or a name of the wrong type?)";
-    if (i.kind != gs_kind::cast)
-      deliver(r.caller, make_reply<call_refusal>(r.reply_tag, call_refusal{error{errc::bad_request, text}}));
+    const gs_reply_address* to = i.reply_address(r);
+    if (to != nullptr)
+      deliver(to->caller, make_reply<call_refusal>(to->tag, call_refusal{error{errc::bad_request, text}}));
     std::vector<log_field> fields{
       {"server", name.empty() ? server.to_string() : name},
       {"module", module},
@@ -54,8 +55,8 @@ void refuse_request(const gs_request& r, const pid& server, const std::string& n
       {"kind", i.kind == gs_kind::call ? "call" : i.kind == gs_kind::cast ? "cast" : "get_state"},
       {"meant_for", meant_for},
     };
-    if (i.kind != gs_kind::cast)
-      fields.push_back({"caller", r.caller.to_string()});
+    if (to != nullptr)
+      fields.push_back({"caller", to->caller.to_string()});
     log(log_level::error, "gen_server", "bad_request", text, std::move(fields));
   } catch (...) {
   }

@@ -327,44 +327,63 @@ struct system_msg {
 
 enum class gs_kind : std::uint8_t { call, cast, get_state };
 
-// What a request is: the module its sender meant, and its type.
+struct gs_request;
+
+// Where the reply to a call or get_state goes.
+struct gs_reply_address {
+  pid caller;
+  std::uint64_t tag = 0;
+};
+
+// What a request is, one static object per module, request type and kind:
+// the module its sender meant, its type, how to run it, and where its reply
+// goes. Kept out of the message, so a request carries one pointer (a cast of
+// a small type fits a 48-byte block).
 struct gs_request_info {
-  type_tag module;
   const std::type_info* module_type;
   const std::type_info* request_type;
   gs_kind kind;
+  // Runs the request on the server (a gs_server<M>*, as the module meant).
+  std::optional<task<void>> (*run)(gs_request& r, void* server);
+  // The reply address of a call or get_state; null for a cast.
+  const gs_reply_address* (*reply_address)(const gs_request& r) noexcept;
 };
-template <class M, class Req, gs_kind K>
-inline constexpr gs_request_info request_info{tag_of<M>(), &typeid(M), &typeid(Req), K};
 
-// A request to a gen_server of any module: one type tag for all of them, so
-// that a server recognises a request meant for another module (a call by
-// name or by a rebuilt ref compiles against any process) and refuses it at
-// once instead of leaving its caller to wait.
+// A request to a gen_server of any module. Its type tag is its module's
+// (one compare on a server's own requests), and item_flag_request marks it
+// as a request, so that a server recognises one meant for another module (a
+// call by name or by a rebuilt ref compiles against any process) and
+// refuses it at once instead of leaving its caller to wait.
 struct gs_request : message {
   const gs_request_info* info;
-  pid caller;                  // for a call or get_state: where the reply goes
-  std::uint64_t reply_tag = 0; // its tag; 0 for a cast
-  gs_request(const gs_request_info* i, void (*d)(message*) noexcept) noexcept
-    : message(tag_of<gs_request>(), d), info(i) {}
+  gs_request(type_tag module_tag, const gs_request_info* i, void (*d)(message*) noexcept) noexcept
+    : message(module_tag, d), info(i) {
+    flags |= item_flag_request;
+  }
 };
 
-// A request to a server of module M; `run` knows the concrete request.
+// The type tag of module M's requests.
 template <class M>
-struct gs_envelope : gs_request {
-  using run_fn = std::optional<task<void>> (*)(gs_envelope* self, gs_server<M>& s);
-  run_fn run;
-  gs_envelope(const gs_request_info* i, run_fn r, void (*d)(message*) noexcept) noexcept
-    : gs_request(i, d), run(r) {}
-};
+[[nodiscard]] constexpr type_tag request_tag_of() noexcept {
+  return tag_of<gs_server<M>>();
+}
 
 template <class M, class Body>
-struct gs_item final : gs_envelope<M> {
+struct gs_item final : gs_request {
   Body body;
-  explicit gs_item(Body b) : gs_envelope<M>(&Body::info, &run_self, &destroy_self), body(std::move(b)) {}
-  static std::optional<task<void>> run_self(gs_envelope<M>* e, gs_server<M>& s) {
-    return Body::run(static_cast<gs_item*>(e)->body, s, *e);
+  explicit gs_item(Body b) : gs_request(request_tag_of<M>(), &info, &destroy_self), body(std::move(b)) {}
+
+  static std::optional<task<void>> run_self(gs_request& r, void* server) {
+    return Body::run(static_cast<gs_item&>(r).body, *static_cast<gs_server<M>*>(server));
   }
+  static const gs_reply_address* reply_address_of(const gs_request& r) noexcept {
+    if constexpr (Body::kind == gs_kind::cast)
+      return nullptr;
+    else
+      return &static_cast<const gs_item&>(r).body.to;
+  }
+  static constexpr gs_request_info info{&typeid(M), Body::request_type, Body::kind, &run_self, &reply_address_of};
+
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<gs_item*>(m);
     self->~gs_item();
@@ -372,50 +391,50 @@ struct gs_item final : gs_envelope<M> {
   }
 };
 
-// Builds the request; `reply_to` is the caller's handle for a call or
-// get_state, empty for a cast.
-template <class M, class Body, class R = void>
-[[nodiscard]] message* make_envelope(Body body, const from<R>& reply_to = {}) {
+// Builds the request.
+template <class M, class Body>
+[[nodiscard]] message* make_envelope(Body body) {
   // Aligned as the request type needs (a pool block is 16-aligned).
   void* mem = allocate_item_storage<gs_item<M, Body>>();
-  gs_item<M, Body>* e = nullptr;
   try {
-    e = ::new (mem) gs_item<M, Body>(std::move(body));
+    return ::new (mem) gs_item<M, Body>(std::move(body));
   } catch (...) {
     free_item_storage<gs_item<M, Body>>(mem);
     throw;
   }
-  e->caller = reply_to.caller();
-  e->reply_tag = reply_to.tag();
-  return e;
 }
 
 template <class R>
-[[nodiscard]] from<R> reply_handle(const gs_request& r) noexcept {
-  return from<R>{r.caller, r.reply_tag};
+[[nodiscard]] from<R> reply_handle(const gs_reply_address& a) noexcept {
+  return from<R>{a.caller, a.tag};
 }
 
 template <class M, class Req>
 struct call_body {
-  static constexpr const gs_request_info& info = request_info<M, Req, gs_kind::call>;
+  static constexpr gs_kind kind = gs_kind::call;
+  static constexpr const std::type_info* request_type = &typeid(Req);
+  gs_reply_address to;
   Req req;
-  static std::optional<task<void>> run(call_body& b, gs_server<M>& s, const gs_request& r) {
-    return s.on_call(reply_handle<call_reply_t<M, Req>>(r), b.req);
+  static std::optional<task<void>> run(call_body& b, gs_server<M>& s) {
+    return s.on_call(reply_handle<call_reply_t<M, Req>>(b.to), b.req);
   }
 };
 
 template <class M, class Req>
 struct cast_body {
-  static constexpr const gs_request_info& info = request_info<M, Req, gs_kind::cast>;
+  static constexpr gs_kind kind = gs_kind::cast;
+  static constexpr const std::type_info* request_type = &typeid(Req);
   Req req;
-  static std::optional<task<void>> run(cast_body& b, gs_server<M>& s, const gs_request&) { return s.on_cast(b.req); }
+  static std::optional<task<void>> run(cast_body& b, gs_server<M>& s) { return s.on_cast(b.req); }
 };
 
 template <class M>
 struct get_state_body {
-  static constexpr const gs_request_info& info = request_info<M, M, gs_kind::get_state>;
-  static std::optional<task<void>> run(get_state_body&, gs_server<M>& s, const gs_request& r) {
-    otp::reply(reply_handle<M>(r), s.module());
+  static constexpr gs_kind kind = gs_kind::get_state;
+  static constexpr const std::type_info* request_type = &typeid(M);
+  gs_reply_address to;
+  static std::optional<task<void>> run(get_state_body& b, gs_server<M>& s) {
+    otp::reply(reply_handle<M>(b.to), s.module());
     return std::nullopt;
   }
 };
@@ -688,18 +707,17 @@ private:
       message_ptr t(make_message<idle_timeout>());
       return on_info(t);
     }
-    if (m->type == tag_of<gs_request>()) {
+    if (m->type == request_tag_of<M>()) {
       auto* r = static_cast<gs_request*>(m.get());
-      if (r->info->module != tag_of<M>()) {
-        ++stats_.refused;
-        refuse_request(*r, ctx_.self_, name_, typeid(M));
-        return std::nullopt;
-      }
       static constexpr last_kind kinds[] = {last_kind::call, last_kind::cast, last_kind::get_state};
       last_.note(kinds[static_cast<int>(r->info->kind)], r->info->request_type);
-      auto* e = static_cast<gs_envelope<M>*>(r);
       timed_call = timing_ && r->info->kind == gs_kind::call;
-      return e->run(e, *this);
+      return r->info->run(*r, this);
+    }
+    if ((m->flags & item_flag_request) != 0) { // another module's request
+      ++stats_.refused;
+      refuse_request(*static_cast<gs_request*>(m.get()), ctx_.self_, name_, typeid(M));
+      return std::nullopt;
     }
     if (m->type == tag_of<system_msg>()) {
       auto& s = payload<system_msg>(m.get());
@@ -942,7 +960,7 @@ auto call(const destination& to, Req&& request, otp::timeout t = default_call_ti
       return detail::call_awaiter<R>(std::move(target).error());
     return detail::call_process<R>(target.value(), t, [&](const from<R>& f) {
       using body = detail::call_body<M, std::decay_t<Req>>;
-      return detail::make_envelope<M>(body{std::forward<Req>(request)}, f);
+      return detail::make_envelope<M>(body{{f.caller(), f.tag()}, std::forward<Req>(request)});
     });
   }
 }
@@ -992,7 +1010,7 @@ auto get_state(const destination& to, otp::timeout t = default_call_timeout) {
   if (!target)
     return detail::call_awaiter<M>(std::move(target).error());
   return detail::call_process<M>(target.value(), t, [](const from<M>& f) {
-    return detail::make_envelope<M>(detail::get_state_body<M>{}, f);
+    return detail::make_envelope<M>(detail::get_state_body<M>{{f.caller(), f.tag()}});
   });
 }
 

@@ -70,8 +70,13 @@ enum class item_kind : std::uint8_t {
 struct item {
   item* next = nullptr;
   item_kind kind;
+  std::uint8_t flags = 0; // for the layers above (item_flag_*); in the padding
   explicit item(item_kind k) noexcept : kind(k) {}
 };
+
+// A gen_server request, whatever its module: lets a server spot a request
+// meant for another module without slowing its own requests' match.
+inline constexpr std::uint8_t item_flag_request = 1;
 
 // One address per type, no RTTI: the tag a selective receive compares.
 using type_tag = const void*;
