@@ -7,7 +7,6 @@
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,51 +14,10 @@ import tempfile
 import threading
 import time
 
+import kvtest
+from kvtest import check, failures, free_port
+
 BIN = sys.argv[1]
-failures = []
-
-
-def check(name, ok, detail=""):
-    print(("ok:   " if ok else "FAIL: ") + name + (("  -- " + detail) if detail and not ok else ""))
-    if not ok:
-        failures.append(name)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Server:
-    """Starts kvstore and waits for its "listening" line (no sleeping)."""
-
-    def __init__(self, data, port, *extra):
-        self.port = port
-        self.proc = subprocess.Popen([BIN, "--port", str(port), "--data", data, *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines = []
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("kvstore exited before listening:\n" + "".join(self.lines))
-            self.lines.append(line)
-            if "listening on" in line:
-                break
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=20)
-        self.reader.join(timeout=5)
-        return rc
 
 
 def cli(port, *args):
@@ -200,14 +158,14 @@ def main():
     data = tempfile.mkdtemp(prefix="kvstore-test-")
     try:
         port = free_port()
-        server = Server(data, port, "--admin")
+        server = kvtest.Server(BIN, data, "--admin", port=port)
         commands(port)
         bad_input(port)
         crash_recovery(port)
         chaos(port)
         check("SIGTERM stops the tree in order, exit code 0", server.stop() == 0)
         # The logs bring everything back after a full restart.
-        server = Server(data, port)
+        server = kvtest.Server(BIN, data, port=port)
         check("a restarted server reads its logs back", cli(port, "get", "crash:7") == "v7"
               and cli(port, "get", "p42") == "2")
         check("DEBUG CRASH is off unless enabled", cli(port, "debug", "crash", "0").startswith("ERR unknown command"))

@@ -9,78 +9,28 @@
 # usage: test_net.py KVSTORE_BINARY
 import os
 import random
-import resource
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
+import kvtest
+from kvtest import check, failures, resp
+
 BIN = sys.argv[1]
-failures = []
 
 
-def check(name, ok, detail=""):
-    print(("ok:   " if ok else "FAIL: ") + name + (("  -- " + str(detail)[:600]) if detail and not ok else ""))
-    if not ok:
-        failures.append(name)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Server:
-    """Starts kvstore, optionally with a low open files limit, and waits for its "listening" line."""
+class Server(kvtest.Server):
+    """kvstore on two schedulers; a stop must exit 0 (a sanitizer's report makes the code non-zero)."""
 
     def __init__(self, data, *extra, nofile=None):
-        self.port = free_port()
-        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
-        self.proc = subprocess.Popen([BIN, "--port", str(self.port), "--data", data, "--schedulers", "2", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=limit)
-        self.lines = []
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("kvstore exited before listening:\n" + "".join(self.lines))
-            self.lines.append(line)
-            if "listening on" in line:
-                break
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def alive(self):
-        return self.proc.poll() is None
+        super().__init__(BIN, data, "--schedulers", "2", *extra, nofile=nofile)
 
     def stop(self):
-        """Stops the server; checks that it stops cleanly (a sanitizer's report makes the code non-zero)."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.reader.join(timeout=5)
+        rc = super().stop()
         check("SIGTERM stops the server, exit code 0", rc == 0, "exit code %s; %s" % (rc, "".join(self.lines[-15:])))
         return rc
-
-
-def resp(*args):
-    args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 class Client:

@@ -9,33 +9,19 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import zlib
 
+import kvtest
+from kvtest import check, failures, resp
+
 BIN = sys.argv[1]
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.json")
 HEADER = b"*2\r\n$5\r\nKVLOG\r\n$1\r\n2\r\n"
-failures = []
-
-
-def check(name, ok, detail=""):
-    print(("ok:   " if ok else "FAIL: ") + name + (("  -- " + str(detail)) if detail and not ok else ""))
-    if not ok:
-        failures.append(name)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def new_dir():
@@ -43,48 +29,9 @@ def new_dir():
     return d
 
 
-class Server:
-    """Starts kvstore and waits for its "listening" line, or for its exit."""
-
+class Server(kvtest.Server):
     def __init__(self, data, *extra, expect_fail=False):
-        self.port = free_port()
-        self.proc = subprocess.Popen([BIN, "--port", str(self.port), "--data", data, *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines = []
-        self.started = False
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if "listening on" in line:
-                self.started = True
-                break
-        if not self.started:
-            self.proc.wait(timeout=20)
-            if not expect_fail:
-                raise RuntimeError("kvstore exited before listening:\n" + self.output())
-            return
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def output(self):
-        return "".join(self.lines)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=30)
-        self.reader.join(timeout=5)
-        return rc
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-        self.reader.join(timeout=5)
+        super().__init__(BIN, data, *extra, expect_fail=expect_fail)
 
 
 class Conn:
@@ -93,11 +40,7 @@ class Conn:
         self.f = self.s.makefile("rb")
 
     def send(self, *args):
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        self.s.sendall(out)
+        self.s.sendall(resp(*args))
 
     def reply(self):
         line = self.f.readline()
@@ -123,11 +66,7 @@ class Conn:
         return self.reply()
 
     def pipeline(self, commands):
-        buf = b""
-        for args in commands:
-            buf += b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in
-                                                      (x if isinstance(x, bytes) else str(x).encode() for x in args))
-        self.s.sendall(buf)
+        self.s.sendall(b"".join(resp(*args) for args in commands))
         return [self.reply() for _ in commands]
 
     def close(self):
