@@ -611,6 +611,17 @@ task<std::optional<process_info>> get_process_info(pid p) {
 
 namespace otp::detail {
 
+namespace {
+// Closes a call's slot, dropping what arrived for it.
+void drop_call_slot(process_extras& x, monitor_ref ref) noexcept {
+  if (message** slot = x.calls.find(ref.value())) {
+    if (*slot != nullptr)
+      (*slot)->destroy(*slot);
+    x.calls.erase(ref.value());
+  }
+}
+} // namespace
+
 call_wait::call_wait(process& p, monitor_ref ref, const pid& callee, const class timeout& t) noexcept
   : receive_waiter{&try_match_thunk}, proc_(&p), ref_(ref), callee_(callee), limit_(t.duration()), armed_(true) {
   this->fire = &fire_thunk;
@@ -627,11 +638,7 @@ call_wait::~call_wait() {
   process_extras* x = proc_->extras;
   if (x == nullptr)
     return;
-  if (message** slot = x->calls.find(ref_.value())) {
-    if (*slot != nullptr)
-      (*slot)->destroy(*slot);
-    x->calls.erase(ref_.value());
-  }
+  drop_call_slot(*x, ref_);
   if (x->monitors.find(ref_) != nullptr && this_thread.current == proc_)
     (void)otp::demonitor(ref_);
 }
@@ -713,13 +720,8 @@ monitor_ref begin_call(process& me, const pid& to) {
 }
 
 void abandon_call(process& me, monitor_ref ref) noexcept {
-  if (process_extras* x = me.extras) {
-    if (message** slot = x->calls.find(ref.value())) {
-      if (*slot != nullptr)
-        (*slot)->destroy(*slot);
-      x->calls.erase(ref.value());
-    }
-  }
+  if (process_extras* x = me.extras)
+    drop_call_slot(*x, ref);
   try {
     (void)otp::demonitor(ref, true);
   } catch (...) {

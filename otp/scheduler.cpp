@@ -93,14 +93,21 @@ std::chrono::steady_clock::time_point scheduler::now() const noexcept {
   return node_.deterministic() ? node_.now() : std::chrono::steady_clock::now();
 }
 
-std::chrono::steady_clock::time_point scheduler::deadline_after(std::chrono::steady_clock::duration d) const noexcept {
-  // The precise clock: the coarse one lags it by more than its stated
-  // resolution on a tickless kernel, which made timeouts fire early.
-  const auto t = now();
-  // Saturates: a duration too long to add ("forever") never falls due.
+namespace {
+// `t + d`, saturated: a duration too long to add ("forever") gives
+// time_point::max(), which never falls due.
+std::chrono::steady_clock::time_point saturating_add(std::chrono::steady_clock::time_point t,
+                                                     std::chrono::steady_clock::duration d) noexcept {
   if (d > std::chrono::steady_clock::time_point::max() - t)
     return std::chrono::steady_clock::time_point::max();
   return t + d;
+}
+} // namespace
+
+std::chrono::steady_clock::time_point scheduler::deadline_after(std::chrono::steady_clock::duration d) const noexcept {
+  // The precise clock: the coarse one lags it by more than its stated
+  // resolution on a tickless kernel, which made timeouts fire early.
+  return saturating_add(now(), d);
 }
 
 process* scheduler::allocate_block() {
@@ -575,11 +582,9 @@ bool scheduler::fire_timers(std::chrono::steady_clock::time_point t_now) noexcep
 void scheduler::arm_pending_timers(std::chrono::steady_clock::time_point t_now) noexcept {
   while (detail::timer_node* t = pending_timers_) {
     unlink_pending(t);
-    // Saturates: a timeout too long to add to now is forever, never armed.
-    if (t->pending_for <= std::chrono::steady_clock::time_point::max() - t_now) {
-      t->deadline = t_now + t->pending_for;
+    t->deadline = saturating_add(t_now, t->pending_for);
+    if (t->deadline != std::chrono::steady_clock::time_point::max()) // else forever: never armed
       timers_.push(t);
-    }
   }
 }
 
