@@ -124,6 +124,25 @@ scheduler& node::pick_scheduler() noexcept {
   return *schedulers_[i % schedulers_.size()];
 }
 
+scheduler* node::claim_hungry(const scheduler& from) noexcept {
+  const auto n = static_cast<unsigned>(schedulers_.size());
+  // From the next one on, so that shedders do not all pick the same one.
+  for (unsigned k = 1; k < n; ++k) {
+    scheduler* s = schedulers_[(from.index() + k) % n].get();
+    if (s->hungry() && s->take_hunger())
+      return s;
+  }
+  return nullptr;
+}
+
+std::vector<scheduler_stats> node::statistics() const {
+  std::vector<scheduler_stats> all;
+  all.reserve(schedulers_.size());
+  for (const auto& s : schedulers_)
+    all.push_back(s->stats());
+  return all;
+}
+
 std::chrono::steady_clock::time_point node::now() const noexcept {
   return opts_.deterministic ? manual_now_ : std::chrono::steady_clock::now();
 }
@@ -198,7 +217,7 @@ std::optional<otp::process_info> node::info(const pid& p) {
     auto* s = detail::this_thread.sched;
     if (opts_.deterministic && s == nullptr)
       s = schedulers_[0].get();
-    if (t == nullptr || t->home() != s || p.scheduler_index() != s->index())
+    if (t == nullptr || t->home() != s)
       return std::nullopt;
     if (t->id.load(std::memory_order_relaxed) != p.id() || t->state >= detail::proc_state::exiting)
       return std::nullopt;

@@ -43,8 +43,9 @@ struct node_options {
 
 /// Options of spawn_opt (cf. erlang:spawn_opt/2).
 struct spawn_options {
-  /// The scheduler to bind the process to; default: the caller's, or round
-  /// robin when the caller is not a process.
+  /// The scheduler to bind the process to, for life (Erlang's bound
+  /// processes). Default: unbound; it starts on the caller's scheduler (round
+  /// robin when the caller is not a process) and moves where there is room.
   std::optional<unsigned> scheduler{};
   /// Link the caller and the new process atomically (needs a calling process).
   bool link = false;
@@ -77,9 +78,11 @@ struct process_info {
   std::vector<otp::pid> links;
   std::vector<monitor_ref> monitors;     // monitors the process holds
   std::vector<otp::pid> monitored_by;
-  unsigned scheduler = 0;
+  unsigned scheduler = 0; // the one it runs on now
   bool trap_exit = false;
 };
+
+struct scheduler_stats;
 
 namespace detail {
 inline constexpr std::size_t max_services = 8;
@@ -151,6 +154,8 @@ public:
   }
   /// Returns scheduler `i` (its io_context serves the Asio objects of its processes).
   [[nodiscard]] scheduler& get_scheduler(unsigned i) { return *schedulers_.at(i); }
+  /// Returns every scheduler's counters (utilisation, run queue, migrations).
+  [[nodiscard]] std::vector<scheduler_stats> statistics() const;
   /// Returns the number of live processes (exact when the node is quiescent).
   [[nodiscard]] std::size_t process_count() const noexcept {
     return live_count_.load(std::memory_order_relaxed);
@@ -208,6 +213,14 @@ public:
   void end_foreign_spawn() noexcept { foreign_spawns_.fetch_sub(1, std::memory_order_seq_cst); }
   /// @private
   [[nodiscard]] scheduler& pick_scheduler() noexcept;
+  /// @private Whether some scheduler waits for work (cheap: one shared load).
+  [[nodiscard]] bool anyone_hungry() const noexcept { return hungry_.value.load(std::memory_order_relaxed) != 0; }
+  /// @private A hungry scheduler other than `from`, its hunger claimed; or null.
+  [[nodiscard]] scheduler* claim_hungry(const scheduler& from) noexcept;
+  /// @private
+  void count_hungry(int delta) noexcept {
+    hungry_.value.fetch_add(static_cast<unsigned>(delta), std::memory_order_relaxed);
+  }
   /// @private
   void count_process(int delta) noexcept {
     live_count_.fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
@@ -221,6 +234,11 @@ private:
   node_options opts_;
   std::vector<std::unique_ptr<scheduler>> schedulers_;
   std::atomic<unsigned> round_robin_{0};
+  // Read by every busy scheduler between steps; written only when one goes
+  // idle or is given work: on a line of its own.
+  struct alignas(64) line_of_its_own {
+    std::atomic<unsigned> value{0};
+  } hungry_;
   std::atomic<std::size_t> live_count_{0};
   std::atomic<bool> stopping_{false};
   bool shut_down_ = false;

@@ -52,12 +52,24 @@ std::uint64_t make_ref(node& n) noexcept {
   return n.next_foreign_ref();
 }
 
-bool is_local(const process* p, const pid& to) noexcept {
+bool is_local(const process* p, const pid&) noexcept {
+  // Only the owner thread reads itself in `home_` (acquire: it then sees
+  // what the previous owner wrote before handing the process over).
   const scheduler* s = this_thread.sched;
-  return s != nullptr && p->home() == s && to.scheduler_index() == s->index();
+  return s != nullptr && p->home() == s;
 }
 
 void local_push(process& p, item* it) noexcept {
+  if (p.inbox.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
+    // Items from other threads wait in the inbox: ours go behind them, as
+    // a sender that was remote and is now local (one of us moved) must not
+    // overtake its own older items.
+    for (item* q = take_fifo(p.inbox); q != nullptr;) {
+      item* next = q->next;
+      p.signals.push_back(q);
+      q = next;
+    }
+  }
   if (is_message(it->kind) && p.signals.empty()) {
     if (it->kind == item_kind::message)
       p.append_to_mailbox(it);
@@ -68,7 +80,7 @@ void local_push(process& p, item* it) noexcept {
     // the receiver (self() names it), though on the sender's turn.
     if (p.state == proc_state::waiting && !p.in_ready && match_waiting(p)) {
       p.state = proc_state::runnable;
-      p.home()->make_ready(&p);
+      p.home()->make_ready(&p, true);
     }
     return;
   }
@@ -76,7 +88,7 @@ void local_push(process& p, item* it) noexcept {
   // handled by the scheduler while the process is suspended.
   p.signals.push_back(it);
   if (!p.in_ready && p.state != proc_state::running && p.state != proc_state::created)
-    p.home()->make_ready(&p);
+    p.home()->make_ready(&p, true);
 }
 
 namespace {
@@ -219,6 +231,10 @@ otp::process_info snapshot(const process& p) {
 
 // ------------------------------------------------------------------ spawn
 
+// Whether a plain spawn goes straight to a hungry scheduler (else it starts
+// here and moves when load is shed): docs/design.md, "Load balancing".
+constexpr bool spawn_to_hungry = false;
+
 spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top,
                          std::shared_ptr<std::promise<exit_reason>> watcher) {
   struct frame_guard {
@@ -259,6 +275,10 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   if (cur == nullptr)
     in_flight.n = n;
   scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? cur : &n->pick_scheduler();
+  if (spawn_to_hungry && !o.scheduler && cur != nullptr && n->anyone_hungry()) {
+    if (scheduler* h = n->claim_hungry(*cur))
+      target = h; // a burst of spawns spreads at once, not a step later
+  }
 
   process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
   const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
@@ -268,6 +288,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   // A recycled block carries the last process's flags: start afresh. (Its
   // queues, extras and waiter were emptied when that process exited.)
   p->trap_exit = false;
+  p->bound = o.scheduler.has_value();
+  p->woken_here = false;
   p->in_ready = false;
   p->mailbox_len = 0;
   p->waiter = nullptr;
@@ -361,7 +383,10 @@ void io_complete(process& p) noexcept {
     p.home()->make_ready(&p);
 }
 
-asio::io_context::executor_type process_executor(process& p) noexcept { return p.home()->get_executor(); }
+asio::io_context::executor_type process_executor(process& p) noexcept {
+  p.bound = true; // its I/O completes on this io_context's thread: it stays here
+  return p.home()->get_executor();
+}
 
 std::coroutine_handle<> yield_awaiter::await_suspend(std::coroutine_handle<> h) const noexcept {
   process& p = *this_thread.current;
@@ -375,22 +400,9 @@ std::coroutine_handle<> yield_awaiter::await_suspend(std::coroutine_handle<> h) 
 
 namespace {
 
-void unlink_timer(send_timer* t) noexcept {
-  if (t->owner == nullptr)
-    return;
-  if (t->prev != nullptr)
-    t->prev->next = t->next;
-  else if (t->owner->extras != nullptr)
-    t->owner->extras->timers = t->next;
-  if (t->next != nullptr)
-    t->next->prev = t->prev;
-  t->owner = nullptr;
-}
-
 void fire_send_timer(timer_node* node, scheduler& s) noexcept {
   auto* t = static_cast<send_timer*>(node);
-  s.send_timers().erase(t->ref);
-  unlink_timer(t);
+  s.forget_send_timer(t);
   item* m = std::exchange(t->msg, nullptr);
   const pid to = t->target;
   delete t;
@@ -402,9 +414,7 @@ bool cancel_here(scheduler& s, std::uint64_t ref) noexcept {
   if (found == s.send_timers().end())
     return false;
   send_timer* t = found->second;
-  s.send_timers().erase(found);
-  s.cancel_timer(t);
-  unlink_timer(t);
+  s.forget_send_timer(t);
   destroy_item(t->msg);
   delete t;
   return true;
@@ -438,6 +448,16 @@ timer_ref start_send_timer(std::chrono::steady_clock::duration d, const pid& to,
   }
   s->send_timers().emplace(t->ref, t);
   s->add_timer(t);
+  if (process* me = this_thread.current) {
+    // Keeps the starter here while the timer is pending: its cancel_timer
+    // then finds the timer on its own scheduler, synchronously.
+    try {
+      ++me->ext().timers_started;
+      t->starter = me->self();
+    } catch (...) {
+      // No memory for the extras: the timer still runs, unaccounted.
+    }
+  }
   return timer_ref{t->ref};
 }
 
@@ -448,8 +468,13 @@ timer_ref start_send_timer(std::chrono::steady_clock::duration d, const pid& to,
 pid self() { return detail::require_process("otp::self").self(); }
 
 scheduler& this_scheduler() {
-  if (auto* s = detail::this_thread.sched)
+  if (auto* s = detail::this_thread.sched) {
+    // Asio objects made on its io_context complete on this thread: a
+    // process that asks for its scheduler stays on it.
+    if (auto* p = detail::this_thread.current)
+      p->bound = true;
     return *s;
+  }
   throw std::system_error(make_error_code(errc::not_in_process),
                           "otp::this_scheduler must be called from a process");
 }

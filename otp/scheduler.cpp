@@ -128,8 +128,9 @@ process* scheduler::allocate_block() {
 
 // ------------------------------------------------------------- ready queue
 
-void scheduler::make_ready(process* p) noexcept {
+void scheduler::make_ready(process* p, bool woken_here) noexcept {
   p->in_ready = true;
+  p->woken_here = woken_here;
   p->ready_next = nullptr;
   if (ready_tail_ != nullptr)
     ready_tail_->ready_next = p;
@@ -137,6 +138,8 @@ void scheduler::make_ready(process* p) noexcept {
     ready_head_ = p;
   ready_tail_ = p;
   ++ready_count_;
+  if (!p->bound && !woken_here)
+    ++movable_ready_;
 }
 
 process* scheduler::pop_ready() noexcept {
@@ -159,15 +162,17 @@ process* scheduler::pop_ready() noexcept {
   if (ready_tail_ == p)
     ready_tail_ = prev;
   --ready_count_;
+  if (!p->bound && !p->woken_here)
+    --movable_ready_;
   p->ready_next = nullptr;
   return p;
 }
 
-void scheduler::remote_enqueue(process* p) noexcept {
+void scheduler::remote_enqueue_chain(process* first, process* last) noexcept {
   process* head = remote_ready_.load(std::memory_order_relaxed);
   do {
-    p->remote_next = head;
-  } while (!remote_ready_.compare_exchange_weak(head, p, std::memory_order_seq_cst,
+    last->remote_next = head;
+  } while (!remote_ready_.compare_exchange_weak(head, first, std::memory_order_seq_cst,
                                                 std::memory_order_relaxed));
   // Pairs with sleep_until_work(): either it sees our push, or we see it asleep.
   if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false, std::memory_order_seq_cst))
@@ -189,6 +194,12 @@ bool scheduler::drain_remote() noexcept {
     process* p = fifo;
     fifo = p->remote_next;
     p->remote_next = nullptr;
+    if (scheduler* home = p->home(); home != this) {
+      // A sender read p's old home before it moved. We hold `notified`, so
+      // p cannot move again meanwhile: pass the wake-up on to its home.
+      home->remote_enqueue(p);
+      continue;
+    }
     // Cleared before the inbox is drained (in step): a push after the drain
     // sees notified == false and enqueues the process again.
     p->notified.store(false, std::memory_order_seq_cst);
@@ -214,6 +225,109 @@ void scheduler::remove_live(process* p) noexcept {
   last->live_index = p->live_index;
   live_.pop_back();
   node_.count_process(-1);
+}
+
+// ---------------------------------------------------------- load balancing
+//
+// An idle scheduler says it is hungry; a busy one, between two steps,
+// claims that hunger and hands over half of its movable ready processes in
+// one push. The victim moves them itself, so everything a process keeps
+// "owner thread only" changes hands through one release/acquire pair (the
+// hungry scheduler's remote-ready stack) and never needs a lock.
+
+bool scheduler::take_hunger() noexcept {
+  if (!hungry_.exchange(false, std::memory_order_acq_rel))
+    return false;
+  node_.count_hungry(-1);
+  return true;
+}
+
+void scheduler::advertise_hunger() noexcept {
+  if (!hungry_.exchange(true, std::memory_order_acq_rel))
+    node_.count_hungry(1);
+}
+
+void scheduler::retract_hunger() noexcept {
+  if (hungry_.load(std::memory_order_relaxed))
+    (void)take_hunger();
+}
+
+bool scheduler::can_migrate(const process& p) const noexcept {
+  // Only between two runs, with nothing that ties it to this thread: no
+  // timeout armed in our heap (a waiting process may have one), no send_after
+  // timer of ours aimed at it or started by it, no io_context of ours.
+  if (p.bound || p.woken_here || p.state != proc_state::runnable)
+    return false;
+  return p.extras == nullptr || (p.extras->timers == nullptr && p.extras->timers_started == 0);
+}
+
+void scheduler::shed_load() noexcept {
+  if (node_.stopping())
+    return; // the receiver may have torn its processes down already
+  scheduler* to = node_.claim_hungry(*this);
+  if (to == nullptr)
+    return;
+  const std::size_t want = std::min((movable_ready_ + 1) / 2, max_shed);
+  // The chain is built newest first: the receiver reverses its stack, so
+  // the processes keep their ready order there.
+  process* first = nullptr;
+  process* last = nullptr;
+  std::size_t moved = 0;
+  std::size_t looked = 0;
+  process* prev = nullptr;
+  for (process* p = ready_head_; p != nullptr && moved < want && looked < 4 * want + 64; ++looked) {
+    process* next = p->ready_next;
+    // `notified` held, no sender can put p on a remote-ready stack, and p's
+    // home stays what we write until the receiver clears it.
+    if (can_migrate(*p) && !p->notified.exchange(true, std::memory_order_seq_cst)) {
+      if (prev != nullptr)
+        prev->ready_next = next;
+      else
+        ready_head_ = next;
+      if (ready_tail_ == p)
+        ready_tail_ = prev;
+      --ready_count_;
+      --movable_ready_;
+      p->in_ready = false;
+      p->ready_next = nullptr;
+      remove_live(p);
+      p->state = proc_state::created; // adopted by the receiver, as a spawn
+      p->home_.store(to, std::memory_order_release);
+      p->remote_next = first;
+      first = p;
+      if (last == nullptr)
+        last = p;
+      ++moved;
+    } else {
+      prev = p;
+    }
+    p = next;
+  }
+  if (moved == 0) {
+    to->advertise_hunger(); // nothing could move: let someone else feed it
+    return;
+  }
+  migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
+  to->migrated_in_.fetch_add(moved, std::memory_order_relaxed);
+  to->remote_enqueue_chain(first, last);
+}
+
+scheduler_stats scheduler::stats() const noexcept {
+  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch()).count();
+  scheduler_stats st;
+  st.index = index_;
+  std::int64_t active = active_ns_.load(std::memory_order_relaxed);
+  if (const auto since = active_since_ns_.load(std::memory_order_relaxed); since != 0 && now_ns > since)
+    active += now_ns - since;
+  const auto started = started_ns_.load(std::memory_order_relaxed);
+  st.active = std::chrono::nanoseconds{active};
+  st.total = std::chrono::nanoseconds{started != 0 ? now_ns - started : 0};
+  st.run_queue = run_queue_len_.load(std::memory_order_relaxed);
+  st.processes = live_len_.load(std::memory_order_relaxed);
+  st.migrated_out = migrated_out_.load(std::memory_order_relaxed);
+  st.migrated_in = migrated_in_.load(std::memory_order_relaxed);
+  return st;
 }
 
 // ---------------------------------------------------------------- stepping
@@ -296,8 +410,12 @@ bool scheduler::process_signals(process* p) noexcept {
       it = next;
     }
   };
-  handle_list(fifo);
+  // What was queued here first: a sender that was local and then remote
+  // (either of them moved) has its older items in `signals`. A sender that
+  // was remote and then local had its inbox items moved to `signals` before
+  // its first local one (local_push).
   handle_list(p->signals.take_all());
+  handle_list(fifo);
   return p->state < proc_state::exiting;
 }
 
@@ -399,11 +517,30 @@ void free_call_slots(detail::process_extras& x) noexcept {
 }
 } // namespace
 
+void scheduler::forget_send_timer(detail::send_timer* t) noexcept {
+  send_timers_.erase(t->ref);
+  cancel_timer(t);
+  if (process* o = std::exchange(t->owner, nullptr)) {
+    if (t->prev != nullptr)
+      t->prev->next = t->next;
+    else if (o->extras != nullptr)
+      o->extras->timers = t->next;
+    if (t->next != nullptr)
+      t->next->prev = t->prev;
+  }
+  // The starter cannot have moved while this was pending: if it is alive,
+  // it is ours.
+  if (process* s = t->starter.control_block();
+      s != nullptr && s->id.load(std::memory_order_relaxed) == t->starter.id() && s->home() == this
+      && s->state < proc_state::exiting && s->extras != nullptr && s->extras->timers_started > 0)
+    --s->extras->timers_started;
+}
+
 void scheduler::cancel_send_timers(detail::process_extras& x) noexcept {
   while (auto* t = x.timers) {
-    x.timers = t->next;
-    cancel_timer(t);
-    send_timers_.erase(t->ref);
+    x.timers = t->next; // the process's extras are already detached
+    t->prev = nullptr;
+    forget_send_timer(t);
     detail::destroy_item(t->msg);
     delete t;
   }
@@ -529,7 +666,7 @@ void scheduler::terminate_all() noexcept {
     while (!live_.empty())
       teardown(live_.back());
     ready_head_ = ready_tail_ = nullptr;
-    ready_count_ = 0;
+    ready_count_ = movable_ready_ = 0;
   } while (remote_ready_.load(std::memory_order_acquire) != nullptr);
   detail::this_thread.sched = prev;
 }
@@ -549,15 +686,21 @@ void scheduler::final_cleanup() noexcept {
       teardown(p);
     }
   }
+  // Processes that moved here after terminate_all (a shed that raced the
+  // shutdown): no thread runs now, and none of them holds Asio objects.
+  while (!live_.empty())
+    teardown(live_.back());
+  ready_head_ = ready_tail_ = nullptr;
+  ready_count_ = movable_ready_ = 0;
   for (process* z : zombies_)
     detail::discard_all(z->self(), z->inbox.exchange(nullptr, std::memory_order_acq_rel));
   zombies_.clear();
-  for (auto& [ref, t] : send_timers_) {
-    cancel_timer(t);
+  while (!send_timers_.empty()) {
+    detail::send_timer* t = send_timers_.begin()->second;
+    forget_send_timer(t);
     detail::destroy_item(t->msg);
     delete t;
   }
-  send_timers_.clear();
   free_blocks_ = spill_blocks_ = nullptr;
   free_count_ = spill_count_ = 0;
   wake_timer_.cancel();
@@ -599,6 +742,10 @@ bool scheduler::run_batch() {
   // by two processes that keep each other busy.
   unsigned n = 0;
   while (n < 256) {
+    // Between two steps: the one place a process of ours is certainly not
+    // running, and a cheap look (nothing movable, or nobody hungry).
+    if (movable_ready_ != 0 && node_.anyone_hungry())
+      shed_load();
     process* p = pop_ready();
     if (p == nullptr)
       break;
@@ -613,6 +760,7 @@ bool scheduler::run_batch() {
     batches_since_poll_ = 0;
     did |= io_.poll() > 0;
   }
+  publish_stats();
   return did;
 }
 
@@ -642,6 +790,12 @@ void scheduler::sleep_until_work() {
   sleeping_.store(false, std::memory_order_relaxed);
 }
 
+namespace {
+std::int64_t ns_of(std::chrono::steady_clock::time_point t) noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+} // namespace
+
 void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
   detail::this_thread.sched = this;
   if (pin) {
@@ -653,11 +807,23 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
       (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
   }
+  const bool balance = node_.scheduler_count() > 1;
+  auto active_since = std::chrono::steady_clock::now();
+  started_ns_.store(ns_of(active_since), std::memory_order_relaxed);
+  active_since_ns_.store(ns_of(active_since), std::memory_order_relaxed);
   while (!stop_.load(std::memory_order_acquire)) {
-    if (run_batch())
+    if (run_batch()) {
+      if (balance)
+        retract_hunger();
       continue;
-    // Idle: poll briefly before sleeping; a wake-up costs far more.
-    const auto until = std::chrono::steady_clock::now() + spin;
+    }
+    // Idle: poll briefly before sleeping; a wake-up costs far more. The
+    // clock reading that bounds the spin also closes the active period.
+    auto t = std::chrono::steady_clock::now();
+    active_ns_.store(active_ns_.load(std::memory_order_relaxed) + ns_of(t) - ns_of(active_since),
+                     std::memory_order_relaxed);
+    active_since_ns_.store(0, std::memory_order_relaxed);
+    const auto until = t + spin;
     bool woke = false;
     for (unsigned k = 1;; ++k) {
       if (remote_ready_.load(std::memory_order_relaxed) != nullptr || stop_.load(std::memory_order_relaxed)) {
@@ -665,7 +831,11 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
         break;
       }
       if ((k & 63) == 0) {
-        const auto t = std::chrono::steady_clock::now();
+        t = std::chrono::steady_clock::now();
+        // Hungry only once idle for a few polls: a scheduler that waits a
+        // moment for a reply from another core is not short of work.
+        if (balance && k == 64)
+          advertise_hunger();
         if (t >= until)
           break;
         if ((io_pending_ > 0 && io_.poll() > 0) || (!timers_.empty() && timers_.top()->deadline <= t)) {
@@ -675,8 +845,12 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
       }
       OTP_CPU_RELAX();
     }
-    if (!woke)
+    if (!woke) {
       sleep_until_work();
+      t = std::chrono::steady_clock::now();
+    }
+    active_since = t;
+    active_since_ns_.store(ns_of(t), std::memory_order_relaxed);
   }
   detail::this_thread.sched = nullptr;
 }

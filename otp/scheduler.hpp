@@ -66,16 +66,34 @@ struct send_timer : timer_node {
   send_timer* prev = nullptr; // in the target's extras list, when local
   send_timer* next = nullptr;
   process* owner = nullptr;   // the local target whose death cancels it
+  pid starter;                // the process that started it, if any
 };
 
 } // namespace detail
 
+/// Counters of one scheduler (cf. erlang:statistics(scheduler_wall_time)).
+struct scheduler_stats {
+  unsigned index = 0;
+  /// Time spent running processes, timers and I/O (not idle: not spinning
+  /// for work past a few polls, not asleep), and wall time since it started.
+  std::chrono::nanoseconds active{};
+  std::chrono::nanoseconds total{};
+  /// Ready processes and live processes, as of its last batch.
+  std::size_t run_queue = 0;
+  std::size_t processes = 0;
+  /// Processes handed to other schedulers, and taken from them.
+  std::uint64_t migrated_out = 0;
+  std::uint64_t migrated_in = 0;
+};
+
 /// One core's worth of the runtime: an `asio::io_context` run by one thread.
 ///
-/// Processes bound to a scheduler are resumed only on its thread. Its own
+/// A process runs on one scheduler at a time, and only on its thread. Its own
 /// ready queue (not `asio::post`) resumes processes; Asio runs the I/O and
 /// the completions of operations that processes `co_await`. When it runs
-/// out of work it polls for `spin` and then sleeps in the io_context.
+/// out of work it says it is hungry, polls for `spin` and then sleeps in the
+/// io_context; a busy scheduler hands half of its movable ready processes
+/// to a hungry one (docs/design.md, "Load balancing").
 ///
 /// @par Thread safety
 /// Use from other threads only through the runtime (send, spawn, exit).
@@ -94,7 +112,7 @@ public:
   [[nodiscard]] asio::io_context::executor_type get_executor() noexcept { return io_.get_executor(); }
   /// Returns the node this scheduler belongs to.
   [[nodiscard]] otp::node& owner() noexcept { return node_; }
-  /// Returns the number of live processes bound to this scheduler (owner thread).
+  /// Returns the number of live processes on this scheduler (owner thread).
   [[nodiscard]] std::size_t process_count() const noexcept { return live_.size(); }
   /// Returns whether the scheduler's thread is asleep in its io_context
   /// (idle past its spin). Safe from any thread; for tests and monitoring.
@@ -105,11 +123,25 @@ public:
   /// (never) when `d` is too long to add to now.
   [[nodiscard]] std::chrono::steady_clock::time_point deadline_after(std::chrono::steady_clock::duration d) const noexcept;
 
+  /// Returns this scheduler's counters; safe from any thread.
+  [[nodiscard]] scheduler_stats stats() const noexcept;
+
   // ---- runtime internals (public for the runtime's free functions) ----
+  /// @private `woken_here`: by a process of this scheduler (not shed to others).
+  void make_ready(detail::process* p, bool woken_here = false) noexcept;
   /// @private
-  void make_ready(detail::process* p) noexcept;
+  void remote_enqueue(detail::process* p) noexcept { remote_enqueue_chain(p, p); }
+  /// @private Pushes a chain linked through remote_next, `last` at its end.
+  void remote_enqueue_chain(detail::process* first, detail::process* last) noexcept;
+  /// @private Whether this scheduler asked for work and nobody gave it yet.
+  [[nodiscard]] bool hungry() const noexcept { return hungry_.load(std::memory_order_relaxed); }
+  /// @private Claims this scheduler's hunger, to hand it work; false if another did.
+  [[nodiscard]] bool take_hunger() noexcept;
   /// @private
-  void remote_enqueue(detail::process* p) noexcept;
+  void advertise_hunger() noexcept;
+  /// @private Ends `p`'s send_after timer `t` (fired or cancelled): out of
+  /// the index, the heap and the target's list; the starter's count drops.
+  void forget_send_timer(detail::send_timer* t) noexcept;
   /// @private Arms `t` at `t->deadline`.
   void add_timer(detail::timer_node* t) { timers_.push(t); }
   /// @private Arms `t` to fire `d` after the clock's next reading, at the
@@ -191,6 +223,13 @@ private:
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;
   bool drain_remote() noexcept;
+  void shed_load() noexcept;
+  [[nodiscard]] bool can_migrate(const detail::process& p) const noexcept;
+  void retract_hunger() noexcept;
+  void publish_stats() noexcept {
+    run_queue_len_.store(ready_count_, std::memory_order_relaxed);
+    live_len_.store(live_.size(), std::memory_order_relaxed);
+  }
   bool fire_timers(std::chrono::steady_clock::time_point t_now) noexcept;
   void arm_pending_timers(std::chrono::steady_clock::time_point t_now) noexcept;
   void unlink_pending(detail::timer_node* t) noexcept {
@@ -216,6 +255,9 @@ private:
   detail::process* ready_head_ = nullptr;
   detail::process* ready_tail_ = nullptr;
   std::size_t ready_count_ = 0;
+  std::size_t movable_ready_ = 0; // in the queue, neither bound nor woken_here
+  // At most this many processes go to a hungry scheduler at once.
+  static constexpr std::size_t max_shed = 1024;
   // A process that suspends hands the thread straight to the next ready
   // one, skipping the loop; bounded so I/O, timers and other cores' wake-ups
   // are still looked at.
@@ -229,6 +271,7 @@ private:
   // scheduler object's address).
   alignas(64) std::atomic<detail::process*> remote_ready_{nullptr};
   std::atomic<bool> sleeping_{false};
+  std::atomic<bool> hungry_{false};
   std::atomic<bool> stop_{false};
   alignas(64) std::size_t io_pending_ = 0;
 
@@ -251,6 +294,15 @@ private:
   std::atomic<std::uint64_t> serial_{1};
   std::uint64_t local_ref_ = 0;
   std::thread thread_;
+
+  // Counters for stats(), written by the owner thread, read by anyone.
+  alignas(64) std::atomic<std::int64_t> active_ns_{0};
+  std::atomic<std::int64_t> active_since_ns_{0}; // 0 while idle
+  std::atomic<std::int64_t> started_ns_{0};
+  std::atomic<std::size_t> run_queue_len_{0};
+  std::atomic<std::size_t> live_len_{0};
+  std::atomic<std::uint64_t> migrated_out_{0};
+  std::atomic<std::uint64_t> migrated_in_{0};
 };
 
 } // namespace otp

@@ -45,6 +45,9 @@ struct process_extras {
   small_map<monitor_ref, pid> monitors;     // monitors this process holds
   small_map<monitor_ref, pid> monitored_by; // monitors held on this process
   send_timer* timers = nullptr; // send_after timers aimed at this process (same scheduler)
+  // send_after timers this process started that are pending: while any is,
+  // the process stays on their scheduler, so that cancel_timer is exact.
+  std::uint32_t timers_started = 0;
   std::vector<std::shared_ptr<std::promise<exit_reason>>> exit_watchers; // node::spawn_watch
   std::vector<exit_hook> exit_hooks;                                      // add_exit_hook
   std::exception_ptr crash; // what escaped the top frame
@@ -80,11 +83,18 @@ struct alignas(64) process {
   bool trap_exit = false;
   proc_state state = proc_state::dead;
   std::uint16_t io_seq = 0; // bumped per Asio wait; with `id`, rejects stale completions
+  // Stays on its scheduler for life: spawn_opt's scheduler, or it touched
+  // its scheduler's io_context (this_scheduler(), an Asio wait).
+  bool bound = false;
+  // In the ready queue because a process of this scheduler sent to it: left
+  // here when load is shed, so a pair that talks stays on one core.
+  bool woken_here = false;
   std::atomic<std::uint64_t> id{0};            // the pid this block holds now
   process* remote_next = nullptr;              // link in the remote-ready stack
-  // The scheduler the process is bound to. Changed only by the thread of the
-  // block's previous home (which recycles it), so a thread that reads itself
-  // here can rely on it; others read it only to compare, or under a hold.
+  // The scheduler that runs the process now. Written (release) only by the
+  // thread that owns the process, when it spawns or hands it over (then
+  // `notified` is held, so no sender enqueues it meanwhile); a thread that
+  // reads itself here (acquire) owns the process and sees its state.
   std::atomic<scheduler*> home_{nullptr};
 
   // --- owner thread only ---
@@ -99,7 +109,7 @@ struct alignas(64) process {
   std::uint32_t live_index = 0;
 
 
-  [[nodiscard]] scheduler* home() const noexcept { return home_.load(std::memory_order_relaxed); }
+  [[nodiscard]] scheduler* home() const noexcept { return home_.load(std::memory_order_acquire); }
   [[nodiscard]] pid self() const noexcept {
     return pid{const_cast<process*>(this), id.load(std::memory_order_relaxed)};
   }

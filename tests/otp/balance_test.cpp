@@ -1,0 +1,404 @@
+// SPDX-License-Identifier: Apache-2.0
+// Load balancing: plain spawns spread over the schedulers, bound processes
+// stay, and a process that moves keeps every promise (message order, links,
+// monitors, exit signals, kills, timers, calls). The randomized cases run
+// under TSan and ASan with the other suites.
+#include "otp/otp.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+std::uint64_t migrations(otp::node& n) {
+  std::uint64_t in = 0;
+  for (const auto& s : n.statistics())
+    in += s.migrated_in;
+  return in;
+}
+
+// Where the calling process runs now; unlike this_scheduler(), asking does
+// not bind it.
+otp::task<unsigned> where() {
+  auto info = co_await otp::get_process_info(otp::self());
+  co_return info ? info->scheduler : ~0u;
+}
+
+// A little work that the compiler cannot drop.
+std::uint64_t burn(std::uint64_t x, int steps) {
+  for (int i = 0; i < steps; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+constexpr long patience = 2'000'000; // yields before a case gives up on moving
+
+} // namespace
+
+TEST_SUITE_BEGIN("otp/balance");
+
+TEST_CASE("processes spawned the plain way run on every scheduler") {
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::atomic<bool> seen[2] = {false, false};
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    constexpr int workers = 64;
+    for (int i = 0; i < workers; ++i) {
+      otp::spawn([&seen](otp::pid driver) -> otp::task<void> {
+        // Busy until some worker has run on each scheduler: only a move
+        // can get one onto scheduler 1.
+        for (long k = 0; k < patience && !(seen[0] && seen[1]); ++k) {
+          seen[co_await where()] = true;
+          (void)burn(k, 100);
+          co_await otp::yield();
+        }
+        otp::send(driver, 1);
+      }, me);
+    }
+    for (int i = 0; i < workers; ++i)
+      (void)co_await otp::receive<int>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(seen[0]);
+  CHECK(seen[1]);
+  CHECK(migrations(n) > 0);
+  const auto stats = n.statistics();
+  REQUIRE(stats.size() == 2);
+  for (const auto& s : stats)
+    CHECK(s.active <= s.total);
+}
+
+TEST_CASE("a bound process, or one that asked for its scheduler, never moves") {
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::atomic<int> moved{0};
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    // Unbound load, so that scheduler 1 is fed from scheduler 0.
+    for (int i = 0; i < 32; ++i)
+      otp::spawn([](otp::pid driver, otp::node* node) -> otp::task<void> {
+        for (long k = 0; k < 2000 || (migrations(*node) == 0 && k < patience); ++k) {
+          (void)burn(k, 100);
+          co_await otp::yield();
+        }
+        otp::send(driver, 0);
+      }, me, &n);
+    for (int i = 0; i < 8; ++i) {
+      const bool by_option = i % 2 == 0;
+      auto body = [&moved, by_option](otp::pid driver) -> otp::task<void> {
+        const unsigned home = by_option ? co_await where() : otp::this_scheduler().index();
+        for (int k = 0; k < 2000; ++k) {
+          if (co_await where() != home)
+            ++moved;
+          co_await otp::yield();
+        }
+        otp::send(driver, 0);
+      };
+      if (by_option)
+        otp::spawn_opt({.scheduler = 0}, body, me);
+      else
+        otp::spawn(body, me);
+    }
+    for (int i = 0; i < 40; ++i)
+      (void)co_await otp::receive<int>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(moved == 0);
+  CHECK(migrations(n) > 0);
+}
+
+TEST_CASE("a process that moves keeps its messages in order, its links, monitors and calls") {
+  // Workers move while the others send to them, link and unlink, monitor
+  // and demonitor them, and call them, from both schedulers.
+  struct peers {
+    std::vector<otp::pid> all;
+  };
+  struct note {
+    int from;
+    int seq;
+  };
+  struct report {
+    int from;
+    std::vector<int> sent;
+  };
+  struct owed {
+    std::vector<int> counts;
+  };
+  struct ask {
+    otp::from<int> reply_to;
+    int value;
+  };
+  struct done {
+    int disorder;
+    int missing;
+  };
+  constexpr int workers = 24;
+  for (int run = 0; run < 10; ++run) {
+    otp::node n({.schedulers = 2, .pin_threads = false});
+    int disorder = 0, missing = 0, bad_calls = 0;
+    auto worker = [](otp::pid driver, int me, unsigned seed, otp::node* node) -> otp::task<void> {
+      std::mt19937 rng(seed);
+      const auto everyone = (co_await otp::receive<peers>()).all;
+      std::vector<int> sent(everyone.size(), 0);
+      std::vector<int> next(everyone.size(), 0);
+      int disorder = 0;
+      auto take = [&](const note& m) {
+        if (m.seq != next[static_cast<std::size_t>(m.from)])
+          ++disorder;
+        next[static_cast<std::size_t>(m.from)] = m.seq + 1;
+      };
+      auto answer = [](const ask& a) { otp::reply(a.reply_to, a.value + 1); };
+      // At least 300 rounds, and until some process has moved.
+      for (long round = 0; round < 300 || (migrations(*node) == 0 && round < patience); ++round) {
+        const auto j = static_cast<std::size_t>(rng() % everyone.size());
+        switch (rng() % 6) {
+          case 0:
+          case 1: otp::send(everyone[j], note{me, sent[j]++}); break;
+          case 2: (void)otp::demonitor(otp::monitor(everyone[j]), true); break;
+          case 3:
+            otp::link(everyone[j]);
+            otp::unlink(everyone[j]);
+            break;
+          case 4: (void)burn(static_cast<std::uint64_t>(round), 500); break;
+          default: co_await otp::yield(); break;
+        }
+        // Take what has come, answering calls as they arrive.
+        bool more = true;
+        while (more) {
+          more = co_await otp::receive([&](note m) { take(m); return true; },
+                                       [&](ask a) { answer(a); return true; },
+                                       otp::after(0ms, [] { return false; }));
+        }
+      }
+      otp::send(driver, report{me, sent});
+      std::optional<std::vector<int>> told;
+      while (!told) // answering calls meanwhile: the driver may be in one
+        co_await otp::receive([&](owed o) { told = std::move(o.counts); }, [&](ask a) { answer(a); });
+      const std::vector<int> expected = std::move(*told);
+      int missing = 0;
+      for (std::size_t k = 0; k < expected.size(); ++k) {
+        while (next[k] < expected[k]) {
+          auto got = co_await otp::receive([&](note m) { take(m); return true; },
+                                           [&](ask a) { answer(a); return true; },
+                                           otp::after(10s, [] { return false; }));
+          if (!got)
+            break;
+        }
+        missing += expected[k] - next[k];
+      }
+      otp::send(driver, done{disorder, missing});
+      for (;;) // answer calls until the driver ends the run
+        answer(co_await otp::receive<ask>());
+    };
+    auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+      const otp::pid driver = otp::self();
+      std::vector<otp::pid> ws;
+      for (int i = 0; i < workers; ++i)
+        ws.push_back(otp::spawn(worker, driver, i, static_cast<unsigned>(run * 100 + i), &n));
+      for (const auto& p : ws)
+        otp::send(p, peers{ws});
+      // Calls to moving workers while they work.
+      for (int k = 0; k < 300; ++k) {
+        const otp::pid to = ws[static_cast<std::size_t>(k) % ws.size()];
+        auto r = co_await otp::detail::call_process<int>(to, 10s, [k](const otp::from<int>& f) {
+          return otp::detail::make_message<ask>(ask{f, k});
+        });
+        if (!r || r.value() != k + 1)
+          ++bad_calls;
+      }
+      std::vector<std::vector<int>> sent(workers);
+      for (int i = 0; i < workers; ++i) {
+        auto r = co_await otp::receive<report>();
+        sent[static_cast<std::size_t>(r.from)] = std::move(r.sent);
+      }
+      for (int j = 0; j < workers; ++j) {
+        owed o;
+        for (int i = 0; i < workers; ++i)
+          o.counts.push_back(sent[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]);
+        otp::send(ws[static_cast<std::size_t>(j)], std::move(o));
+      }
+      for (int i = 0; i < workers; ++i) {
+        const auto d = co_await otp::receive<done>();
+        disorder += d.disorder;
+        missing += d.missing;
+      }
+      for (const auto& p : ws)
+        otp::exit(p, otp::exit_reason::kill());
+    });
+    REQUIRE(w.exit.get() == otp::exit_reason::normal());
+    CHECK(disorder == 0);
+    CHECK(missing == 0);
+    CHECK(bad_calls == 0);
+    CHECK(migrations(n) > 0);
+  }
+}
+
+TEST_CASE("exit signals and kills reach a process while it moves") {
+  // Victims keep moving; each is linked to a trapping partner and
+  // monitored by the driver. A kill from the other scheduler, or an exit
+  // signal, must end it once: one DOWN, one EXIT, with its reason.
+  struct partner_got {
+    otp::exit_reason reason;
+  };
+  for (int run = 0; run < 10; ++run) {
+    otp::node n({.schedulers = 2, .pin_threads = false});
+    int wrong_down = 0, wrong_exit = 0;
+    auto w = n.spawn_watch({.scheduler = 0}, [&, run]() -> otp::task<void> {
+      const otp::pid driver = otp::self();
+      constexpr int victims = 40;
+      std::vector<otp::pid> vs;
+      std::vector<otp::monitor_ref> refs;
+      struct victim_is {
+        otp::pid v;
+      };
+      for (int i = 0; i < victims; ++i) {
+        // A trapping partner spawns its victim linked; the victims move
+        // from scheduler 0 to the idle scheduler 1.
+        otp::spawn_opt({.scheduler = 0}, [](otp::pid driver) -> otp::task<void> {
+          otp::trap_exit(true);
+          const otp::pid v = otp::spawn_opt({.link = true}, []() -> otp::task<void> {
+                               for (std::uint64_t k = 0;; ++k) {
+                                 (void)burn(k, 200);
+                                 co_await otp::yield();
+                               }
+                             }).pid;
+          otp::send(driver, victim_is{v});
+          auto e = co_await otp::receive<otp::exit_msg>();
+          otp::send(driver, partner_got{e.reason});
+        }, driver);
+        const otp::pid v = (co_await otp::receive<victim_is>()).v;
+        vs.push_back(v);
+        refs.push_back(otp::monitor(v));
+      }
+      // Let them spread before the signals fly.
+      for (long k = 0; k < patience && migrations(n) == 0; ++k)
+        co_await otp::yield();
+      std::vector<otp::exit_reason> why;
+      for (int i = 0; i < victims; ++i) {
+        const otp::exit_reason r = i % 3 == 0 ? otp::exit_reason::kill()
+                                   : i % 3 == 1 ? otp::exit_reason::error("shot")
+                                                : otp::exit_reason::shutdown();
+        why.push_back(r.is_kill() ? otp::exit_reason::killed() : r);
+        // From a killer on the other scheduler half of the time.
+        if ((i + run) % 2 == 0) {
+          otp::exit(vs[static_cast<std::size_t>(i)], r);
+        } else {
+          otp::spawn_opt({.scheduler = 1}, [](otp::pid v, otp::exit_reason r) -> otp::task<void> {
+            otp::exit(v, r);
+            co_return;
+          }, vs[static_cast<std::size_t>(i)], r);
+        }
+      }
+      for (int i = 0; i < victims; ++i) {
+        const auto d = co_await otp::receive<otp::down_msg>();
+        std::size_t k = 0;
+        while (k < refs.size() && refs[k] != d.ref)
+          ++k;
+        if (k == refs.size() || d.reason != why[k])
+          ++wrong_down;
+      }
+      std::vector<otp::exit_reason> partner;
+      for (int i = 0; i < victims; ++i)
+        partner.push_back((co_await otp::receive<partner_got>()).reason);
+      for (const auto& r : why) {
+        auto it = std::find(partner.begin(), partner.end(), r);
+        if (it == partner.end())
+          ++wrong_exit;
+        else
+          partner.erase(it);
+      }
+    });
+    REQUIRE(w.exit.get() == otp::exit_reason::normal());
+    CHECK(wrong_down == 0);
+    CHECK(wrong_exit == 0);
+    CHECK(migrations(n) > 0);
+  }
+}
+
+TEST_CASE("timers follow the rules when their process moves") {
+  // send_after aimed at a moving process arrives once; a timer a moving
+  // process started is cancelled exactly (cancel_timer's answer says
+  // whether the message will come); receive timeouts never fire early.
+  struct tick {
+    int n;
+  };
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::atomic<int> wrong{0};
+  std::atomic<int> early{0};
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid driver = otp::self();
+    constexpr int workers = 32;
+    for (int i = 0; i < workers; ++i) {
+      otp::spawn([&wrong, &early](otp::pid driver, int me) -> otp::task<void> {
+        std::mt19937 rng(static_cast<unsigned>(me));
+        for (int round = 0; round < 60; ++round) {
+          for (int k = 0; k < 20; ++k) { // move around a little
+            (void)burn(static_cast<std::uint64_t>(k), 300);
+            co_await otp::yield();
+          }
+          const auto t = otp::send_after(std::chrono::microseconds(rng() % 300), otp::self(), tick{round});
+          (void)burn(static_cast<std::uint64_t>(round), static_cast<int>(rng() % 3000));
+          const bool cancelled = rng() % 2 == 0 && otp::cancel_timer(t);
+          if (cancelled) {
+            // Never arrives: a zero-time receive would show it if it had.
+            if (co_await otp::receive_for<tick>(0ms))
+              ++wrong;
+          } else {
+            auto got = co_await otp::receive_for<tick>(10s);
+            if (!got || got->n != round)
+              ++wrong;
+          }
+          const auto t0 = std::chrono::steady_clock::now();
+          if (co_await otp::receive_for<tick>(200us))
+            ++wrong;
+          if (std::chrono::steady_clock::now() - t0 < 200us)
+            ++early;
+        }
+        otp::send(driver, 0);
+      }, driver, i);
+    }
+    for (int i = 0; i < workers; ++i)
+      (void)co_await otp::receive<int>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(wrong == 0);
+  CHECK(early == 0);
+  CHECK(migrations(n) > 0);
+}
+
+TEST_CASE("a deterministic node stays deterministic") {
+  // One scheduler, a seeded order: the same seed gives the same trace.
+  auto trace_of = [](std::uint64_t seed) {
+    otp::node n({.deterministic = true, .seed = seed});
+    std::vector<int> trace;
+    n.spawn([&trace]() -> otp::task<void> {
+      for (int i = 0; i < 8; ++i)
+        otp::spawn([&trace, i]() -> otp::task<void> {
+          for (int k = 0; k < 3; ++k) {
+            trace.push_back(i);
+            co_await otp::yield();
+          }
+        });
+      co_return;
+    });
+    n.run_until_idle();
+    return trace;
+  };
+  CHECK(trace_of(7) == trace_of(7));
+  CHECK(trace_of(7).size() == 24);
+  otp::node n({.deterministic = true});
+  CHECK(n.statistics().size() == 1);
+}
+
+TEST_SUITE_END();
