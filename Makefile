@@ -72,6 +72,7 @@ bench: bench-deps
 	@[ ! -f build-release/build.ninja ] || meson configure build-release -Dsamples=enabled
 	$(call meson_build,build-release,$(CXX_CLANG),--buildtype=release -Dtests=disabled)
 	python3 bench/run.py --otp-bin build-release/bench/otp_bench
+	python3 bench/scaling.py --otp-bin build-release/bench/otp_bench
 	python3 bench/redis_bench.py --kvstore build-release/samples/kvstore/kvstore
 	python3 bench/table.py --update README.md --chart docs/bench-chart.svg
 

@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -447,6 +449,172 @@ void sup_rest_for_one() {
   result("sup_rest_for_one_100_us", ns / reps / 1e3, "us");
 }
 
+// ------------------------------------------------------------- scaling
+// "Natural code" scaling (bench/scaling.py): plain spawn everywhere, no
+// scheduler option; the node's scheduler count (OTP_BENCH_SCHEDULERS, 0 or
+// unset = one per core) is the only knob. The same programs are in
+// bench/erlang/otp_bench.erl, where `erl +S N:N` is the knob.
+
+otp::node_options scaling_options() {
+  unsigned n = 0;
+  if (const char* env = std::getenv("OTP_BENCH_SCHEDULERS"); env && *env) {
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(env, &end, 10);
+    if (*end != '\0' || v > 1024) {
+      std::fprintf(stderr, "OTP_BENCH_SCHEDULERS='%s' is not a scheduler count (0-1024)\n", env);
+      std::exit(2);
+    }
+    n = static_cast<unsigned>(v);
+  }
+  return {.schedulers = n};
+}
+
+void print_schedulers(otp::node& node) { std::printf("# schedulers %u\n", node.scheduler_count()); }
+
+// workers: 4,000 CPU-bound processes, each K xorshift32 steps (a result the
+// compiler cannot drop), yielding every 1,000 steps.
+constexpr long scale_workers = 4000;
+constexpr long scale_worker_steps = 25000;
+constexpr long scale_worker_chunk = 1000;
+// Sum over i = 1..4000 of xorshift32^25000(i); the Erlang side checks the same.
+constexpr std::uint64_t scale_workers_sum = 8592863833665ULL;
+
+struct worker_result {
+  std::uint64_t value;
+};
+
+otp::task<void> scale_worker(otp::pid parent, std::uint32_t seed) {
+  std::uint32_t x = seed;
+  for (long done = 0; done < scale_worker_steps; done += scale_worker_chunk) {
+    for (long i = 0; i < scale_worker_chunk; ++i) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+    }
+    co_await otp::yield();
+  }
+  otp::send(parent, worker_result{x});
+}
+
+void scale_workers_bench() {
+  otp::node node(scaling_options());
+  print_schedulers(node);
+  double ns = 0;
+  std::uint64_t sum = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto t0 = clock_type::now();
+    for (long i = 1; i <= scale_workers; ++i)
+      otp::spawn(scale_worker, otp::self(), static_cast<std::uint32_t>(i));
+    for (long i = 0; i < scale_workers; ++i)
+      sum += (co_await otp::receive<worker_result>()).value;
+    ns = ns_since(t0);
+  });
+  if (sum != scale_workers_sum) {
+    std::fprintf(stderr, "workers: wrong sum %llu, expected %llu\n", static_cast<unsigned long long>(sum),
+                 static_cast<unsigned long long>(scale_workers_sum));
+    std::exit(1);
+  }
+  result("scale_workers_ms", ns / 1e6, "ms");
+}
+
+// skynet_plain: skynet_ms without the spread: every process is placed by the runtime.
+otp::task<void> skynet_plain(otp::pid parent, long num, long size) {
+  if (size == 1) {
+    otp::send(parent, num);
+    co_return;
+  }
+  const long child = size / 10;
+  for (long i = 0; i < 10; ++i)
+    otp::spawn(skynet_plain, otp::self(), num + i * child, child);
+  long sum = 0;
+  for (int i = 0; i < 10; ++i)
+    sum += co_await otp::receive<long>();
+  otp::send(parent, sum);
+}
+
+void scale_skynet_bench() {
+  otp::node node(scaling_options());
+  print_schedulers(node);
+  double ns = 0;
+  long sum = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto t0 = clock_type::now();
+    otp::spawn(skynet_plain, otp::self(), 0L, 1000000L);
+    sum = co_await otp::receive<long>();
+    ns = ns_since(t0);
+  });
+  if (sum != 499999500000L) {
+    std::fprintf(stderr, "skynet_plain: wrong sum %ld\n", sum);
+    std::exit(1);
+  }
+  result("scale_skynet_ms", ns / 1e6, "ms");
+}
+
+// ping_pong_pairs: 64 pairs, all spawned by the top process; each pair makes
+// `rounds` round trips (2 messages each).
+constexpr long scale_pairs = 64;
+constexpr long scale_pair_rounds = 100000;
+
+struct pair_done {
+  long rounds;
+};
+
+otp::task<void> pair_pinger(otp::pid peer, otp::pid report_to) {
+  const auto me = otp::self();
+  long got = 0;
+  for (long i = scale_pair_rounds - 1; i >= 0; --i) {
+    otp::send(peer, ball{me, static_cast<int>(i)});
+    if ((co_await otp::receive<ball>()).left == static_cast<int>(i))
+      ++got;
+  }
+  otp::send(report_to, pair_done{got});
+}
+
+void scale_ping_pong_pairs_bench() {
+  otp::node node(scaling_options());
+  print_schedulers(node);
+  double ns = 0;
+  long rounds = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto t0 = clock_type::now();
+    for (long p = 0; p < scale_pairs; ++p)
+      otp::spawn(pair_pinger, otp::spawn(ponger), otp::self());
+    for (long p = 0; p < scale_pairs; ++p)
+      rounds += (co_await otp::receive<pair_done>()).rounds;
+    ns = ns_since(t0);
+  });
+  if (rounds != scale_pairs * scale_pair_rounds) {
+    std::fprintf(stderr, "ping_pong_pairs: %ld round trips answered, expected %ld\n", rounds,
+                 scale_pairs * scale_pair_rounds);
+    std::exit(1);
+  }
+  result("scale_ping_pong_pairs_msgs_per_s", 2.0 * static_cast<double>(rounds) / (ns / 1e9), "msgs_per_s");
+}
+
+// gen_server_clients: one server, 200 plainly spawned clients, C calls each.
+void scale_gen_server_clients_bench() {
+  constexpr long clients = 200, per_client = 5000;
+  otp::node node(scaling_options());
+  print_schedulers(node);
+  double ns = 0;
+  long count = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    auto s = co_await otp::gen_server::start_link<bench_counter>();
+    auto t0 = clock_type::now();
+    for (long c = 0; c < clients; ++c)
+      otp::spawn(call_n, s.value(), per_client, otp::self());
+    for (long c = 0; c < clients; ++c)
+      (void)co_await otp::receive<std::string>();
+    ns = ns_since(t0);
+    count = (co_await otp::gen_server::call(s.value(), bench_counter::add{0})).value();
+  });
+  if (count != clients * per_client) {
+    std::fprintf(stderr, "gen_server_clients: counter %ld, expected %ld\n", count, clients * per_client);
+    std::exit(1);
+  }
+  result("scale_gen_server_clients_calls_per_s", static_cast<double>(count) / (ns / 1e9), "calls_per_s");
+}
+
 const std::map<std::string, std::function<void()>>& benches() {
   static const std::map<std::string, std::function<void()>> table = {
     {"spawn_idle", spawn_idle},
@@ -474,6 +642,10 @@ const std::map<std::string, std::function<void()>>& benches() {
      }},
     {"sup_rest_for_one_100_us", sup_rest_for_one},
     {"sleep_queued_ns", sleep_queued},
+    {"workers", scale_workers_bench},
+    {"skynet_plain", scale_skynet_bench},
+    {"ping_pong_pairs", scale_ping_pong_pairs_bench},
+    {"gen_server_clients", scale_gen_server_clients_bench},
   };
   return table;
 }

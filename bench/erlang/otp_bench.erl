@@ -72,6 +72,16 @@
 %%   sup_rest_for_one_100_us  rest_for_one supervisor with 100 registered
 %%                       workers; kill the first, wait until all 100 names
 %%                       point at new pids; 100 repetitions.
+%%   Scaling programs (bench/scaling.py runs them at +S 1:1 and +S N:N; plain
+%%   spawn everywhere, the scheduler count is the only knob):
+%%   workers             4,000 processes x 25,000 xorshift32 steps, results
+%%                       summed and checked -> scale_workers_ms.
+%%   skynet_plain        skynet_ms under the scaling name -> scale_skynet_ms
+%%                       (needs +P 2097152).
+%%   ping_pong_pairs     64 pairs x 100,000 round trips ->
+%%                       scale_ping_pong_pairs_msgs_per_s (2 msgs a round).
+%%   gen_server_clients  one bench_gs server, 200 clients x 5,000 calls ->
+%%                       scale_gen_server_clients_calls_per_s.
 %% Apart from the warm-up of sup_restart_after_100k_us every size is the one
 %% of the protocol and every invocation finishes well under 20 s on a 2-core
 %% machine.
@@ -99,7 +109,11 @@ benches() ->
      {sup_restart_us, fun sup_restart/0},
      {sup_restart_after_100k_us, fun sup_restart_after_100k/0},
      {sup_rest_for_one_100_us, fun sup_rest_for_one/0},
-     {sleep_queued_ns, fun sleep_queued/0}].
+     {sleep_queued_ns, fun sleep_queued/0},
+     {workers, fun scale_workers/0},
+     {skynet_plain, fun scale_skynet/0},
+     {ping_pong_pairs, fun scale_ping_pong_pairs/0},
+     {gen_server_clients, fun scale_gen_server_clients/0}].
 
 %% ---------------------------------------------------------------------------
 %% Entry point
@@ -558,3 +572,92 @@ sleep_loop(0) -> ok;
 sleep_loop(N) ->
     timer:sleep(1),
     sleep_loop(N - 1).
+
+%% ---------------------------------------------------------------------------
+%% Scaling programs ("natural code"): the same as in bench/otp_bench.cpp.
+%% ---------------------------------------------------------------------------
+
+-define(SCALE_WORKERS, 4000).
+-define(SCALE_STEPS, 25000).
+%% Sum over I = 1..4000 of xorshift32^25000(I); the C++ side checks the same.
+-define(SCALE_WORKERS_SUM, 8592863833665).
+
+scale_workers() ->
+    Parent = self(),
+    T0 = now_ns(),
+    [spawn(fun() -> Parent ! {worker_result, xorshift_n(I, ?SCALE_STEPS)} end)
+     || I <- lists:seq(1, ?SCALE_WORKERS)],
+    Sum = collect_sum(?SCALE_WORKERS, 0),
+    T1 = now_ns(),
+    Sum =:= ?SCALE_WORKERS_SUM orelse error({bad_workers_sum, Sum}),
+    result(scale_workers_ms, (T1 - T0) / 1.0e6, ms).
+
+collect_sum(0, Sum) -> Sum;
+collect_sum(N, Sum) ->
+    receive {worker_result, X} -> collect_sum(N - 1, Sum + X) end.
+
+%% No explicit erlang:yield(): every loop iteration is a function call and
+%% costs a reduction, so the VM preempts the worker by itself (every ~4,000
+%% reductions), which is what plain Erlang code gets. The C++ side yields
+%% every 1,000 steps.
+xorshift_n(X, 0) -> X;
+xorshift_n(X0, N) ->
+    X1 = X0 bxor ((X0 bsl 13) band 16#FFFFFFFF),
+    X2 = X1 bxor (X1 bsr 17),
+    X3 = X2 bxor ((X2 bsl 5) band 16#FFFFFFFF),
+    xorshift_n(X3, N - 1).
+
+%% skynet already spawns plainly.
+scale_skynet() ->
+    Leaves = 1000000,
+    Limit = erlang:system_info(process_limit),
+    Limit >= 2 * Leaves orelse
+        error({process_limit_too_low, Limit, "run erl with +P 2097152"}),
+    Parent = self(),
+    T0 = now_ns(),
+    spawn(fun() -> skynet(Parent, 0, Leaves, 10) end),
+    Sum = receive {skynet, S} -> S end,
+    T1 = now_ns(),
+    Sum =:= 499999500000 orelse error({bad_skynet_sum, Sum}),
+    result(scale_skynet_ms, (T1 - T0) / 1.0e6, ms).
+
+-define(SCALE_PAIRS, 64).
+-define(SCALE_ROUNDS, 100000).
+
+scale_ping_pong_pairs() ->
+    Parent = self(),
+    T0 = now_ns(),
+    [begin
+         Pong = spawn(fun pong/0),
+         spawn(fun() -> Parent ! {pair_done, pair_ping(Pong, ?SCALE_ROUNDS, 0)} end)
+     end || _ <- lists:seq(1, ?SCALE_PAIRS)],
+    Rounds = collect_pairs(?SCALE_PAIRS, 0),
+    T1 = now_ns(),
+    Rounds =:= ?SCALE_PAIRS * ?SCALE_ROUNDS orelse error({bad_rounds, Rounds}),
+    result(scale_ping_pong_pairs_msgs_per_s, 2 * Rounds / ((T1 - T0) / 1.0e9),
+           msgs_per_s).
+
+%% Returns the number of round trips answered; stops its ponger.
+pair_ping(Pong, 0, Got) -> Pong ! stop, Got;
+pair_ping(Pong, N, Got) ->
+    Pong ! {ping, self()},
+    receive pong -> pair_ping(Pong, N - 1, Got + 1) end.
+
+collect_pairs(0, Sum) -> Sum;
+collect_pairs(N, Sum) ->
+    receive {pair_done, R} -> collect_pairs(N - 1, Sum + R) end.
+
+scale_gen_server_clients() ->
+    Clients = 200,
+    PerClient = 5000,
+    {ok, Server} = bench_gs:start_link(),
+    Parent = self(),
+    T0 = now_ns(),
+    [spawn_link(fun() -> call_n(Server, PerClient), Parent ! client_done end)
+     || _ <- lists:seq(1, Clients)],
+    [receive client_done -> ok end || _ <- lists:seq(1, Clients)],
+    T1 = now_ns(),
+    Calls = Clients * PerClient,
+    Calls = gen_server:call(Server, {add, 0}),
+    result(scale_gen_server_clients_calls_per_s, Calls / ((T1 - T0) / 1.0e9),
+           calls_per_s).
