@@ -49,8 +49,9 @@
 // set explicitly because CAF 0.17's own default is
 // max(hardware_concurrency, 4), which would oversubscribe a 2-core machine
 // and not match Erlang's default of one scheduler per core.  The environment
-// variable CAF_BENCH_THREADS=N overrides the thread count for experiments;
-// the driver never sets it.
+// variable CAF_BENCH_THREADS=N overrides the thread count; bench/run.py never
+// sets it, bench/scaling.py does (for workers, skynet_plain, ping_pong_pairs
+// and gen_server_clients, the "natural code" scaling programs).
 //
 // The timing of each benchmark uses std::chrono::steady_clock.
 
@@ -496,6 +497,101 @@ void bench_cast(actor_system& sys) {
   result("gen_server_cast_ns", ns_between(t0, t1) / n, "ns");
 }
 
+// -- scaling ("natural code", bench/scaling.py) -----------------------------------
+// The programs of bench/otp_bench.cpp: actors spawned plainly, the thread
+// count (CAF_BENCH_THREADS, set by the driver) is the only knob.
+
+constexpr int64_t scale_workers = 4000;
+constexpr int64_t scale_worker_steps = 25000;
+// Sum over i = 1..4000 of xorshift32^25000(i), as in otp_bench.cpp.
+constexpr int64_t scale_workers_sum = 8592863833665;
+
+struct scale_worker_state {
+  uint32_t x = 0;
+  int64_t left = 0;
+};
+
+// 1,000 steps per message; the actor sends itself the next `go`, so others
+// get their turn in between (the analogue of otp::yield()).
+behavior scale_worker(stateful_actor<scale_worker_state>* self, uint32_t seed,
+                      actor parent) {
+  self->state.x = seed;
+  self->state.left = scale_worker_steps;
+  return {
+    [=](go_atom) {
+      uint32_t x = self->state.x;
+      for (int i = 0; i < 1000; ++i) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+      }
+      self->state.x = x;
+      self->state.left -= 1000;
+      if (self->state.left > 0) {
+        self->send(self, go_atom::value);
+      } else {
+        self->send(parent, static_cast<int64_t>(x));
+        self->quit();
+      }
+    },
+  };
+}
+
+void bench_scale_workers(actor_system& sys) {
+  scoped_actor self{sys};
+  auto t0 = clk::now();
+  for (int64_t i = 1; i <= scale_workers; ++i)
+    self->send(sys.spawn(scale_worker, static_cast<uint32_t>(i), actor{self}),
+               go_atom::value);
+  int64_t sum = 0;
+  for (int64_t i = 0; i < scale_workers; ++i)
+    self->receive([&](int64_t x) { sum += x; });
+  auto t1 = clk::now();
+  if (sum != scale_workers_sum)
+    fail("workers: wrong sum " + std::to_string(sum));
+  result("scale_workers_ms", ns_between(t0, t1) / 1e6, "ms");
+}
+
+// skynet_ms is already plain.
+void bench_scale_skynet(actor_system& sys) {
+  constexpr int64_t leaves = 1000000;
+  scoped_actor self{sys};
+  int64_t sum = 0;
+  auto t0 = clk::now();
+  sys.spawn(skynet, actor{self}, int64_t{0}, leaves, int64_t{10});
+  self->receive([&](int64_t x) { sum = x; });
+  auto t1 = clk::now();
+  if (sum != 499999500000)
+    fail("skynet_plain: wrong sum " + std::to_string(sum));
+  result("scale_skynet_ms", ns_between(t0, t1) / 1e6, "ms");
+}
+
+void bench_scale_ping_pong_pairs(actor_system& sys) {
+  constexpr int pairs = 64, rounds = 100000;
+  scoped_actor self{sys};
+  std::vector<actor> pongs;
+  auto t0 = clk::now();
+  for (int p = 0; p < pairs; ++p) {
+    pongs.push_back(sys.spawn(pong_fn));
+    self->send(sys.spawn(ping_fn, pongs.back(), rounds, actor{self}),
+               go_atom::value);
+  }
+  for (int p = 0; p < pairs; ++p)
+    self->receive([](done_atom, int64_t) {});
+  auto t1 = clk::now();
+  for (auto& p : pongs)
+    self->send(p, stop_atom::value);
+  result("scale_ping_pong_pairs_msgs_per_s",
+         2.0 * pairs * rounds / (ns_between(t0, t1) / 1e9), "msgs_per_s");
+}
+
+void bench_scale_gen_server_clients(actor_system& sys) {
+  constexpr int clients = 200;
+  constexpr int64_t total = 1000000; // 5,000 calls a client
+  result("scale_gen_server_clients_calls_per_s",
+         total / (run_call_clients(sys, clients, total) / 1e9), "calls_per_s");
+}
+
 // -- table ----------------------------------------------------------------------
 
 struct bench_entry {
@@ -530,6 +626,10 @@ std::vector<bench_entry> benches() {
      true},
     {"gen_server_cast_ns", 0, bench_cast, true},
     {"gen_server_call_blocking_ns", 0, bench_call_blocking, false},
+    {"workers", 0, bench_scale_workers, true},
+    {"skynet_plain", 0, bench_scale_skynet, true},
+    {"ping_pong_pairs", 0, bench_scale_ping_pong_pairs, true},
+    {"gen_server_clients", 0, bench_scale_gen_server_clients, true},
   };
 }
 
@@ -551,7 +651,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], b.name) != 0)
       continue;
     auto threads = b.threads != 0 ? b.threads : default_threads();
-    // For experiments only (the driver never sets it).
+    // bench/scaling.py sets it; bench/run.py never does.
     if (auto env = std::getenv("CAF_BENCH_THREADS"))
       threads = static_cast<size_t>(std::atoi(env));
     actor_system_config cfg;
