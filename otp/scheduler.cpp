@@ -304,7 +304,10 @@ void scheduler::shed_load() noexcept {
     p = next;
   }
   if (moved == 0) {
-    to->advertise_hunger(); // nothing could move: let someone else feed it
+    // Nothing could move (timers, waits): let another feed it, and do not
+    // walk this queue again at every step.
+    to->advertise_hunger();
+    shed_pause_ = shed_retry_steps;
     return;
   }
   migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
@@ -744,8 +747,12 @@ bool scheduler::run_batch() {
   while (n < 256) {
     // Between two steps: the one place a process of ours is certainly not
     // running, and a cheap look (nothing movable, or nobody hungry).
-    if (movable_ready_ != 0 && node_.anyone_hungry())
-      shed_load();
+    if (movable_ready_ != 0 && node_.anyone_hungry()) {
+      if (shed_pause_ == 0)
+        shed_load();
+      else
+        --shed_pause_;
+    }
     process* p = pop_ready();
     if (p == nullptr)
       break;

@@ -258,6 +258,9 @@ private:
   std::size_t movable_ready_ = 0; // in the queue, neither bound nor woken_here
   // At most this many processes go to a hungry scheduler at once.
   static constexpr std::size_t max_shed = 1024;
+  // After a shed that found nothing movable, steps until the next try.
+  static constexpr unsigned shed_retry_steps = 256;
+  unsigned shed_pause_ = 0;
   // A process that suspends hands the thread straight to the next ready
   // one, skipping the loop; bounded so I/O, timers and other cores' wake-ups
   // are still looked at.

@@ -185,11 +185,10 @@ otp::task<void> session(int fd, session_config config) {
   }
 }
 
-std::atomic<unsigned> next_scheduler{0};
-
 otp::task<otp::result<otp::pid>> start_session(session_config c, int fd) {
-  const unsigned s = next_scheduler++ % otp::this_scheduler().owner().scheduler_count();
-  co_return otp::spawn_opt({.scheduler = s, .link = true}, session, fd, c).pid;
+  // A plain spawn: the session moves to an idle scheduler before it first
+  // runs, and stays where it makes its socket.
+  co_return otp::spawn_opt({.link = true}, session, fd, c).pid;
 }
 
 // --------------------------------------------------------------- listener

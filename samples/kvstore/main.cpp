@@ -62,12 +62,10 @@ otp::start_fn make_shards(shards_config c) {
                                   std::move(children), std::string("shards"));
 }
 
-std::atomic<unsigned> next_scheduler{0};
-
 otp::task<otp::result<otp::pid>> start_connection(kv::connection_config c, int fd) {
-  // Spread connections over the schedulers; each process owns its socket.
-  const unsigned s = next_scheduler++ % otp::this_scheduler().owner().scheduler_count();
-  co_return otp::spawn_opt({.scheduler = s, .link = true}, kv::connection, fd, c).pid;
+  // A plain spawn: an idle scheduler takes the new connection before it
+  // first runs, and it stays where it makes its socket (this_scheduler()).
+  co_return otp::spawn_opt({.link = true}, kv::connection, fd, c).pid;
 }
 
 // As Redis does with maxclients: every client takes a descriptor, so the
