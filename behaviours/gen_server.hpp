@@ -822,6 +822,13 @@ private:
             stats_.call_time_total += took;
             stats_.call_time_max = std::max(stats_.call_time_max, took);
           }
+          // A server whose mailbox never empties would not suspend: it lets
+          // the processes of its scheduler run every so often, as the
+          // BEAM's reduction count does (its clients may share its core).
+          if (++handled_since_yield_ == fair_share) {
+            handled_since_yield_ = 0;
+            co_await otp::yield();
+          }
         }
       } catch (...) {
         crash = std::current_exception();
@@ -848,6 +855,8 @@ private:
   server_statistics stats_;
   message_ptr pending_reply_;
   pid pending_to_;
+  static constexpr unsigned fair_share = 64; // messages handled between two yields
+  unsigned handled_since_yield_ = 0;
   bool timing_ = false;
 };
 

@@ -517,6 +517,14 @@ void scale_workers_bench() {
   result("scale_workers_ms", ns / 1e6, "ms");
 }
 
+// A comment line (ignored by the drivers): processes moved between schedulers.
+void print_migrations(otp::node& node) {
+  std::uint64_t moved = 0;
+  for (const auto& st : node.statistics())
+    moved += st.migrated_in;
+  std::printf("# migrations %llu\n", static_cast<unsigned long long>(moved));
+}
+
 // skynet_plain: skynet_ms without the spread: every process is placed by the runtime.
 otp::task<void> skynet_plain(otp::pid parent, long num, long size) {
   if (size == 1) {
@@ -543,6 +551,7 @@ void scale_skynet_bench() {
     sum = co_await otp::receive<long>();
     ns = ns_since(t0);
   });
+  print_migrations(node);
   if (sum != 499999500000L) {
     std::fprintf(stderr, "skynet_plain: wrong sum %ld\n", sum);
     std::exit(1);

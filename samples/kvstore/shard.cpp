@@ -664,11 +664,13 @@ otp::call_result<std::vector<std::string>> shard::handle_call(otp::context& ctx,
     scan_some(s, scan_chunk);
     return std::move(s.out);
   }
-  // A long scan goes on in chunks between other requests (a message to
-  // ourselves per chunk, queued behind what already waits).
+  // A long scan goes on in chunks between other requests: a message to
+  // ourselves per chunk, through a timer of no length, so that it comes
+  // after the next turn of our scheduler (clients that share its core send
+  // their requests meanwhile), and behind what already waits.
   s.to = ctx.defer_reply<std::vector<std::string>>();
   scans_.push_back(std::move(s));
-  otp::send(ctx.self(), scan_step{});
+  (void)otp::send_after(std::chrono::nanoseconds{0}, ctx.self(), scan_step{});
   return otp::noreply;
 }
 
@@ -717,7 +719,7 @@ void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step> m) {
       otp::reply(s.to, std::move(s.out));
     } else {
       scans_.push_back(std::move(s));
-      otp::send(ctx.self(), scan_step{});
+      (void)otp::send_after(std::chrono::nanoseconds{0}, ctx.self(), scan_step{});
     }
     return;
   }
