@@ -824,10 +824,11 @@ private:
           }
           // A server whose mailbox never empties would not suspend: it lets
           // the processes of its scheduler run every so often, as the
-          // BEAM's reduction count does (its clients may share its core).
+          // BEAM's reduction count does (its clients may share its core),
+          // without offering itself to another core (they talk to it).
           if (++handled_since_yield_ == fair_share) {
             handled_since_yield_ = 0;
-            co_await otp::yield();
+            co_await detail::yield_awaiter{.stay = true};
           }
         }
       } catch (...) {

@@ -392,7 +392,7 @@ std::coroutine_handle<> yield_awaiter::await_suspend(std::coroutine_handle<> h) 
   process& p = *this_thread.current;
   p.resume = h;
   p.state = proc_state::runnable;
-  p.home()->make_ready(&p);
+  p.home()->make_ready(&p, stay);
   return p.home()->handoff();
 }
 

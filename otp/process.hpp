@@ -131,8 +131,10 @@ bool cancel_timer(timer_ref ref);
 
 namespace detail {
 
-// Suspends the caller and queues it behind the ready processes.
+// Suspends the caller and queues it behind the ready processes. `stay`:
+// not a point where load is shed (a server letting its clients run).
 struct yield_awaiter {
+  bool stay = false;
   [[nodiscard]] bool await_ready() const noexcept { return false; }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> h) const noexcept;
   void await_resume() const noexcept {}
@@ -142,7 +144,8 @@ struct yield_awaiter {
 
 /// Lets the other ready processes of this scheduler run (erlang:yield/0).
 /// A process that computes for long without suspending blocks its scheduler
-/// and cannot be killed until it suspends: yield in long loops.
+/// and cannot be killed until it suspends: yield in long loops. A process
+/// that yields may be moved to an idle scheduler before it resumes.
 [[nodiscard]] inline detail::yield_awaiter yield() noexcept { return {}; }
 
 /// Returns a snapshot of `p`, or nothing if it is not alive (erlang:process_info/1).
