@@ -18,7 +18,8 @@ namespace otp {
 /// node (56 bits of serial per scheduler), so a stale pid can never reach a
 /// newer process, even when the newer one recycled the same control block.
 /// A default-constructed pid names no process. It prints as `<0.S.N>`:
-/// node 0 (the local node; distribution comes later), scheduler S, serial N.
+/// node 0 (the local node; distribution comes later), scheduler S (where it
+/// was spawned), serial N.
 class pid {
 public:
   constexpr pid() noexcept = default;
@@ -26,7 +27,8 @@ public:
   /// Returns whether this pid names a process (alive or not).
   [[nodiscard]] constexpr explicit operator bool() const noexcept { return id_ != 0; }
 
-  /// Returns the index of the scheduler the process is bound to.
+  /// Returns the index of the scheduler the process was spawned on (it may
+  /// run elsewhere since: process_info::scheduler says where it runs now).
   [[nodiscard]] constexpr unsigned scheduler_index() const noexcept {
     return static_cast<unsigned>(id_ >> serial_bits);
   }
