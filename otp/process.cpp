@@ -289,7 +289,7 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   // queues, extras and waiter were emptied when that process exited.)
   p->trap_exit = false;
   p->bound = o.scheduler.has_value();
-  p->woken_here = false;
+  p->ready_as = ready_kind::spawned;
   p->in_ready = false;
   p->mailbox_len = 0;
   p->waiter = nullptr;

@@ -128,9 +128,9 @@ process* scheduler::allocate_block() {
 
 // ------------------------------------------------------------- ready queue
 
-void scheduler::make_ready(process* p, bool woken_here) noexcept {
+void scheduler::enqueue(process* p, detail::ready_kind why) noexcept {
   p->in_ready = true;
-  p->woken_here = woken_here;
+  p->ready_as = why;
   p->ready_next = nullptr;
   if (ready_tail_ != nullptr)
     ready_tail_->ready_next = p;
@@ -138,8 +138,10 @@ void scheduler::make_ready(process* p, bool woken_here) noexcept {
     ready_head_ = p;
   ready_tail_ = p;
   ++ready_count_;
-  if (!p->bound && !woken_here)
+  if (!p->bound && why != detail::ready_kind::stays) {
     ++movable_ready_;
+    spawned_ready_ += why == detail::ready_kind::spawned ? 1 : 0;
+  }
 }
 
 process* scheduler::pop_ready() noexcept {
@@ -162,8 +164,10 @@ process* scheduler::pop_ready() noexcept {
   if (ready_tail_ == p)
     ready_tail_ = prev;
   --ready_count_;
-  if (!p->bound && !p->woken_here)
+  if (!p->bound && p->ready_as != detail::ready_kind::stays) {
     --movable_ready_;
+    spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
+  }
   p->ready_next = nullptr;
   return p;
 }
@@ -220,7 +224,8 @@ void scheduler::adopt(process* p) {
   live_.push_back(p);
   node_.count_process(1);
   p->state = proc_state::runnable;
-  make_ready(p);
+  // A process that just moved runs here before it moves again.
+  enqueue(p, p->ready_as == detail::ready_kind::stays ? detail::ready_kind::stays : detail::ready_kind::spawned);
 }
 
 void scheduler::remove_live(process* p) noexcept {
@@ -260,7 +265,7 @@ bool scheduler::can_migrate(const process& p) const noexcept {
   // Only between two runs, with nothing that ties it to this thread: no
   // timeout armed in our heap (a waiting process may have one), no send_after
   // timer of ours aimed at it or started by it, no io_context of ours.
-  if (p.bound || p.woken_here || p.state != proc_state::runnable)
+  if (p.bound || p.ready_as == detail::ready_kind::stays || p.state != proc_state::runnable)
     return false;
   return p.extras == nullptr || (p.extras->timers == nullptr && p.extras->timers_started == 0);
 }
@@ -292,10 +297,14 @@ void scheduler::shed_load() noexcept {
         ready_tail_ = prev;
       --ready_count_;
       --movable_ready_;
+      spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
       p->in_ready = false;
       p->ready_next = nullptr;
       remove_live(p);
       p->state = proc_state::created; // adopted by the receiver, as a spawn
+      // Not movable there until it has run: a hungry receiver that passed
+      // it straight on would bounce it between idle schedulers for ever.
+      p->ready_as = detail::ready_kind::stays;
       p->home_.store(to, std::memory_order_release);
       p->remote_next = first;
       first = p;
@@ -673,7 +682,7 @@ void scheduler::terminate_all() noexcept {
     while (!live_.empty())
       teardown(live_.back());
     ready_head_ = ready_tail_ = nullptr;
-    ready_count_ = movable_ready_ = 0;
+    ready_count_ = movable_ready_ = spawned_ready_ = 0;
   } while (remote_ready_.load(std::memory_order_acquire) != nullptr);
   detail::this_thread.sched = prev;
 }
@@ -698,7 +707,7 @@ void scheduler::final_cleanup() noexcept {
   while (!live_.empty())
     teardown(live_.back());
   ready_head_ = ready_tail_ = nullptr;
-  ready_count_ = movable_ready_ = 0;
+  ready_count_ = movable_ready_ = spawned_ready_ = 0;
   for (process* z : zombies_)
     detail::discard_all(z->self(), z->inbox.exchange(nullptr, std::memory_order_acq_rel));
   zombies_.clear();
@@ -751,7 +760,9 @@ bool scheduler::run_batch() {
   while (n < 256) {
     // Between two steps: the one place a process of ours is certainly not
     // running, and a cheap look (nothing movable, or nobody hungry).
-    if (movable_ready_ != 0 && node_.anyone_hungry()) {
+    // A process that has run moves only if we have more to run; a new one
+    // (its placement is for life once it binds) even alone.
+    if (movable_ready_ != 0 && (ready_count_ >= 2 || spawned_ready_ != 0) && node_.anyone_hungry()) {
       if (shed_pause_ == 0)
         shed_load();
       else

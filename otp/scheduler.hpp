@@ -127,8 +127,10 @@ public:
   [[nodiscard]] scheduler_stats stats() const noexcept;
 
   // ---- runtime internals (public for the runtime's free functions) ----
-  /// @private `woken_here`: by a process of this scheduler (not shed to others).
-  void make_ready(detail::process* p, bool woken_here = false) noexcept;
+  /// @private `stays`: woken by a message (not shed to others).
+  void make_ready(detail::process* p, bool stays = false) noexcept {
+    enqueue(p, stays ? detail::ready_kind::stays : detail::ready_kind::other);
+  }
   /// @private
   void remote_enqueue(detail::process* p) noexcept { remote_enqueue_chain(p, p); }
   /// @private Pushes a chain linked through remote_next, `last` at its end.
@@ -223,6 +225,7 @@ private:
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;
   bool drain_remote() noexcept;
+  void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
   [[nodiscard]] bool can_migrate(const detail::process& p) const noexcept;
   void retract_hunger() noexcept;
@@ -255,7 +258,8 @@ private:
   detail::process* ready_head_ = nullptr;
   detail::process* ready_tail_ = nullptr;
   std::size_t ready_count_ = 0;
-  std::size_t movable_ready_ = 0; // in the queue, neither bound nor woken_here
+  std::size_t movable_ready_ = 0; // in the queue, neither bound nor `stays`
+  std::size_t spawned_ready_ = 0; // of which not run yet
   // At most this many processes go to a hungry scheduler at once.
   static constexpr std::size_t max_shed = 1024;
   // After a shed that found nothing movable, steps until the next try.

@@ -31,6 +31,13 @@ enum class proc_state : std::uint8_t {
   dead,      // closed; the control block waits to be recycled
 };
 
+// Why a process is in its scheduler's ready queue, for load shedding.
+enum class ready_kind : std::uint8_t {
+  other,   // yielded, or its timeout fired: moves if its scheduler has more to run
+  spawned, // has not run yet: moves to a hungry scheduler even alone
+  stays,   // woken by a message (it talks), or it just moved: not shed
+};
+
 // What a suspended receive offers the scheduler: "does anything new match?"
 struct receive_waiter {
   bool (*try_match)(receive_waiter* self, process& p) noexcept;
@@ -86,9 +93,8 @@ struct alignas(64) process {
   // Stays on its scheduler for life: spawn_opt's scheduler, or it touched
   // its scheduler's io_context (this_scheduler(), an Asio wait).
   bool bound = false;
-  // In the ready queue because a process of this scheduler sent to it: left
-  // here when load is shed, so a pair that talks stays on one core.
-  bool woken_here = false;
+  // Why it is in the ready queue, for load shedding (scheduler.cpp).
+  ready_kind ready_as = ready_kind::other;
   std::atomic<std::uint64_t> id{0};            // the pid this block holds now
   process* remote_next = nullptr;              // link in the remote-ready stack
   // The scheduler that runs the process now. Written (release) only by the

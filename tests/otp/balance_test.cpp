@@ -11,6 +11,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <future>
+#include <memory>
 #include <optional>
 #include <random>
 #include <vector>
@@ -375,6 +377,32 @@ TEST_CASE("timers follow the rules when their process moves") {
   CHECK(wrong == 0);
   CHECK(early == 0);
   CHECK(migrations(n) > 0);
+}
+
+TEST_CASE("with more idle schedulers than work, a process that moved runs before it moves again") {
+  // Every scheduler but one is hungry: a process handed to one of them used
+  // to be passed straight on to the next, for ever, never running (and the
+  // idle node burned its cores doing it).
+  otp::node n({.schedulers = 4, .pin_threads = false});
+  std::vector<std::shared_ptr<std::promise<void>>> started;
+  std::vector<otp::pid> ps;
+  for (int i = 0; i < 8; ++i) {
+    auto pr = std::make_shared<std::promise<void>>();
+    started.push_back(pr);
+    ps.push_back(n.spawn([pr]() -> otp::task<void> {
+      pr->set_value();
+      struct never {};
+      co_await otp::receive<never>();
+    }));
+  }
+  for (auto& pr : started)
+    REQUIRE(pr->get_future().wait_for(30s) == std::future_status::ready);
+  // All of them wait now: nothing is ready, so nothing moves any more.
+  const auto settled = migrations(n);
+  for (const auto& p : ps)
+    REQUIRE(n.info(p).has_value()); // each scheduler has run since
+  CHECK(migrations(n) == settled);
+  CHECK(settled <= 8);
 }
 
 TEST_CASE("a deterministic node stays deterministic") {
