@@ -2,13 +2,14 @@
 """redis-benchmark against samples/kvstore and a real redis-server, side by side.
 
 Both servers run on loopback in the same run, with the same durability (an
-append-only log, fsync every second), and both on one thread of execution:
-kvstore with one scheduler, like redis-server's event loop (on a 2-core
-machine the other core runs redis-benchmark; with two schedulers kvstore's
-calls cross cores and compete with the client). For SET and GET, with and without
+append-only log, fsync every second), and kvstore twice: with one scheduler, like redis-server's event loop, and
+with the default (one scheduler per core, connections placed by the runtime's
+load balancing; on a 2-core machine they compete with redis-benchmark for the
+cores). For SET and GET, with and without
 pipelining (-P 16), each server is measured --runs times, alternating; the
-medians go into the results file as rows with impl "otp" (kvstore) and
-"redis" (redis-server).
+medians go into the results file as rows with impl "otp" (kvstore, one
+scheduler), "otp_default" (kvstore, default schedulers) and "redis"
+(redis-server).
 
 usage: redis_bench.py --kvstore BIN [--runs 3] [--requests 200000] [--out FILE]
 """
@@ -70,30 +71,33 @@ def main():
             sys.exit(f"{tool} not found: make bench-deps installs redis-server and redis-tools")
 
     data = tempfile.mkdtemp(prefix="redis-bench-")
-    kv_port, redis_port = free_port(), free_port()
+    kv_port, kvd_port, redis_port = free_port(), free_port(), free_port()
     kv = subprocess.Popen([args.kvstore, "--port", str(kv_port), "--data", os.path.join(data, "kv"),
                            "--appendfsync", "everysec", "--schedulers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kvd = subprocess.Popen([args.kvstore, "--port", str(kvd_port), "--data", os.path.join(data, "kvd"),
+                            "--appendfsync", "everysec"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     try:
         wait_ready(kv_port, kv, "kvstore")
+        wait_ready(kvd_port, kvd, "kvstore (default schedulers)")
         wait_ready(redis_port, redis, "redis-server")
         for test in ("set", "get"):
             for pipeline in (1, 16):
                 name = f"kvstore_{test}{'_pipelined' if pipeline > 1 else ''}_per_s"
-                got = {"otp": [], "redis": []}
+                got = {"otp": [], "otp_default": [], "redis": []}
                 for r in range(args.runs):
-                    for impl, port in (("otp", kv_port), ("redis", redis_port)):
+                    for impl, port in (("otp", kv_port), ("otp_default", kvd_port), ("redis", redis_port)):
                         v = bench(port, test, pipeline, args.requests)
                         got[impl].append(v)
-                        print(f"{name:34} {impl:6} run {r + 1}/{args.runs}: {v:,.0f}", flush=True)
+                        print(f"{name:34} {impl:11} run {r + 1}/{args.runs}: {v:,.0f}", flush=True)
                 for impl, vals in got.items():
                     rows.append({"bench": name, "impl": impl, "value": statistics.median(vals),
                                  "unit": "requests_per_s", "runs": vals})
     finally:
-        for p in (kv, redis):
+        for p in (kv, kvd, redis):
             p.terminate()
             p.wait(timeout=20)
         shutil.rmtree(data, ignore_errors=True)

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <future>
 #include <memory>
 #include <optional>
@@ -46,6 +47,17 @@ std::uint64_t burn(std::uint64_t x, int steps) {
 }
 
 constexpr long patience = 2'000'000; // yields before a case gives up on moving
+
+// Randomized cases run this many nodes (OTP_STRESS_RUNS; scripts/stress.sh
+// runs thousands under TSan and ASan), from seed OTP_STRESS_SEED on.
+int stress_runs() {
+  const char* v = std::getenv("OTP_STRESS_RUNS");
+  return v != nullptr ? std::max(1, std::atoi(v)) : 10;
+}
+unsigned stress_seed() {
+  const char* v = std::getenv("OTP_STRESS_SEED");
+  return v != nullptr ? static_cast<unsigned>(std::strtoul(v, nullptr, 10)) : 0u;
+}
 
 } // namespace
 
@@ -146,9 +158,9 @@ TEST_CASE("a process that moves keeps its messages in order, its links, monitors
     int missing;
   };
   constexpr int workers = 24;
-  for (int run = 0; run < 10; ++run) {
+  for (int run = 0; run < stress_runs(); ++run) {
     otp::node n({.schedulers = 2, .pin_threads = false});
-    int disorder = 0, missing = 0, bad_calls = 0;
+    int total_disorder = 0, total_missing = 0, bad_calls = 0;
     auto worker = [](otp::pid driver, int me, unsigned seed, otp::node* node) -> otp::task<void> {
       std::mt19937 rng(seed);
       const auto everyone = (co_await otp::receive<peers>()).all;
@@ -207,7 +219,7 @@ TEST_CASE("a process that moves keeps its messages in order, its links, monitors
       const otp::pid driver = otp::self();
       std::vector<otp::pid> ws;
       for (int i = 0; i < workers; ++i)
-        ws.push_back(otp::spawn(worker, driver, i, static_cast<unsigned>(run * 100 + i), &n));
+        ws.push_back(otp::spawn(worker, driver, i, stress_seed() + static_cast<unsigned>(run * 100 + i), &n));
       for (const auto& p : ws)
         otp::send(p, peers{ws});
       // Calls to moving workers while they work.
@@ -232,15 +244,15 @@ TEST_CASE("a process that moves keeps its messages in order, its links, monitors
       }
       for (int i = 0; i < workers; ++i) {
         const auto d = co_await otp::receive<done>();
-        disorder += d.disorder;
-        missing += d.missing;
+        total_disorder += d.disorder;
+        total_missing += d.missing;
       }
       for (const auto& p : ws)
         otp::exit(p, otp::exit_reason::kill());
     });
     REQUIRE(w.exit.get() == otp::exit_reason::normal());
-    CHECK(disorder == 0);
-    CHECK(missing == 0);
+    CHECK(total_disorder == 0);
+    CHECK(total_missing == 0);
     CHECK(bad_calls == 0);
     CHECK(migrations(n) > 0);
   }
@@ -253,7 +265,7 @@ TEST_CASE("exit signals and kills reach a process while it moves") {
   struct partner_got {
     otp::exit_reason reason;
   };
-  for (int run = 0; run < 10; ++run) {
+  for (int run = 0; run < stress_runs(); ++run) {
     otp::node n({.schedulers = 2, .pin_threads = false});
     int wrong_down = 0, wrong_exit = 0;
     auto w = n.spawn_watch({.scheduler = 0}, [&, run]() -> otp::task<void> {
@@ -267,7 +279,7 @@ TEST_CASE("exit signals and kills reach a process while it moves") {
       for (int i = 0; i < victims; ++i) {
         // A trapping partner spawns its victim linked; the victims move
         // from scheduler 0 to the idle scheduler 1.
-        otp::spawn_opt({.scheduler = 0}, [](otp::pid driver) -> otp::task<void> {
+        otp::spawn_opt({.scheduler = 0}, [](otp::pid to) -> otp::task<void> {
           otp::trap_exit(true);
           const otp::pid v = otp::spawn_opt({.link = true}, []() -> otp::task<void> {
                                for (std::uint64_t k = 0;; ++k) {
@@ -275,9 +287,9 @@ TEST_CASE("exit signals and kills reach a process while it moves") {
                                  co_await otp::yield();
                                }
                              }).pid;
-          otp::send(driver, victim_is{v});
+          otp::send(to, victim_is{v});
           auto e = co_await otp::receive<otp::exit_msg>();
-          otp::send(driver, partner_got{e.reason});
+          otp::send(to, partner_got{e.reason});
         }, driver);
         const otp::pid v = (co_await otp::receive<victim_is>()).v;
         vs.push_back(v);
@@ -296,8 +308,8 @@ TEST_CASE("exit signals and kills reach a process while it moves") {
         if ((i + run) % 2 == 0) {
           otp::exit(vs[static_cast<std::size_t>(i)], r);
         } else {
-          otp::spawn_opt({.scheduler = 1}, [](otp::pid v, otp::exit_reason r) -> otp::task<void> {
-            otp::exit(v, r);
+          otp::spawn_opt({.scheduler = 1}, [](otp::pid v, otp::exit_reason reason) -> otp::task<void> {
+            otp::exit(v, reason);
             co_return;
           }, vs[static_cast<std::size_t>(i)], r);
         }
@@ -342,7 +354,7 @@ TEST_CASE("timers follow the rules when their process moves") {
     const otp::pid driver = otp::self();
     constexpr int workers = 32;
     for (int i = 0; i < workers; ++i) {
-      otp::spawn([&wrong, &early](otp::pid driver, int me) -> otp::task<void> {
+      otp::spawn([&wrong, &early](otp::pid to, int me) -> otp::task<void> {
         std::mt19937 rng(static_cast<unsigned>(me));
         for (int round = 0; round < 60; ++round) {
           for (int k = 0; k < 20; ++k) { // move around a little
@@ -367,7 +379,7 @@ TEST_CASE("timers follow the rules when their process moves") {
           if (std::chrono::steady_clock::now() - t0 < 200us)
             ++early;
         }
-        otp::send(driver, 0);
+        otp::send(to, 0);
       }, driver, i);
     }
     for (int i = 0; i < workers; ++i)
