@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
+// otp/scheduler.cpp - the loop: ready queue, remote wake-ups, load balancing,
+// stepping a process, timer heap, zombies and recycling, node shutdown.
+// What a signal does when it arrives, and exit_process, are in signals.cpp.
 #include "otp/scheduler.hpp"
 
 #include "otp/crash_report.hpp"
@@ -397,110 +400,7 @@ void scheduler::run(process* first) noexcept {
   }
 }
 
-// ----------------------------------------------------------------- signals
-
-bool scheduler::process_signals(process* p) noexcept {
-  item* fifo = detail::take_fifo(p->inbox);
-  const pid me = p->self();
-  auto handle_list = [&](item* it) {
-    while (it != nullptr) {
-      item* next = it->next;
-      if (p->state >= proc_state::exiting) {
-        detail::bounce(me, it);
-      } else if (it->kind == item_kind::message) {
-        p->append_to_mailbox(it);
-      } else if (it->kind == item_kind::reply) {
-        (void)p->offer_reply(it);
-      } else {
-        handle_signal(p, static_cast<detail::signal*>(it));
-      }
-      it = next;
-    }
-  };
-  // What was queued here first: a sender that was local and then remote
-  // (either of them moved) has its older items in `signals`. A sender that
-  // was remote and then local had its inbox items moved to `signals` before
-  // its first local one (local_push).
-  handle_list(p->signals.take_all());
-  handle_list(fifo);
-  return p->state < proc_state::exiting;
-}
-
-bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
-  struct destroy_on_exit {
-    detail::signal* s;
-    ~destroy_on_exit() { detail::destroy_item(s); }
-  } guard{s};
-  switch (s->kind) {
-    case item_kind::exit: {
-      if (s->flag) {
-        // A link exit signal counts only while the link is active.
-        const std::uint64_t* state = p->extras != nullptr ? p->extras->links.find(s->from) : nullptr;
-        if (state == nullptr || *state != 0)
-          return true;
-        p->extras->links.erase(s->from);
-      }
-      if (s->reason.is_kill() && !s->flag) {
-        exit_process(p, exit_reason::killed()); // untrappable
-        return false;
-      }
-      if (p->trap_exit) {
-        p->append_to_mailbox(detail::make_message<exit_msg>(exit_msg{s->from, s->reason}));
-        return true;
-      }
-      if (s->reason.is_normal() && s->from != p->self())
-        return true;
-      exit_process(p, s->reason);
-      return false;
-    }
-    case item_kind::link:
-      // Ignored while our own unlink is in flight: `from` linked before it
-      // saw that unlink, and removes its side when it does.
-      (void)p->ext().links.insert(s->from, 0);
-      return true;
-    case item_kind::unlink:
-      if (p->extras != nullptr)
-        p->extras->links.erase(s->from);
-      detail::send_signal(item_kind::unlink_ack, p->self(), s->from, {}, s->ref);
-      return true;
-    case item_kind::unlink_ack:
-      if (p->extras != nullptr) {
-        if (const std::uint64_t* state = p->extras->links.find(s->from); state != nullptr && *state == s->ref.value())
-          p->extras->links.erase(s->from);
-      }
-      return true;
-    case item_kind::monitor: p->ext().monitored_by.insert(s->ref, s->from); return true;
-    case item_kind::demonitor:
-      if (p->extras != nullptr)
-        p->extras->monitored_by.erase(s->ref);
-      return true;
-    case item_kind::down:
-      // Dropped if the monitor was removed meanwhile (demonitor).
-      if (p->extras != nullptr && p->extras->monitors.erase(s->ref) != 0) {
-        message** slot = p->extras->calls.find(s->ref.value());
-        if (slot == nullptr)
-          p->append_to_mailbox(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
-        else if (*slot == nullptr) // the callee exited before it replied
-          *slot = detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason});
-      }
-      return true;
-    case item_kind::info:
-      otp::send(s->from, detail::info_reply{s->ref.value(), detail::snapshot(*p)});
-      return true;
-    case item_kind::hook:
-      try {
-        p->ext().exit_hooks.push_back(s->hook);
-      } catch (...) {
-        s->hook(p->self()); // cannot keep it: run it as if p had exited
-      }
-      return true;
-    case item_kind::message:
-    case item_kind::reply: break;
-  }
-  return true;
-}
-
-// ---------------------------------------------------------------- exiting
+// ------------------------------------------------ frames, zombies, shutdown
 
 void scheduler::destroy_frame(process* p) noexcept {
   if (!p->top)
@@ -513,16 +413,6 @@ void scheduler::destroy_frame(process* p) noexcept {
   p->top = {};
   p->resume = {};
 }
-
-namespace {
-// What arrived for calls the process no longer waits for.
-void free_call_slots(detail::process_extras& x) noexcept {
-  x.calls.for_each([](std::uint64_t, message* m) {
-    if (m != nullptr)
-      m->destroy(m);
-  });
-}
-} // namespace
 
 void scheduler::forget_send_timer(detail::send_timer* t) noexcept {
   send_timers_.erase(t->ref);
@@ -551,56 +441,6 @@ void scheduler::cancel_send_timers(detail::process_extras& x) noexcept {
     detail::destroy_item(t->msg);
     delete t;
   }
-}
-
-void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
-  p->state = proc_state::exiting;
-  std::vector<std::shared_ptr<std::promise<exit_reason>>> watchers;
-  const pid me = p->self();
-  destroy_frame(p);
-  p->waiter = nullptr;
-  if (auto* x = std::exchange(p->extras, nullptr)) {
-    // First, so that what a hook releases (a registered name) is free
-    // before anyone hears of the exit.
-    for (auto& h : x->exit_hooks)
-      h(me);
-    x->links.for_each([&](const pid& l, std::uint64_t unlinking) {
-      if (unlinking == 0)
-        detail::send_signal(item_kind::exit, me, l, why, {}, true);
-    });
-    x->monitored_by.for_each(
-      [&](const monitor_ref& ref, const pid& watcher) { detail::send_signal(item_kind::down, me, watcher, why, ref); });
-    x->monitors.for_each(
-      [&](const monitor_ref& ref, const pid& target) { detail::send_signal(item_kind::demonitor, me, target, {}, ref); });
-    watchers = std::move(x->exit_watchers);
-    cancel_send_timers(*x);
-    free_call_slots(*x);
-    delete x;
-  }
-  for (item* it = p->mailbox.take_all(); it != nullptr;) {
-    item* next = it->next;
-    detail::destroy_item(it);
-    it = next;
-  }
-  p->mailbox_len = 0;
-  // What other threads pushed before now is answered at once (a link gets
-  // its noproc exit); what they push until the block closes, when reaped.
-  for (item* list : {p->signals.take_all(), detail::take_fifo(p->inbox)}) {
-    for (item* it = list; it != nullptr;) {
-      item* next = it->next;
-      detail::bounce(me, it);
-      it = next;
-    }
-  }
-  p->state = proc_state::dead;
-  // From here remote senders are refused; those already holding the block
-  // finish their push, and the zombie is recycled once none remains.
-  p->refs.fetch_or(process::closed_bit, std::memory_order_acq_rel);
-  remove_live(p);
-  zombies_.push_back(p);
-  // Last, so a thread woken by the future sees the process fully gone.
-  for (auto& w : watchers)
-    w->set_value(why);
 }
 
 void scheduler::reap_zombies() noexcept {
@@ -640,30 +480,6 @@ void scheduler::reclaim(process* p) noexcept {
     node_.give_block_batch(std::exchange(spill_blocks_, nullptr));
     spill_count_ = 0;
   }
-}
-
-void scheduler::teardown(process* p) noexcept {
-  // Node shutdown: the frame is destroyed (destructors run), nobody is told.
-  p->state = proc_state::exiting;
-  const pid me = p->self();
-  destroy_frame(p);
-  p->waiter = nullptr;
-  if (auto* x = std::exchange(p->extras, nullptr)) {
-    cancel_send_timers(*x);
-    free_call_slots(*x);
-    for (auto& w : x->exit_watchers)
-      w->set_value(exit_reason::killed());
-    for (auto& h : x->exit_hooks)
-      h(me);
-    delete x;
-  }
-  detail::discard_all(me, p->mailbox.take_all());
-  detail::discard_all(me, p->signals.take_all());
-  p->mailbox_len = 0;
-  p->state = proc_state::dead;
-  p->refs.fetch_or(process::closed_bit, std::memory_order_acq_rel);
-  remove_live(p);
-  zombies_.push_back(p);
 }
 
 void scheduler::terminate_all() noexcept {
