@@ -72,7 +72,7 @@ void local_push(process& p, item* it) noexcept {
   }
   if (is_message(it->kind) && p.signals.empty()) {
     if (it->kind == item_kind::message)
-      p.append_to_mailbox(it);
+      p.mailbox.push_back(it);
     else if (!p.offer_reply(it))
       return;
     // Match at once: a message the waiting receive does not want costs no
@@ -148,7 +148,7 @@ otp::process_info snapshot(const process& p) {
     case proc_state::exiting:
     case proc_state::dead: i.status = otp::process_info::status_t::exiting; break;
   }
-  i.message_queue_len = p.mailbox_len;
+  i.message_queue_len = p.mailbox.size();
   for (const item* it = p.signals.head; it != nullptr; it = it->next)
     i.message_queue_len += it->kind == item_kind::message ? 1 : 0;
   if (p.extras != nullptr) {
@@ -221,12 +221,12 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   p->top = p->resume = std::exchange(guard.h, {});
   p->state = proc_state::created;
   // A recycled block carries the last process's flags: start afresh. (Its
-  // queues, extras and waiter were emptied when that process exited.)
+  // queues, the mailbox's count with it, extras and waiter were emptied
+  // when that process exited.)
   p->trap_exit = false;
   p->bound = o.scheduler.has_value();
   p->woken_here = false;
   p->in_ready = false;
-  p->mailbox_len = 0;
   p->waiter = nullptr;
   p->id.store(id, std::memory_order_relaxed);
   const pid child = p->self();
@@ -254,17 +254,6 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
 }
 
 // ---------------------------------------------------------------- receive
-
-void unlink_from_mailbox(process& p, item* prev, item* it) noexcept {
-  if (prev != nullptr)
-    prev->next = it->next;
-  else
-    p.mailbox.head = it->next;
-  if (p.mailbox.tail == it)
-    p.mailbox.tail = prev;
-  it->next = nullptr;
-  --p.mailbox_len;
-}
 
 std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, std::coroutine_handle<> h,
                                                 timer_node* timer,

@@ -146,11 +146,11 @@ bool demonitor(monitor_ref ref, bool flush) {
   }
   if (flush) {
     item* prev = nullptr;
-    for (item* it = me.mailbox.head; it != nullptr;) {
+    for (item* it = me.mailbox.head(); it != nullptr;) {
       item* next = it->next;
       auto* m = static_cast<detail::message*>(it);
       if (m->type == detail::tag_of<down_msg>() && detail::payload<down_msg>(m).ref == ref) {
-        detail::unlink_from_mailbox(me, prev, it);
+        me.mailbox.unlink(prev, it);
         detail::destroy_item(it);
       } else {
         prev = it;
@@ -190,7 +190,7 @@ bool scheduler::process_signals(process* p) noexcept {
       if (p->state >= proc_state::exiting) {
         detail::bounce(me, it);
       } else if (it->kind == item_kind::message) {
-        p->append_to_mailbox(it);
+        p->mailbox.push_back(it);
       } else if (it->kind == item_kind::reply) {
         (void)p->offer_reply(it);
       } else {
@@ -227,7 +227,7 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
         return false;
       }
       if (p->trap_exit) {
-        p->append_to_mailbox(detail::make_message<exit_msg>(exit_msg{s->from, s->reason}));
+        p->mailbox.push_back(detail::make_message<exit_msg>(exit_msg{s->from, s->reason}));
         return true;
       }
       if (s->reason.is_normal() && s->from != p->self())
@@ -261,7 +261,7 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
       if (p->extras != nullptr && p->extras->monitors.erase(s->ref) != 0) {
         message** slot = p->extras->calls.find(s->ref.value());
         if (slot == nullptr)
-          p->append_to_mailbox(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
+          p->mailbox.push_back(detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason}));
         else if (*slot == nullptr) // the callee exited before it replied
           *slot = detail::make_message<down_msg>(down_msg{s->ref, s->from, s->reason});
       }
@@ -323,7 +323,6 @@ void scheduler::exit_process(process* p, const exit_reason& why) noexcept {
     detail::destroy_item(it);
     it = next;
   }
-  p->mailbox_len = 0;
   // What other threads pushed before now is answered at once (a link gets
   // its noproc exit); what they push until the block closes, when reaped.
   for (item* list : {p->signals.take_all(), detail::take_fifo(p->inbox)}) {
@@ -361,7 +360,6 @@ void scheduler::teardown(process* p) noexcept {
   }
   detail::discard_all(me, p->mailbox.take_all());
   detail::discard_all(me, p->signals.take_all());
-  p->mailbox_len = 0;
   p->state = proc_state::dead;
   p->refs.fetch_or(process::closed_bit, std::memory_order_acq_rel);
   remove_live(p);
