@@ -414,35 +414,6 @@ void scheduler::destroy_frame(process* p) noexcept {
   p->resume = {};
 }
 
-void scheduler::forget_send_timer(detail::send_timer* t) noexcept {
-  send_timers_.erase(t->ref);
-  cancel_timer(t);
-  if (process* o = std::exchange(t->owner, nullptr)) {
-    if (t->prev != nullptr)
-      t->prev->next = t->next;
-    else if (o->extras != nullptr)
-      o->extras->timers = t->next;
-    if (t->next != nullptr)
-      t->next->prev = t->prev;
-  }
-  // The starter cannot have moved while this was pending: if it is alive,
-  // it is ours.
-  if (process* s = t->starter.control_block();
-      s != nullptr && s->id.load(std::memory_order_relaxed) == t->starter.id() && s->home() == this
-      && s->state < proc_state::exiting && s->extras != nullptr && s->extras->timers_started > 0)
-    --s->extras->timers_started;
-}
-
-void scheduler::cancel_send_timers(detail::process_extras& x) noexcept {
-  while (auto* t = x.timers) {
-    x.timers = t->next; // the process's extras are already detached
-    t->prev = nullptr;
-    forget_send_timer(t);
-    detail::destroy_item(t->msg);
-    delete t;
-  }
-}
-
 void scheduler::reap_zombies() noexcept {
   std::size_t keep = 0;
   for (std::size_t i = 0; i < zombies_.size(); ++i) {

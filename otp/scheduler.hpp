@@ -139,7 +139,7 @@ public:
   [[nodiscard]] bool take_hunger() noexcept;
   /// @private
   void advertise_hunger() noexcept;
-  /// @private Ends `p`'s send_after timer `t` (fired or cancelled): out of
+  /// @private (timers.cpp) Ends `p`'s send_after timer `t` (fired or cancelled): out of
   /// the index, the heap and the target's list; the starter's count drops.
   void forget_send_timer(detail::send_timer* t) noexcept;
   /// @private Arms `t` at `t->deadline`.
@@ -222,7 +222,7 @@ private:
   void step(detail::process* p) noexcept;
   void run(detail::process* p) noexcept;
   void destroy_frame(detail::process* p) noexcept;
-  void cancel_send_timers(detail::process_extras& x) noexcept;
+  void cancel_send_timers(detail::process_extras& x) noexcept; // timers.cpp
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;
   bool drain_remote() noexcept;
