@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // otp/delivery.cpp - the send path: push_item picks local_push (same
 // thread: plain stores, and a waiting receive matched at once) or
-// remote_push (another thread: the hold protocol, docs/design.md); is_local,
-// deliver, make_ref. One translation unit: the hot path, inlined across.
+// remote_push (another thread: the hold protocol, docs/design.md), and
+// deliver. One translation unit: the hot path, inlined across. (is_local and
+// make_ref, which every runtime source calls, are inline in runtime.hpp.)
 #include "otp/detail/runtime.hpp"
 #include "otp/process.hpp"
 #include "otp/scheduler.hpp"
@@ -10,19 +11,6 @@
 #include <cstdint>
 
 namespace otp::detail {
-
-std::uint64_t make_ref(node& n) noexcept {
-  if (auto* s = this_thread.sched; s != nullptr && &s->owner() == &n)
-    return (std::uint64_t{s->index() + 1} << 56) | s->next_local_ref();
-  return n.next_foreign_ref();
-}
-
-bool is_local(const process* p, const pid&) noexcept {
-  // Only the owner thread reads itself in `home_` (acquire: it then sees
-  // what the previous owner wrote before handing the process over).
-  const scheduler* s = this_thread.sched;
-  return s != nullptr && p->home() == s;
-}
 
 void local_push(process& p, item* it) noexcept {
   if (p.inbox.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {

@@ -3,7 +3,7 @@
 // this_scheduler, yield, a crash's record), and process_info (snapshot,
 // get_process_info). Elsewhere: sends in delivery.cpp, signals (link,
 // monitor, exit) in signals.cpp, spawn in spawn.cpp, receive in
-// receive.cpp, send_after in timers.cpp, calls in call.cpp, Asio in asio.cpp.
+// receive.cpp with calls, send_after in timers.cpp, Asio in asio.cpp.
 #include "otp/process.hpp"
 
 #include "otp/detail/runtime.hpp"
