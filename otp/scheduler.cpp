@@ -400,19 +400,7 @@ void scheduler::run(process* first) noexcept {
   }
 }
 
-// ------------------------------------------------ frames, zombies, shutdown
-
-void scheduler::destroy_frame(process* p) noexcept {
-  if (!p->top)
-    return;
-  // Destroying the outermost frame destroys every frame it awaits, and with
-  // them the process's locals: this is how kill runs destructors.
-  process* prev = std::exchange(detail::this_thread.current, p);
-  p->top.destroy();
-  detail::this_thread.current = prev;
-  p->top = {};
-  p->resume = {};
-}
+// ------------------------------------------------------- zombies, shutdown
 
 void scheduler::reap_zombies() noexcept {
   std::size_t keep = 0;

@@ -218,10 +218,10 @@ private:
   // signals.cpp: one signal taking effect; ending a process at shutdown.
   bool handle_signal(detail::process* p, detail::signal* s) noexcept;
   void teardown(detail::process* p) noexcept;
+  void destroy_frame(detail::process* p) noexcept;
 
   void step(detail::process* p) noexcept;
   void run(detail::process* p) noexcept;
-  void destroy_frame(detail::process* p) noexcept;
   void cancel_send_timers(detail::process_extras& x) noexcept; // timers.cpp
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;

@@ -11,7 +11,8 @@
 //   signal kills, is trapped into an exit_msg or ignored; a DOWN becomes a
 //   down_msg or answers a call; link/unlink/monitor/demonitor update the
 //   tables; info is answered; a hook is kept);
-// - exiting: scheduler::exit_process ends a process and tells its links
+// - exiting: scheduler::exit_process ends a process (destroy_frame: how a
+//   kill runs destructors) and tells its links
 //   (exit signals) and monitors (DOWN), scheduler::teardown ends one at
 //   node shutdown and tells nobody;
 // - targets that are gone: bounce answers what reaches a dead process (a
@@ -283,6 +284,18 @@ bool scheduler::handle_signal(process* p, detail::signal* s) noexcept {
 }
 
 // ---------------------------------------------------------------- exiting
+
+void scheduler::destroy_frame(process* p) noexcept {
+  if (!p->top)
+    return;
+  // Destroying the outermost frame destroys every frame it awaits, and with
+  // them the process's locals: this is how kill runs destructors.
+  process* prev = std::exchange(detail::this_thread.current, p);
+  p->top.destroy();
+  detail::this_thread.current = prev;
+  p->top = {};
+  p->resume = {};
+}
 
 namespace {
 // What arrived for calls the process no longer waits for.
