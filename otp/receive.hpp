@@ -103,7 +103,6 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
 void receive_cleanup(process& p, receive_waiter* w, timer_node* timer) noexcept;
 void receive_matched(process& p, timer_node* timer) noexcept;
 bool receive_timeout_fired(process& p, receive_waiter* w, scheduler& s) noexcept;
-void unlink_from_mailbox(process& p, item* prev, item* it) noexcept;
 
 // The timer part of a receive that has an `after` clause.
 struct receive_timeout : timer_node {
@@ -228,12 +227,12 @@ private:
   // Scans the messages after the cursor; takes the first that matches.
   bool scan() {
     item* prev = cursor_;
-    item* it = prev != nullptr ? prev->next : proc_->mailbox.head;
+    item* it = prev != nullptr ? prev->next : proc_->mailbox.head();
     while (it != nullptr) {
       auto* m = static_cast<message*>(it);
       int i = match_one(m, std::index_sequence_for<Alts...>{});
       if (i >= 0) {
-        unlink_from_mailbox(*proc_, prev, it);
+        proc_->mailbox.unlink(prev, it);
         matched_ = m;
         index_ = static_cast<std::int8_t>(i);
         return true;

@@ -141,7 +141,7 @@ public:
   [[nodiscard]] bool take_hunger() noexcept;
   /// @private
   void advertise_hunger() noexcept;
-  /// @private Ends `p`'s send_after timer `t` (fired or cancelled): out of
+  /// @private (timers.cpp) Ends `p`'s send_after timer `t` (fired or cancelled): out of
   /// the index, the heap and the target's list; the starter's count drops.
   void forget_send_timer(detail::send_timer* t) noexcept;
   /// @private Arms `t` at `t->deadline`.
@@ -210,18 +210,21 @@ public:
   /// directly (symmetric transfer), or noop_coroutine() to return to the loop.
   [[nodiscard]] std::coroutine_handle<> handoff() noexcept;
 
+  // Signals (defined in signals.cpp, with everything else a signal does).
   /// @private Ends `p` with `why`: destroys its frame, tells its links and monitors.
   void exit_process(detail::process* p, const exit_reason& why) noexcept;
   /// @private Handles `p`'s queued signals; returns false if `p` died.
   bool process_signals(detail::process* p) noexcept;
 
 private:
-  void step(detail::process* p) noexcept;
-  void run(detail::process* p) noexcept;
+  // signals.cpp: one signal taking effect; ending a process at shutdown.
   bool handle_signal(detail::process* p, detail::signal* s) noexcept;
   void teardown(detail::process* p) noexcept;
   void destroy_frame(detail::process* p) noexcept;
-  void cancel_send_timers(detail::process_extras& x) noexcept;
+
+  void step(detail::process* p) noexcept;
+  void run(detail::process* p) noexcept;
+  void cancel_send_timers(detail::process_extras& x) noexcept; // timers.cpp
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;
   bool drain_remote() noexcept;

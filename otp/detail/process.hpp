@@ -3,6 +3,7 @@
 #pragma once
 
 #include "otp/detail/item.hpp"
+#include "otp/detail/mailbox.hpp"
 #include "otp/detail/small_map.hpp"
 #include "otp/pid.hpp"
 
@@ -107,12 +108,13 @@ struct alignas(64) process {
   process* ready_next = nullptr;
   std::coroutine_handle<> top;    // outermost frame: destroyed on exit
   std::coroutine_handle<> resume; // innermost suspended frame: resumed next
-  item_list mailbox;              // messages, in arrival order
+  // Messages, in arrival order, and their count; `live_index` sits in its
+  // tail padding (a mailbox is 24 bytes, 20 of them used).
+  [[no_unique_address]] detail::mailbox mailbox;
+  std::uint32_t live_index = 0;
   item_list signals;              // local signals, and messages queued behind them
   receive_waiter* waiter = nullptr;
   process_extras* extras = nullptr;
-  std::uint32_t mailbox_len = 0;
-  std::uint32_t live_index = 0;
 
 
   [[nodiscard]] scheduler* home() const noexcept { return home_.load(std::memory_order_acquire); }
@@ -123,11 +125,6 @@ struct alignas(64) process {
     if (extras == nullptr)
       extras = new process_extras;
     return *extras;
-  }
-  // Appends a message; the counterpart of unlink_from_mailbox.
-  void append_to_mailbox(item* m) noexcept {
-    mailbox.push_back(m);
-    ++mailbox_len;
   }
   // Takes a reply into the slot if it answers the active call; drops it
   // otherwise (a late reply, after a timeout). Returns whether it was taken.

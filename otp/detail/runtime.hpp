@@ -5,14 +5,27 @@
 #include "otp/detail/item.hpp"
 #include "otp/detail/process.hpp"
 #include "otp/node.hpp"
+#include "otp/scheduler.hpp"
 
 #include <cstdint>
 
 namespace otp::detail {
 
+// A node-unique reference (monitors, timers, request tags).
+[[nodiscard]] inline std::uint64_t make_ref(node& n) noexcept {
+  if (auto* s = this_thread.sched; s != nullptr && &s->owner() == &n)
+    return (std::uint64_t{s->index() + 1} << 56) | s->next_local_ref();
+  return n.next_foreign_ref();
+}
+
 // True when `to` lives on the calling thread's scheduler: its control block
 // may then be touched directly, without atomics.
-[[nodiscard]] bool is_local(const process* p, const pid& to) noexcept;
+[[nodiscard]] inline bool is_local(const process* p, const pid&) noexcept {
+  // Only the owner thread reads itself in `home_` (acquire: it then sees
+  // what the previous owner wrote before handing the process over).
+  const scheduler* s = this_thread.sched;
+  return s != nullptr && p->home() == s;
+}
 
 // Pushes an item to `to`; false (and the item destroyed) if it is gone.
 bool push_item(const pid& to, item* it) noexcept;
@@ -37,8 +50,6 @@ bool add_exit_hook(const pid& p, exit_hook h) noexcept;
 // anything: an exit hook in it still runs (a hook runs exactly once).
 void discard_all(const pid& dead, item* list) noexcept;
 
-// A node-unique reference (monitors, timers, request tags).
-[[nodiscard]] std::uint64_t make_ref(node& n) noexcept;
 
 // The reply to an info signal.
 struct info_reply {

@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: Apache-2.0
+// otp/spawn.cpp - spawn_frame: a new process's control block, its pid, its
+// link or monitor to the parent, and the scheduler it starts on.
+#include "otp/detail/runtime.hpp"
+#include "otp/process.hpp"
+#include "otp/scheduler.hpp"
+
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace otp::detail {
+
+// Whether a plain spawn goes straight to a hungry scheduler (else it starts
+// here and moves when load is shed): docs/design.md, "Load balancing".
+constexpr bool spawn_to_hungry = false;
+
+spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top,
+                         std::shared_ptr<std::promise<exit_reason>> watcher) {
+  struct frame_guard {
+    std::coroutine_handle<> h;
+    ~frame_guard() {
+      if (h)
+        h.destroy();
+    }
+  } guard{top};
+  process* parent = this_thread.current;
+  scheduler* cur = this_thread.sched;
+  if (cur != nullptr && &cur->owner() != n)
+    cur = nullptr;
+  if (parent != nullptr && cur == nullptr)
+    parent = nullptr; // a process of another node: it cannot link across nodes
+  const bool monitor = o.monitor || o.monitor_as.has_value();
+  if ((o.link || monitor) && parent == nullptr)
+    throw std::system_error(make_error_code(errc::not_in_process),
+                            "spawn_opt: link and monitor need a calling process of this node");
+  if (o.scheduler && *o.scheduler >= n->scheduler_count())
+    throw std::invalid_argument("spawn_opt: scheduler " + std::to_string(*o.scheduler)
+                                + " does not exist (the node has " + std::to_string(n->scheduler_count())
+                                + ")");
+  // From outside the node's schedulers, shutdown waits for this spawn to
+  // finish, so the process is torn down with the others, never lost.
+  struct foreign_spawn {
+    node* n = nullptr;
+    ~foreign_spawn() {
+      if (n != nullptr)
+        n->end_foreign_spawn();
+    }
+  } in_flight;
+  if (cur == nullptr ? !n->begin_foreign_spawn() : n->stopping()) {
+    if (watcher)
+      watcher->set_value(exit_reason::noproc());
+    return {};
+  }
+  if (cur == nullptr)
+    in_flight.n = n;
+  scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? cur : &n->pick_scheduler();
+  if (spawn_to_hungry && !o.scheduler && cur != nullptr && n->anyone_hungry()) {
+    if (scheduler* h = n->claim_hungry(*cur))
+      target = h; // a burst of spawns spreads at once, not a step later
+  }
+
+  process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
+  const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
+  p->home_.store(target, std::memory_order_relaxed);
+  p->top = p->resume = std::exchange(guard.h, {});
+  p->state = proc_state::created;
+  // A recycled block carries the last process's flags: start afresh. (Its
+  // queues, the mailbox's count with it, extras and waiter were emptied
+  // when that process exited.)
+  p->trap_exit = false;
+  p->bound = o.scheduler.has_value();
+  p->ready_as = ready_kind::spawned;
+  p->in_ready = false;
+  p->waiter = nullptr;
+  p->id.store(id, std::memory_order_relaxed);
+  const pid child = p->self();
+  spawn_result r{child, {}};
+  if (o.link) {
+    p->ext().links.insert(parent->self(), 0);
+    parent->ext().links.insert(child, 0);
+  }
+  if (watcher)
+    p->ext().exit_watchers.push_back(std::move(watcher));
+  if (monitor) {
+    r.monitor = o.monitor_as ? *o.monitor_as : monitor_ref{make_ref(*n)};
+    p->ext().monitored_by.insert(r.monitor, parent->self());
+    parent->ext().monitors.insert(r.monitor, child);
+  }
+  // Open for remote senders: they read `id` and `home` only after seeing this.
+  p->refs.fetch_and(~process::closed_bit, std::memory_order_release);
+  if (target == cur) {
+    cur->adopt(p);
+  } else {
+    p->notified.store(true, std::memory_order_relaxed);
+    target->remote_enqueue(p);
+  }
+  return r;
+}
+
+} // namespace otp::detail
