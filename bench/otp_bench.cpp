@@ -322,25 +322,33 @@ void gen_server_call() {
   result("gen_server_call_ns", ns / n, "ns");
 }
 
-void gen_server_call_clients(const char* name, long clients) {
-  constexpr long total = 1000000;
-  const long per_client = total / clients;
-  otp::node node;
+// One counter server and `clients` plainly spawned clients of `per_client`
+// calls each; returns the calls per second (the counter is checked).
+double calls_per_s(otp::node& node, long clients, long per_client) {
   double ns = 0;
+  long count = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     auto s = co_await otp::gen_server::start_link<bench_counter>();
     auto t0 = clock_type::now();
-    // Default placement: every process on its spawner's scheduler, as a
-    // user gets it without choosing.
+    // Plain spawns, placed by the runtime, as a user gets them without choosing.
     for (long c = 0; c < clients; ++c)
       otp::spawn(call_n, s.value(), per_client, otp::self());
     for (long c = 0; c < clients; ++c)
       (void)co_await otp::receive<std::string>();
     ns = ns_since(t0);
-    if ((co_await otp::gen_server::call(s.value(), bench_counter::add{0})).value() != per_client * clients)
-      std::exit(1);
+    count = (co_await otp::gen_server::call(s.value(), bench_counter::add{0})).value();
   });
-  result(name, static_cast<double>(per_client * clients) / (ns / 1e9), "calls_per_s");
+  if (count != clients * per_client) {
+    std::fprintf(stderr, "gen_server clients: counter %ld, expected %ld\n", count, clients * per_client);
+    std::exit(1);
+  }
+  return static_cast<double>(count) / (ns / 1e9);
+}
+
+void gen_server_call_clients(const char* name, long clients) {
+  constexpr long total = 1000000;
+  otp::node node;
+  result(name, calls_per_s(node, clients, total / clients), "calls_per_s");
 }
 
 void gen_server_cast() {
@@ -602,26 +610,9 @@ void scale_ping_pong_pairs_bench() {
 
 // gen_server_clients: one server, 200 plainly spawned clients, C calls each.
 void scale_gen_server_clients_bench() {
-  constexpr long clients = 200, per_client = 5000;
   otp::node node(scaling_options());
   print_schedulers(node);
-  double ns = 0;
-  long count = 0;
-  run_in_process(node, [&]() -> otp::task<void> {
-    auto s = co_await otp::gen_server::start_link<bench_counter>();
-    auto t0 = clock_type::now();
-    for (long c = 0; c < clients; ++c)
-      otp::spawn(call_n, s.value(), per_client, otp::self());
-    for (long c = 0; c < clients; ++c)
-      (void)co_await otp::receive<std::string>();
-    ns = ns_since(t0);
-    count = (co_await otp::gen_server::call(s.value(), bench_counter::add{0})).value();
-  });
-  if (count != clients * per_client) {
-    std::fprintf(stderr, "gen_server_clients: counter %ld, expected %ld\n", count, clients * per_client);
-    std::exit(1);
-  }
-  result("scale_gen_server_clients_calls_per_s", static_cast<double>(count) / (ns / 1e9), "calls_per_s");
+  result("scale_gen_server_clients_calls_per_s", calls_per_s(node, 200, 5000), "calls_per_s");
 }
 
 const std::map<std::string, std::function<void()>>& benches() {
