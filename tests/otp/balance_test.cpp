@@ -5,6 +5,8 @@
 // under TSan and ASan with the other suites.
 #include "otp/otp.hpp"
 
+#include <asio/steady_timer.hpp>
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -416,6 +418,61 @@ TEST_CASE("with more idle schedulers than work, a process that moved runs before
     REQUIRE(n.info(p).has_value()); // each scheduler has run since
   CHECK(migrations(n) == settled);
   CHECK(settled <= 8);
+}
+
+TEST_CASE("a process with Asio operations pending stays where its io_context is, among moving ones") {
+  // Plainly spawned processes that wait on Asio timers of their scheduler,
+  // killed or not while one is pending, next to movable load and signals
+  // from the other scheduler: each completes on the thread of its timer.
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::atomic<int> wrong{0};
+  std::atomic<int> completed{0};
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid driver = otp::self();
+    for (int i = 0; i < 16; ++i) // movable load
+      otp::spawn([](otp::pid to, otp::node* node) -> otp::task<void> {
+        for (long k = 0; k < 2000 || (migrations(*node) == 0 && k < patience); ++k) {
+          (void)burn(static_cast<std::uint64_t>(k), 100);
+          co_await otp::yield();
+        }
+        otp::send(to, 0);
+      }, driver, &n);
+    std::vector<otp::pid> io;
+    std::vector<otp::monitor_ref> refs;
+    for (int i = 0; i < 16; ++i) {
+      io.push_back(otp::spawn([&wrong, &completed]() -> otp::task<void> {
+        otp::scheduler& mine = otp::this_scheduler(); // binds it
+        asio::steady_timer t(mine.get_executor());
+        for (int k = 0; k < 50; ++k) {
+          t.expires_after(std::chrono::microseconds(50 + k));
+          co_await t.async_wait(otp::use_process);
+          if (&otp::this_scheduler() != &mine || (co_await where()) != mine.index())
+            ++wrong;
+          co_await otp::yield(); // a yield of a bound process is no shed point either
+        }
+        ++completed;
+      }));
+      refs.push_back(otp::monitor(io.back()));
+    }
+    // Kill a quarter of them, likely while a timer is pending, from the
+    // other scheduler.
+    otp::spawn_opt({.scheduler = 1}, [](std::vector<otp::pid> victims) -> otp::task<void> {
+      for (std::size_t i = 0; i < victims.size(); i += 4)
+        otp::exit(victims[i], otp::exit_reason::kill());
+      co_return;
+    }, io);
+    for (int i = 0; i < 16; ++i)
+      (void)co_await otp::receive<int>();
+    for (const auto& r : refs) {
+      const auto d = co_await otp::receive<otp::down_msg>(otp::down_of{r});
+      if (d.reason != otp::exit_reason::normal() && d.reason != otp::exit_reason::killed())
+        ++wrong;
+    }
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(wrong == 0);
+  CHECK(completed >= 12); // the killed ones may have finished first
+  CHECK(migrations(n) > 0);
 }
 
 TEST_CASE("a deterministic node stays deterministic") {
