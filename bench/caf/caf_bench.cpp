@@ -352,7 +352,8 @@ behavior skynet(stateful_actor<skynet_state>* self, actor parent, int64_t num,
   };
 }
 
-void bench_skynet(actor_system& sys) {
+// One skynet of 1 M leaves, reported as `name` (skynet_ms, scale_skynet_ms).
+void run_skynet(actor_system& sys, const char* name) {
   constexpr int64_t leaves = 1000000;
   constexpr int64_t expected = 499999500000;
   scoped_actor self{sys};
@@ -362,9 +363,11 @@ void bench_skynet(actor_system& sys) {
   self->receive([&](int64_t x) { sum = x; });
   auto t1 = clk::now();
   if (sum != expected)
-    fail("skynet: wrong sum " + std::to_string(sum));
-  result("skynet_ms", ns_between(t0, t1) / 1e6, "ms");
+    fail(std::string(name) + ": wrong skynet sum " + std::to_string(sum));
+  result(name, ns_between(t0, t1) / 1e6, "ms");
 }
+
+void bench_skynet(actor_system& sys) { run_skynet(sys, "skynet_ms"); }
 
 // -- 8.-10. request/response server ("gen_server") --------------------------------
 
@@ -553,18 +556,7 @@ void bench_scale_workers(actor_system& sys) {
 }
 
 // skynet_ms is already plain.
-void bench_scale_skynet(actor_system& sys) {
-  constexpr int64_t leaves = 1000000;
-  scoped_actor self{sys};
-  int64_t sum = 0;
-  auto t0 = clk::now();
-  sys.spawn(skynet, actor{self}, int64_t{0}, leaves, int64_t{10});
-  self->receive([&](int64_t x) { sum = x; });
-  auto t1 = clk::now();
-  if (sum != 499999500000)
-    fail("skynet_plain: wrong sum " + std::to_string(sum));
-  result("scale_skynet_ms", ns_between(t0, t1) / 1e6, "ms");
-}
+void bench_scale_skynet(actor_system& sys) { run_skynet(sys, "scale_skynet_ms"); }
 
 void bench_scale_ping_pong_pairs(actor_system& sys) {
   constexpr int pairs = 64, rounds = 100000;

@@ -334,7 +334,10 @@ fan_in_count(N) ->
 %% 7. skynet_ms
 %% ---------------------------------------------------------------------------
 
-skynet() ->
+skynet() -> skynet_run(skynet_ms).
+
+%% One skynet of 1 M leaves, reported under Name (skynet_ms, scale_skynet_ms).
+skynet_run(Name) ->
     Leaves = 1000000,
     Expected = 499999500000,
     %% Up to ~1.1M processes can be alive at once; with a too small process
@@ -348,7 +351,7 @@ skynet() ->
     Sum = receive {skynet, S} -> S end,
     T1 = now_ns(),
     Sum =:= Expected orelse error({bad_skynet_sum, Sum}),
-    result(skynet_ms, (T1 - T0) / 1.0e6, ms).
+    result(Name, (T1 - T0) / 1.0e6, ms).
 
 skynet(Parent, Num, 1, _Div) ->
     Parent ! {skynet, Num};
@@ -608,18 +611,7 @@ xorshift_n(X0, N) ->
     xorshift_n(X3, N - 1).
 
 %% skynet already spawns plainly.
-scale_skynet() ->
-    Leaves = 1000000,
-    Limit = erlang:system_info(process_limit),
-    Limit >= 2 * Leaves orelse
-        error({process_limit_too_low, Limit, "run erl with +P 2097152"}),
-    Parent = self(),
-    T0 = now_ns(),
-    spawn(fun() -> skynet(Parent, 0, Leaves, 10) end),
-    Sum = receive {skynet, S} -> S end,
-    T1 = now_ns(),
-    Sum =:= 499999500000 orelse error({bad_skynet_sum, Sum}),
-    result(scale_skynet_ms, (T1 - T0) / 1.0e6, ms).
+scale_skynet() -> skynet_run(scale_skynet_ms).
 
 -define(SCALE_PAIRS, 64).
 -define(SCALE_ROUNDS, 100000).
