@@ -186,10 +186,6 @@ void scheduler::remote_enqueue_chain(process* first, process* last) noexcept {
     asio::post(io_, [] {});
 }
 
-// Whether a process woken by another core's message stays out of sheds
-// (docs/design.md, "Load balancing": measured both ways).
-constexpr bool remote_wake_sticks = true;
-
 bool scheduler::drain_remote() noexcept {
   process* list = remote_ready_.exchange(nullptr, std::memory_order_acquire);
   if (list == nullptr)
@@ -217,7 +213,7 @@ bool scheduler::drain_remote() noexcept {
     if (p->state == proc_state::created)
       adopt(p);
     else if (p->state < proc_state::exiting && !p->in_ready && p->state != proc_state::running)
-      make_ready(p, remote_wake_sticks); // woken by a message: it talks, leave it here
+      make_ready(p, true); // woken by a message: it talks, leave it here (measured: docs/design.md)
   }
   return true;
 }

@@ -12,10 +12,6 @@
 
 namespace otp::detail {
 
-// Whether a plain spawn goes straight to a hungry scheduler (else it starts
-// here and moves when load is shed): docs/design.md, "Load balancing".
-constexpr bool spawn_to_hungry = false;
-
 spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top,
                          std::shared_ptr<std::promise<exit_reason>> watcher) {
   struct frame_guard {
@@ -55,11 +51,9 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   }
   if (cur == nullptr)
     in_flight.n = n;
+  // A plain spawn starts here and moves when load is shed (sending it
+  // straight to a hungry scheduler measured worse: docs/design.md).
   scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? cur : &n->pick_scheduler();
-  if (spawn_to_hungry && !o.scheduler && cur != nullptr && n->anyone_hungry()) {
-    if (scheduler* h = n->claim_hungry(*cur))
-      target = h; // a burst of spawns spreads at once, not a step later
-  }
 
   process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
   const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
