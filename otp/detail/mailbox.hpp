@@ -17,17 +17,12 @@ namespace otp::detail {
 // ([[no_unique_address]]), and stays 128 bytes.
 class mailbox {
 public:
-  [[nodiscard]] item* head() const noexcept { return head_; }
+  [[nodiscard]] item* head() const noexcept { return items_.head; }
   [[nodiscard]] std::uint32_t size() const noexcept { return len_; }
-  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  [[nodiscard]] bool empty() const noexcept { return items_.empty(); }
 
   void push_back(item* m) noexcept {
-    m->next = nullptr;
-    if (tail_ != nullptr)
-      tail_->next = m;
-    else
-      head_ = m;
-    tail_ = m;
+    items_.push_back(m);
     ++len_;
   }
   // Takes `it` out; `prev` is the item before it, null if `it` is the head.
@@ -35,23 +30,20 @@ public:
     if (prev != nullptr)
       prev->next = it->next;
     else
-      head_ = it->next;
-    if (tail_ == it)
-      tail_ = prev;
+      items_.head = it->next;
+    if (items_.tail == it)
+      items_.tail = prev;
     it->next = nullptr;
     --len_;
   }
   // Empties the mailbox; returns its items, linked in order.
   [[nodiscard]] item* take_all() noexcept {
-    item* h = head_;
-    head_ = tail_ = nullptr;
     len_ = 0;
-    return h;
+    return items_.take_all();
   }
 
 private:
-  item* head_ = nullptr;
-  item* tail_ = nullptr;
+  item_list items_; // the queue itself, as the signals list is
   std::uint32_t len_ = 0;
 };
 
