@@ -23,8 +23,11 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
   p.waiter = w;
   p.state = proc_state::waiting;
   scheduler* s = p.home();
-  if (timeout && *timeout > std::chrono::steady_clock::duration::zero())
+  w->timer = nullptr;
+  if (timeout && *timeout > std::chrono::steady_clock::duration::zero()) {
     s->add_timer_after(timer, *timeout);
+    w->timer = timer;
+  }
   if (p.has_pending_signals())
     s->make_ready(&p);
   return s->handoff();
@@ -73,6 +76,7 @@ void drop_call_slot(process_extras& x, monitor_ref ref) noexcept {
 call_wait::call_wait(process& p, monitor_ref ref, const pid& callee, const class timeout& t) noexcept
   : receive_waiter{&try_match_thunk}, proc_(&p), ref_(ref), callee_(callee), limit_(t.duration()), armed_(true) {
   this->fire = &fire_thunk;
+  this->follow = &callee_;
 }
 
 call_wait::call_wait(error e) noexcept : receive_waiter{&try_match_thunk}, early_(std::move(e)) {}

@@ -207,6 +207,9 @@ bool scheduler::drain_remote() noexcept {
       home->remote_enqueue(p);
       continue;
     }
+    if (p->state == proc_state::waiting && !p->in_ready && p->waiter != nullptr && p->waiter->follow != nullptr
+        && follow_callee(p))
+      continue;
     // Cleared before the inbox is drained (in step): a push after the drain
     // sees notified == false and enqueues the process again.
     p->notified.store(false, std::memory_order_seq_cst);
@@ -222,6 +225,15 @@ void scheduler::adopt(process* p) {
   p->live_index = static_cast<std::uint32_t>(live_.size());
   live_.push_back(p);
   node_.count_process(1);
+  if (p->waiter != nullptr) {
+    // A caller that followed its callee (follow_callee): it still waits,
+    // with its timeout, and was woken (a runnable process has no waiter).
+    p->state = proc_state::waiting;
+    if (detail::timer_node* t = p->waiter->timer; t != nullptr && t->heap_index == detail::timer_node::moving)
+      timers_.push(t);
+    enqueue(p, detail::ready_kind::stays);
+    return;
+  }
   p->state = proc_state::runnable;
   // A process that just moved runs here before it moves again.
   enqueue(p, p->ready_as == detail::ready_kind::stays ? detail::ready_kind::stays : detail::ready_kind::spawned);
@@ -325,6 +337,43 @@ void scheduler::shed_load() noexcept {
   migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
   to->migrated_in_.fetch_add(moved, std::memory_order_relaxed);
   to->remote_enqueue_chain(first, last);
+}
+
+// A caller woken from another scheduler while it waits for a call's reply
+// goes to its callee's scheduler, so that the calls that follow are local:
+// clients of one server gather on the server's core instead of paying two
+// cross-core hops a call for good (measured: docs/design.md). Called from
+// drain_remote, with `notified` held: the move is a shed of one.
+bool scheduler::follow_callee(process* p) noexcept {
+  const pid& callee = *p->waiter->follow;
+  const process* c = callee.control_block();
+  if (c == nullptr || c->id.load(std::memory_order_relaxed) != callee.id())
+    return false; // a hint only: the callee may be gone, its block reused
+  scheduler* to = c->home();
+  if (to == nullptr || to == this || p->bound || node_.stopping())
+    return false;
+  if (p->extras != nullptr && (p->extras->timers != nullptr || p->extras->timers_started != 0))
+    return false;
+  if (detail::timer_node* t = p->waiter->timer; t != nullptr && t->armed()) {
+    // The wait's timeout keeps its deadline; the receiver's heap takes it.
+    if (t->heap_index == detail::timer_node::pending) {
+      unlink_pending(t);
+      t->deadline = saturating_add(now(), t->pending_for);
+    } else {
+      timers_.erase(t);
+    }
+    if (t->deadline != std::chrono::steady_clock::time_point::max())
+      t->heap_index = detail::timer_node::moving;
+  }
+  remove_live(p);
+  // Senders on the receiver's thread see it local from now on: `created`
+  // makes their pushes only queue until the receiver adopts it.
+  p->state = proc_state::created;
+  p->home_.store(to, std::memory_order_release);
+  migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  to->migrated_in_.fetch_add(1, std::memory_order_relaxed);
+  to->remote_enqueue(p);
+  return true;
 }
 
 scheduler_stats scheduler::stats() const noexcept {

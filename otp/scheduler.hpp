@@ -35,6 +35,9 @@ struct timer_node {
   timer_node* pending_next = nullptr;
   static constexpr std::uint32_t npos = ~std::uint32_t{0};
   static constexpr std::uint32_t pending = npos - 1;
+  // Travelling with its waiting process to another scheduler, whose heap
+  // takes it (deadline unchanged) when it adopts the process.
+  static constexpr std::uint32_t moving = npos - 2;
   // In the heap, or pending its deadline.
   [[nodiscard]] bool armed() const noexcept { return heap_index != npos; }
 };
@@ -167,6 +170,8 @@ public:
   void cancel_timer(detail::timer_node* t) noexcept {
     if (t->heap_index == detail::timer_node::pending)
       unlink_pending(t);
+    else if (t->heap_index == detail::timer_node::moving)
+      t->heap_index = detail::timer_node::npos;
     else if (t->armed())
       timers_.erase(t);
   }
@@ -230,6 +235,7 @@ private:
   bool drain_remote() noexcept;
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
+  bool follow_callee(detail::process* p) noexcept;
   [[nodiscard]] bool can_migrate(const detail::process& p) const noexcept;
   void retract_hunger() noexcept;
   void publish_stats() noexcept {

@@ -21,6 +21,7 @@
 namespace otp::detail {
 
 struct send_timer;
+struct timer_node;
 
 enum class proc_state : std::uint8_t {
   created,   // spawned, not yet adopted by its scheduler
@@ -42,6 +43,12 @@ enum class ready_kind : std::uint8_t {
 // What a suspended receive offers the scheduler: "does anything new match?"
 struct receive_waiter {
   bool (*try_match)(receive_waiter* self, process& p) noexcept;
+  // Its timeout while one is armed (receive_prepare_suspend), else null:
+  // a waiter that moves to another scheduler takes it along.
+  timer_node* timer = nullptr;
+  // A call's callee: woken from another scheduler, the waiter moves to the
+  // callee's (the caller follows the callee, scheduler.cpp).
+  const pid* follow = nullptr;
 };
 
 // Rarely used state, allocated on first use so idle processes stay small.
