@@ -7,7 +7,7 @@ comma     := ,
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUILD_PKGS := clang-19 libclang-rt-19-dev g++ libasio-dev libboost1.81-dev \
-              nlohmann-json3-dev doctest-dev libspdlog-dev redis-tools meson ninja-build pkg-config python3 \
+              nlohmann-json3-dev doctest-dev libspdlog-dev redis-tools meson ninja-build cmake pkg-config python3 \
               erlang-nox
 BENCH_PKGS := erlang-nox libcaf-dev redis-server
 
