@@ -33,18 +33,21 @@ deps:
 bench-deps: deps
 	$(call ensure_pkgs,$(BENCH_PKGS))
 
-# $(1) = build dir, $(2) = compiler, $(3) = extra meson options
+# $(1) = build dir, $(2) = compiler, $(3) = extra meson options, $(4) = targets (default: all)
 define meson_build
 	@[ -f $(1)/build.ninja ] || CXX=$(2) meson setup $(1) $(3)
-	ninja -C $(1) -j $(JOBS)
+	ninja -C $(1) -j $(JOBS) $(4)
 endef
 
 build: deps
 	$(call meson_build,build,$(CXX_CLANG),)
 
-# The flagship: a Redis-speaking key-value server on 127.0.0.1:6380 (Ctrl-C stops it).
-run: build
-	./build/samples/kvstore/kvstore
+# The flagship: a Redis-speaking key-value server on 127.0.0.1:6380 (Ctrl-C
+# stops it); only its own target is built. Options go in ARGS, e.g.
+#   make run ARGS="--port 7000 --data ./data"
+run: deps
+	$(call meson_build,build,$(CXX_CLANG),,samples/kvstore/kvstore)
+	./build/samples/kvstore/kvstore $(ARGS)
 
 test: build
 	meson test -C build --print-errorlogs

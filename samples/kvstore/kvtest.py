@@ -31,18 +31,20 @@ def resp(*args):
 
 
 class Server:
-    """Starts `binary` on `data` and waits for its "listening" line, or for its exit.
+    """Starts `binary` on `data` (None: its default) and waits for its "listening" line, or for its exit.
 
     port: the port (default: a free one); nofile: an open files limit for the
-    server; expect_fail: an exit before listening is no error (see `started`).
+    server; expect_fail: an exit before listening is no error (see `started`);
+    env: the server's environment (default: ours).
     """
 
-    def __init__(self, binary, data, *extra, port=None, nofile=None, expect_fail=False):
+    def __init__(self, binary, data, *extra, port=None, nofile=None, expect_fail=False, env=None):
         self.port = port if port is not None else free_port()
         limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--data", data, *extra],
+        data_args = [] if data is None else ["--data", data]  # None: the server's default
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), *data_args, *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=limit)
+                                     preexec_fn=limit, env=env)
         self.lines = []
         self.started = False
         self.reader = None

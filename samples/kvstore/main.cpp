@@ -7,6 +7,9 @@
 //   ├── connections (dynamic): one process per client
 //   └── acceptor: accepts on 127.0.0.1:6380, starts a connection per client
 //
+// The data directory defaults to $XDG_STATE_HOME/otp-kvstore, else
+// ~/.local/state/otp-kvstore (per user).
+//
 // usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR]
 //                [--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N]
 #include "resp.hpp"
@@ -26,9 +29,20 @@
 
 namespace {
 
+// Where the logs go without --data or a "data_dir" in the file: the user's
+// own state directory (XDG), so that two users of one machine never share
+// a store; the working directory if there is no home.
+std::string default_data_dir() {
+  if (const char* state = std::getenv("XDG_STATE_HOME"); state != nullptr && state[0] == '/')
+    return std::string(state) + "/otp-kvstore";
+  if (const char* home = std::getenv("HOME"); home != nullptr && home[0] != '\0')
+    return std::string(home) + "/.local/state/otp-kvstore";
+  return "otp-kvstore-data";
+}
+
 struct shards_config {
   int count = 4;
-  std::string data_dir = "/tmp/otp-kvstore";
+  std::string data_dir = default_data_dir();
   std::string appendfsync = "everysec";
   bool repair_log = false;
   std::int64_t aof_rewrite_min_size = 64LL * 1024 * 1024;
@@ -203,6 +217,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", cfg.error().context.c_str());
     return 1;
   }
+  if (const otp::json* s = child_args(doc, "shards"))
+    std::printf("kvstore: data in %s\n", s->value("data_dir", default_data_dir()).c_str());
   const int rc = otp::run_application(std::move(cfg).value(), node_opts);
   std::printf("kvstore: stopped; the tree is shut down in order (exit code %d)\n", rc);
   return rc;

@@ -30,8 +30,8 @@ def new_dir():
 
 
 class Server(kvtest.Server):
-    def __init__(self, data, *extra, expect_fail=False):
-        super().__init__(BIN, data, *extra, expect_fail=expect_fail)
+    def __init__(self, data, *extra, expect_fail=False, env=None):
+        super().__init__(BIN, data, *extra, expect_fail=expect_fail, env=env)
 
 
 class Conn:
@@ -426,10 +426,33 @@ def keys_in_chunks():
     shutil.rmtree(data, ignore_errors=True)
 
 
+def default_data_dir():
+    # Without --data the store is the user's own: $XDG_STATE_HOME/otp-kvstore,
+    # else ~/.local/state/otp-kvstore (created, mode 0700), never a shared /tmp path.
+    home = new_dir()
+    for env, expected in [({"HOME": home}, os.path.join(home, ".local", "state", "otp-kvstore")),
+                          ({"HOME": home, "XDG_STATE_HOME": os.path.join(home, "st")},
+                           os.path.join(home, "st", "otp-kvstore"))]:
+        e = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_STATE_HOME")}
+        e.update(env)
+        srv = Server(None, env=e)
+        c = Conn(srv.port)
+        c.cmd("SET", "k", "v")
+        c.close()
+        srv.stop()
+        check("default data directory with %s: %s" % (sorted(env), expected),
+              os.path.isfile(os.path.join(expected, "kvstore.meta")) and "data in " + expected in srv.output(),
+              srv.output()[-500:])
+        check("default data directory is private", os.path.isdir(expected) and os.stat(expected).st_mode & 0o077 == 0,
+              oct(os.stat(expected).st_mode) if os.path.isdir(expected) else "missing")
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def main():
     started = time.monotonic()
     only = sys.argv[2:]
-    for t in [damaged_logs, old_format, everysec, expiry, rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks]:
+    for t in [damaged_logs, old_format, everysec, expiry, rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks,
+              default_data_dir]:
         if only and t.__name__ not in only:
             continue
         t0 = time.monotonic()
