@@ -516,21 +516,21 @@ TEST_CASE("a caller woken from its callee's scheduler moves there, its call's ti
     const otp::pid server = otp::spawn_opt({.scheduler = 1}, answering_server).pid;
     constexpr int clients = 64;
     for (int i = 0; i < clients; ++i) {
-      otp::spawn([](otp::pid to, otp::pid server, int i) -> otp::task<void> {
+      otp::spawn([](otp::pid to, otp::pid srv, int k) -> otp::task<void> {
         const unsigned start = co_await where();
         bool ok = false;
-        if (i % 2 == 0) {
-          auto r = co_await ask_server(server, i, 10s);
-          ok = r && r.value() == i + 1;
+        if (k % 2 == 0) {
+          auto r = co_await ask_server(srv, k, 10s);
+          ok = r && r.value() == k + 1;
         } else {
           const auto t0 = std::chrono::steady_clock::now();
-          auto r = co_await ask_server(server, -1, 50ms);
+          auto r = co_await ask_server(srv, -1, 50ms);
           const auto waited = std::chrono::steady_clock::now() - t0;
           const bool poked = (co_await otp::receive_for<poke>(0ms)).has_value();
           ok = !r && r.error() == otp::errc::timeout && waited >= 50ms && poked;
         }
         const unsigned after = co_await where();
-        otp::send(to, seen{start, after, i, ok});
+        otp::send(to, seen{start, after, k, ok});
       }, driver, server, i);
     }
     for (int i = 0; i < clients; ++i) {
@@ -576,21 +576,21 @@ TEST_CASE("callers follow their callees among moving load, kills and timeouts") 
       std::vector<otp::pid> servers;
       for (int i = 0; i < 3; ++i)
         servers.push_back(otp::spawn(answering_server));
-      auto client = [](otp::pid to, std::vector<otp::pid> servers, unsigned seed, long rounds,
-                       std::atomic<int>* wrong) -> otp::task<void> {
+      auto client = [](otp::pid to, std::vector<otp::pid> targets, unsigned seed, long rounds,
+                       std::atomic<int>* bad) -> otp::task<void> {
         std::mt19937 rng(seed);
         for (long k = 0; k < rounds; ++k) {
-          const otp::pid& s = servers[rng() % servers.size()];
+          const otp::pid& s = targets[rng() % targets.size()];
           const int v = static_cast<int>(rng() % 1000);
           if (v % 9 == 0) {
             auto r = co_await ask_server(s, -1, 1ms);
             if (r || r.error() != otp::errc::timeout)
-              ++*wrong;
+              ++*bad;
             (void)co_await otp::receive_for<poke>(10s);
           } else {
             auto r = co_await ask_server(s, v, 10s);
             if (!r || r.value() != v + 1)
-              ++*wrong;
+              ++*bad;
           }
           (void)burn(static_cast<std::uint64_t>(k), static_cast<int>(rng() % 400));
           if (rng() % 2 == 0)
