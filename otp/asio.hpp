@@ -7,6 +7,8 @@
 
 #include <asio/async_result.hpp>
 #include <asio/error_code.hpp>
+#include <asio/execution/context.hpp>
+#include <asio/query.hpp>
 #include <asio/system_error.hpp>
 
 #include <coroutine>
@@ -25,7 +27,9 @@ namespace otp {
 /// process resumes through its ready queue. An error code in the completion
 /// is thrown as `asio::system_error` (like asio::use_awaitable); the other
 /// results are returned (one as itself, several as a tuple). Asio objects
-/// must use the process's scheduler executor (`otp::this_scheduler()`).
+/// must use the process's scheduler executor (`otp::this_scheduler()`): an
+/// object of another scheduler's io_context throws std::logic_error at the
+/// co_await, before anything starts.
 /// If the process is killed while waiting, its frame and the Asio objects
 /// in it are destroyed, which cancels the operation; its late completion is
 /// ignored.
@@ -44,6 +48,10 @@ inline constexpr use_process_nothrow_t use_process_nothrow{};
 namespace detail {
 
 void io_suspend(process& p, std::coroutine_handle<> h) noexcept;
+// Throws if `ctx` is the io_context of another scheduler than p's: its
+// object would be used from two threads (the process's and that
+// scheduler's). Contexts that are not a scheduler's are the user's to run.
+void check_io_context(process& p, const asio::execution_context& ctx);
 void io_complete(process& p) noexcept;
 [[nodiscard]] asio::io_context::executor_type process_executor(process& p) noexcept;
 
@@ -81,6 +89,8 @@ public:
 
   void await_suspend(std::coroutine_handle<> h) {
     process& p = require_process("co_await of an Asio operation");
+    if constexpr (requires { init_.get_executor(); })
+      check_io_context(p, asio::query(init_.get_executor(), asio::execution::context));
     std::uint16_t seq = ++p.io_seq;
     io_handler<Args...> handler{process_executor(p), p.home(), &p, p.id.load(std::memory_order_relaxed), seq, &slot_};
     std::apply(

@@ -124,7 +124,10 @@ otp::task<void> write(tcp::socket& s, std::string text) {
 
 otp::task<void> session(int fd, session_config config) {
   auto socket = std::make_shared<tcp::socket>(otp::this_scheduler().get_executor(), tcp::v4(), fd);
-  otp::spawn_link(reader, socket, otp::self(), config.max_line);
+  // The reader awaits the same socket: it must run on this scheduler, whose
+  // io_context the socket belongs to (a plain spawn may move it away).
+  otp::spawn_opt({.scheduler = otp::this_scheduler().index(), .link = true}, reader, socket, otp::self(),
+                 config.max_line);
   std::string nick = "guest" + std::to_string(otp::self().serial());
   std::string current;
   co_await write(*socket, "welcome, " + nick + ". /nick NAME, /join ROOM, /who, /quit\n");

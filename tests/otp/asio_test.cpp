@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 using namespace std::chrono_literals;
@@ -31,6 +32,26 @@ TEST_CASE("a process co_awaits an Asio timer on its scheduler") {
     otp::exit(otp::exit_reason::error(otp::this_scheduler().index() == 1 ? "on_1" : "elsewhere"));
   });
   CHECK(p.exit.get() == otp::exit_reason::error("on_1"));
+}
+
+TEST_CASE("an Asio object of another scheduler's io_context is refused at the co_await") {
+  // The object would be used from two threads: the process's, and the
+  // scheduler that runs its io_context. A socket made from a descriptor in
+  // the awaiting process (as the samples do) is the way across.
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::string what;
+  auto p = n.spawn_watch({.scheduler = 1}, [&]() -> otp::task<void> {
+    asio::steady_timer t(n.get_scheduler(0).get_executor(), 1ms);
+    try {
+      co_await t.async_wait(otp::use_process);
+    } catch (const std::logic_error& e) {
+      what = e.what();
+    }
+    asio::steady_timer mine(otp::this_scheduler().get_executor(), 1ms); // its own: fine
+    co_await mine.async_wait(otp::use_process);
+  });
+  CHECK(p.exit.get() == otp::exit_reason::normal());
+  CHECK(what.find("on scheduler 1 awaited an Asio object of scheduler 0's io_context") != std::string::npos);
 }
 
 TEST_CASE("two processes talk TCP over loopback") {
