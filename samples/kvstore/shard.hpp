@@ -24,7 +24,7 @@ namespace kv {
 /// A shard's "args" in app.json.
 struct shard_config {
   int index = 0;
-  std::string data_dir = "/tmp/otp-kvstore";
+  std::string data_dir; ///< where the logs go (main.cpp: --data, else the per-user default)
   std::string appendfsync = "everysec"; ///< always | everysec | no (as Redis's)
   int count = 0;                        ///< shards in all; 0: stats().shards
   bool repair_log = false;              ///< truncate a damaged log at its first damage instead of refusing
