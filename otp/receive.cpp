@@ -28,8 +28,15 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
     s->add_timer_after(timer, *timeout);
     w->timer = timer;
   }
-  if (p.has_pending_signals())
-    s->make_ready(&p);
+  if (p.has_pending_signals()) {
+    // A call's reply (or DOWN) pushed from the callee's scheduler before we
+    // suspended: the drain that takes the wake-up moves us to the callee
+    // (follow_callee), as if it had come a moment later.
+    const bool drain_follows = w->follow != nullptr && p.signals.empty()
+                               && p.notified.load(std::memory_order_acquire) && s->follow_target(p) != nullptr;
+    if (!drain_follows)
+      s->make_ready(&p);
+  }
   return s->handoff();
 }
 

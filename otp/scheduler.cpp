@@ -344,15 +344,22 @@ void scheduler::shed_load() noexcept {
 // clients of one server gather on the server's core instead of paying two
 // cross-core hops a call for good (measured: docs/design.md). Called from
 // drain_remote, with `notified` held: the move is a shed of one.
-bool scheduler::follow_callee(process* p) noexcept {
-  const pid& callee = *p->waiter->follow;
+scheduler* scheduler::follow_target(const process& p) const noexcept {
+  const pid& callee = *p.waiter->follow;
   const process* c = callee.control_block();
   if (c == nullptr || c->id.load(std::memory_order_relaxed) != callee.id())
-    return false; // a hint only: the callee may be gone, its block reused
+    return nullptr; // a hint only: the callee may be gone, its block reused
   scheduler* to = c->home();
-  if (to == nullptr || to == this || p->bound || node_.stopping())
-    return false;
-  if (p->extras != nullptr && (p->extras->timers != nullptr || p->extras->timers_started != 0))
+  if (to == nullptr || to == this || p.bound || node_.stopping())
+    return nullptr;
+  if (p.extras != nullptr && (p.extras->timers != nullptr || p.extras->timers_started != 0))
+    return nullptr;
+  return to;
+}
+
+bool scheduler::follow_callee(process* p) noexcept {
+  scheduler* to = follow_target(*p);
+  if (to == nullptr)
     return false;
   if (detail::timer_node* t = p->waiter->timer; t != nullptr && t->armed()) {
     // The wait's timeout keeps its deadline; the receiver's heap takes it.

@@ -138,6 +138,9 @@ public:
   void remote_enqueue(detail::process* p) noexcept { remote_enqueue_chain(p, p); }
   /// @private Pushes a chain linked through remote_next, `last` at its end.
   void remote_enqueue_chain(detail::process* first, detail::process* last) noexcept;
+  /// @private For a process waiting in a call (`waiter->follow`): the
+  /// callee's scheduler if the process would follow it there, else null.
+  [[nodiscard]] scheduler* follow_target(const detail::process& p) const noexcept;
   /// @private Whether this scheduler asked for work and nobody gave it yet.
   [[nodiscard]] bool hungry() const noexcept { return hungry_.load(std::memory_order_relaxed); }
   /// @private Claims this scheduler's hunger, to hand it work; false if another did.
