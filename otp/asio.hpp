@@ -89,7 +89,9 @@ public:
 
   void await_suspend(std::coroutine_handle<> h) {
     process& p = require_process("co_await of an Asio operation");
-    if constexpr (requires { init_.get_executor(); })
+    // The I/O object's context, where the initiation offers it (an
+    // executor without the context property is not checked).
+    if constexpr (requires { asio::query(init_.get_executor(), asio::execution::context); })
       check_io_context(p, asio::query(init_.get_executor(), asio::execution::context));
     std::uint16_t seq = ++p.io_seq;
     io_handler<Args...> handler{process_executor(p), p.home(), &p, p.id.load(std::memory_order_relaxed), seq, &slot_};

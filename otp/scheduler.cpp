@@ -342,8 +342,7 @@ void scheduler::shed_load() noexcept {
 // A caller woken from another scheduler while it waits for a call's reply
 // goes to its callee's scheduler, so that the calls that follow are local:
 // clients of one server gather on the server's core instead of paying two
-// cross-core hops a call for good (measured: docs/design.md). Called from
-// drain_remote, with `notified` held: the move is a shed of one.
+// cross-core hops a call for good (measured: docs/design.md).
 scheduler* scheduler::follow_target(const process& p) const noexcept {
   const pid& callee = *p.waiter->follow;
   const process* c = callee.control_block();
@@ -357,6 +356,7 @@ scheduler* scheduler::follow_target(const process& p) const noexcept {
   return to;
 }
 
+// Called from drain_remote, with `notified` held: the move is a shed of one.
 bool scheduler::follow_callee(process* p) noexcept {
   scheduler* to = follow_target(*p);
   if (to == nullptr)
