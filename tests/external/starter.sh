@@ -4,9 +4,12 @@
 # two built the library), and runs each build: its self test talks to the
 # service over a loopback socket (a GenServer behind a supervisor from JSON)
 # and stops it.
-# usage: starter.sh SOURCE_ROOT BUILD_ROOT SANITIZE (meson's b_sanitize)
+# usage: starter.sh SOURCE_ROOT BUILD_ROOT SANITIZE LIBRARY_COMPILER_ID
+# (meson's b_sanitize and compiler id). Against a clang-built library, all
+# four builds; against a g++-built one (make test-gcc), two: meson with
+# clang and CMake with g++, so that CI does not build the same four twice.
 set -eu
-src=$1 build=$2 sanitize=${3:-none}
+src=$1 build=$2 sanitize=${3:-none} libcxx=${4:-clang}
 if [ "$sanitize" != none ]; then
   echo "starter.sh: skipped in a $sanitize build (the consumer would need the same instrumentation)"
   exit 77 # meson: skipped
@@ -33,6 +36,9 @@ for cxx in clang++-19 g++; do
     continue
   fi
   for tool in meson cmake; do
+    if [ "$libcxx" = gcc ] && { [ "$tool/$cxx" = meson/g++ ] || [ "$tool/$cxx" = cmake/clang++-19 ]; }; then
+      continue
+    fi
     dir="$stage/$tool-$cxx"
     log="$stage/$tool-$cxx.log"
     if [ "$tool" = meson ]; then
