@@ -11,9 +11,10 @@ usage: check.py SOURCE_ROOT SANITIZE COMPILER [COMPILER_ARGS...]
 import concurrent.futures
 import glob
 import os
-import subprocess
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
+from syntax_check import syntax_check  # noqa: E402  (tests/support/syntax_check.py)
 
 root, sanitize, compiler = sys.argv[1], sys.argv[2], sys.argv[3:]
 if sanitize != "none":
@@ -24,14 +25,7 @@ headers = sorted(os.path.relpath(h, root) for d in ("otp", "otp/detail", "behavi
 
 
 def compile_alone(header):
-    with tempfile.NamedTemporaryFile("w", suffix=".cpp", delete=False) as f:
-        f.write('#include "%s"\n' % header)
-        name = f.name
-    try:
-        r = subprocess.run(compiler + ["-std=c++20", "-fsyntax-only", "-I", root, name],
-                           capture_output=True, text=True)
-    finally:
-        os.unlink(name)
+    r = syntax_check(compiler, root, '#include "%s"\n' % header)
     return header, r.returncode, r.stderr
 
 

@@ -18,11 +18,11 @@ usage: check.py SOURCE_ROOT COMPILER [COMPILER_ARGS...]
 """
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "support"))
+from syntax_check import syntax_check  # noqa: E402  (tests/support/syntax_check.py)
 BLOCK = re.compile(r"^([ \t]*)```cpp\n(.*?)^[ \t]*```", re.S | re.M)
 MARK = re.compile(r"<!-- readme-check: (body|prelude (\S+)) -->\s*$")
 SAMPLE = re.compile(r"`(samples/[\w/.-]+\.(?:cpp|hpp))`")
@@ -91,14 +91,7 @@ def main():
             + "\n".join(sorted(set(includes))) + "\n"
             "namespace readme {\nusing namespace std::chrono_literals;\n"
             + "\n".join(parts) + "}\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".cpp", delete=False) as f:
-        f.write(unit)
-        name = f.name
-    try:
-        r = subprocess.run(compiler + ["-std=c++20", "-fsyntax-only", "-I", root, name],
-                           capture_output=True, text=True)
-    finally:
-        os.unlink(name)
+    r = syntax_check(compiler, root, unit)
     if r.returncode != 0:
         failures.append("the README's C++ blocks do not compile:\n" + r.stderr[-6000:])
     for f in failures:
