@@ -4,6 +4,8 @@
 #include "otp/crash_report.hpp"
 #include "otp/logger.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -103,6 +105,241 @@ void report_terminate(const pid& server, const std::string& name, const gs_last_
 
 error init_failed(const pid& server, const exit_reason& why) {
   return error{errc::exited, "the init of " + server.to_string() + " failed: " + why.to_string(), why};
+}
+
+task<void> gs_core::run(from<init_ack> starter, std::optional<server_name> name,
+                        gs_init_step (*init)(gs_core& s, void* init_args), void* init_args) {
+  process& me = require_process("gen_server");
+  node& n = me.home()->owner();
+  // Registered before init, so that of two concurrent starts one wins.
+  if (name) {
+    name_ = name->to_string();
+    if (auto r = name->register_name(n, me.self()); !r) {
+      otp::unlink(ctx_.parent_);
+      otp::reply(starter, init_ack{r.error()});
+      co_return;
+    }
+  }
+  std::exception_ptr crash;
+  std::optional<init_result> ir;
+  try {
+    gs_init_step step = init(*this, init_args);
+    if (step.pending)
+      ir = co_await std::move(*step.pending);
+    else
+      ir = std::move(step.done);
+  } catch (...) {
+    crash = std::current_exception();
+  }
+  if (crash || ir->outcome() != init_result::outcome_t::ok) {
+    // OTP: the name goes first, then the caller hears, then the exit.
+    if (name)
+      name->unregister_name(n);
+    otp::unlink(ctx_.parent_);
+    if (ir && ir->outcome() == init_result::outcome_t::ignore) {
+      otp::reply(starter, init_ack{error{errc::ignored, me.self().to_string() + " ignored its start"}});
+      co_return;
+    }
+    const exit_reason why = crash ? exit_reason::from_exception(crash) : ir->reason();
+    otp::reply(starter, init_ack{init_failed(me.self(), why)});
+    if (why.is_normal())
+      co_return;
+    otp::exit(why);
+  }
+  otp::reply(starter, init_ack{});
+  co_await loop();
+}
+
+void gs_core::finish_reply(const pid& caller, message* reply) noexcept {
+  ctx_.call_.reset();
+  if (reply == nullptr)
+    return;
+  if (ctx_.stop_) {
+    pending_reply_.reset(reply);
+    pending_to_ = caller;
+  } else {
+    deliver(caller, reply);
+  }
+}
+
+void gs_core::unexpected() noexcept {
+  ++stats_.unexpected;
+  report_unexpected_info(ctx_.self_);
+}
+
+// Takes one message (or the idle timeout) and hands it to its callback.
+std::optional<task<void>> gs_core::dispatch(message_ptr& m, bool& timed_call) {
+  using last_kind = gs_last_message::kind_t;
+  if (m == nullptr) {
+    last_.note(last_kind::timeout, nullptr);
+    message_ptr t(make_message<idle_timeout>());
+    return ops_->info(*this, t);
+  }
+  if (m->type == ops_->request_tag) {
+    auto* r = static_cast<gs_request*>(m.get());
+    static constexpr last_kind kinds[] = {last_kind::call, last_kind::cast, last_kind::get_state};
+    last_.note(kinds[static_cast<int>(r->info->kind)], r->info->request_type);
+    timed_call = timing_ && r->info->kind == gs_kind::call;
+    return r->info->run(*r, this);
+  }
+  if ((m->flags & item_flag_request) != 0) { // another module's request
+    ++stats_.refused;
+    refuse_request(*static_cast<gs_request*>(m.get()), ctx_.self_, name_, *ops_->module_type);
+    return std::nullopt;
+  }
+  if (m->type == tag_of<system_msg>()) {
+    auto& s = payload<system_msg>(m.get());
+    switch (s.what) {
+      case system_msg::kind::stop:
+        last_.note(last_kind::stop, nullptr);
+        ctx_.stop_ = s.reason;
+        break;
+      case system_msg::kind::statistics:
+        deliver(s.caller, make_reply<server_statistics>(s.tag, stats_));
+        break;
+    }
+    return std::nullopt;
+  }
+  // OTP: an exit signal from the parent, trapped, stops the server.
+  if (m->type == tag_of<exit_msg>() && payload<exit_msg>(m.get()).from == ctx_.parent_) {
+    ctx_.stop_ = payload<exit_msg>(m.get()).reason;
+    last_.note(last_kind::parent_exit, nullptr);
+    last_.from = ctx_.parent_;
+    last_.reason = *ctx_.stop_;
+    return std::nullopt;
+  }
+  last_.note(last_kind::info, nullptr);
+  return ops_->info(*this, m);
+}
+
+// Runs terminate (if the module has it) for a server about to exit with
+// `why`; a crash in terminate replaces the reason.
+task<void> gs_core::run_terminate(exit_reason why) {
+  if (ops_->terminate != nullptr) {
+    if (auto t = ops_->terminate(*this, why))
+      co_await std::move(*t);
+  }
+}
+
+// OTP's "** Generic server X terminating" report, for an abnormal `why`.
+void gs_core::report(const exit_reason& why) noexcept {
+  if (!is_reported_exit(why))
+    return;
+  std::optional<std::string> state;
+  if (ops_->print != nullptr) {
+    try {
+      ops_->print(*this, state.emplace());
+    } catch (...) {
+      state.reset(); // unprintable now: the report goes without it
+    }
+  }
+  report_terminate(ctx_.self_, name_, last_, state ? &*state : nullptr, why);
+}
+
+task<void> gs_core::loop() {
+  for (;;) {
+    // A stop asked for by the last callback (or by init, through the context).
+    if (ctx_.stop_) {
+      const exit_reason why = *ctx_.stop_;
+      std::exception_ptr in_terminate;
+      try {
+        co_await run_terminate(why);
+      } catch (...) {
+        in_terminate = std::current_exception();
+      }
+      // OTP: terminate runs in a `try ... after reply`.
+      if (pending_reply_)
+        deliver(pending_to_, pending_reply_.release());
+      if (in_terminate) {
+        report(exit_reason::from_exception(in_terminate));
+        std::rethrow_exception(in_terminate);
+      }
+      report(why);
+      if (why.is_normal())
+        co_return;
+      otp::exit(why);
+    }
+    std::exception_ptr crash;
+    try {
+      if (ctx_.continue_) {
+        message_ptr c = std::move(ctx_.continue_);
+        ctx_.timeout_.reset();
+        if (auto t = ops_->continue_with(*this, c))
+          co_await std::move(*t);
+      } else {
+        message_ptr m;
+        if (ctx_.timeout_) {
+          const auto d = *ctx_.timeout_;
+          ctx_.timeout_.reset();
+          m = co_await receive_any_for(d);
+        } else {
+          m = co_await receive_any();
+        }
+        bool timed_call = false;
+        const auto started = timing_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+        if (auto t = dispatch(m, timed_call))
+          co_await std::move(*t);
+        if (timed_call) {
+          const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
+          stats_.call_time_total += took;
+          stats_.call_time_max = std::max(stats_.call_time_max, took);
+        }
+        // A server whose mailbox never empties would not suspend: it lets
+        // the processes of its scheduler run every so often, as the
+        // BEAM's reduction count does (its clients may share its core),
+        // without offering itself to another core (they talk to it).
+        if (++handled_since_yield_ == fair_share) {
+          handled_since_yield_ = 0;
+          co_await detail::yield_awaiter{.stay = true};
+        }
+      }
+    } catch (...) {
+      crash = std::current_exception();
+    }
+    ctx_.call_.reset();
+    if (crash) {
+      // OTP calls terminate for a crash in a callback, then exits with it.
+      std::exception_ptr in_terminate;
+      try {
+        co_await run_terminate(exit_reason::from_exception(crash));
+      } catch (...) {
+        in_terminate = std::current_exception();
+      }
+      report(exit_reason::from_exception(in_terminate ? in_terminate : crash));
+      std::rethrow_exception(in_terminate ? in_terminate : crash);
+    }
+  }
+}
+
+task<result<pid>> start_server(gen_server::start_options o, monitor_ref ref, task<void> frame) {
+  process& me = require_process("gen_server::start");
+  node& n = me.home()->owner();
+  // Armed before the spawn: the reply may come from another scheduler at once.
+  arm_call(me, ref);
+  spawn_result sr;
+  try {
+    sr = spawn_frame(&n, {.scheduler = o.scheduler, .link = o.link, .monitor_as = ref}, frame.release());
+  } catch (...) {
+    abandon_call(me, ref);
+    throw;
+  }
+  if (!sr.pid) {
+    abandon_call(me, ref);
+    co_return error{errc::node_stopped, "gen_server::start: the node is shutting down"};
+  }
+  call_awaiter<init_ack> ack(me, ref, sr.pid, o.init_timeout);
+  result<init_ack> r = co_await ack;
+  if (!r) {
+    if (r.error() == errc::timeout) {
+      // Unlinked first, so that the kill does not reach the caller.
+      otp::unlink(sr.pid);
+      otp::exit(sr.pid, exit_reason::kill());
+    }
+    co_return std::move(r).error();
+  }
+  if (r.value().failure)
+    co_return std::move(*r.value().failure);
+  co_return sr.pid;
 }
 
 } // namespace detail

@@ -35,6 +35,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
@@ -148,6 +149,7 @@ struct server_statistics {
 };
 
 namespace detail {
+class gs_core;
 template <class M>
 class gs_server;
 struct gs_call_state {
@@ -199,8 +201,7 @@ public:
   }
 
 private:
-  template <class M>
-  friend class detail::gs_server;
+  friend class detail::gs_core;
 
   pid self_;
   pid parent_;
@@ -478,72 +479,106 @@ struct init_ack {
 };
 [[nodiscard]] error init_failed(const pid& server, const exit_reason& why);
 
-// The process behind a gen_server of module M: its loop, and the module's state.
-template <class M>
-class gs_server {
+class gs_core;
+
+// What the module-independent part of a server needs of its module: one
+// static table per module, so that the loop is compiled once (gen_server.cpp)
+// instead of once per module in every file that starts one.
+struct gs_module_ops {
+  const std::type_info* module_type;
+  type_tag request_tag;
+  // handle_info of a message (or of an idle_timeout); a task if the callback awaits.
+  std::optional<task<void>> (*info)(gs_core& s, message_ptr& m);
+  // handle_continue of a continue_with value; a task if the callback awaits.
+  std::optional<task<void>> (*continue_with)(gs_core& s, message_ptr& m);
+  // terminate, null if the module has none; a task if it awaits.
+  std::optional<task<void>> (*terminate)(gs_core& s, const exit_reason& why);
+  // Prints the module's state for a crash report; null if it is not printable.
+  void (*print)(gs_core& s, std::string& out);
+};
+
+// init's outcome: known at once, or a task to await.
+struct gs_init_step {
+  std::optional<init_result> done;
+  std::optional<task<init_result>> pending;
+};
+
+// A server's loop, its system messages, terminate and reports: everything
+// that does not depend on the module (gen_server.cpp).
+class gs_core {
 public:
+  [[nodiscard]] context& ctx() noexcept { return ctx_; }
+
+protected:
   // Without a link the server is its own parent, as in OTP (gen.erl's
   // `nolink`): an exit signal from its starter is then an ordinary message.
-  gs_server(const pid& self, const pid& parent, bool timing) : timing_(timing) {
+  gs_core(const gs_module_ops& ops, const pid& self, const pid& parent, bool timing) noexcept
+    : ops_(&ops), timing_(timing) {
     ctx_.self_ = self;
     ctx_.parent_ = parent ? parent : self;
   }
+  ~gs_core() = default;
+  gs_core(const gs_core&) = delete;
+  gs_core& operator=(const gs_core&) = delete;
+
+  // The server's body after the module was built: register, init (through
+  // `init`, which builds the module from `init_args`), acknowledge, loop.
+  task<void> run(from<init_ack> starter, std::optional<server_name> name,
+                 gs_init_step (*init)(gs_core& s, void* init_args), void* init_args);
+
+  // A call starts: its reply handle is what context::defer_reply returns.
+  void begin_call(const pid& caller, std::uint64_t tag, type_tag reply_type) {
+    ++stats_.calls;
+    last_.from = caller;
+    ctx_.call_.emplace(gs_call_state{caller, tag, reply_type, false});
+  }
+  // Sends a handle_call's reply (null: none), or keeps it until terminate
+  // ran when the callback also stopped the server.
+  void finish_reply(const pid& caller, message* reply) noexcept;
+  void unexpected() noexcept;
+
+  context ctx_;
+  gs_last_message last_;
+  server_statistics stats_;
+
+private:
+  task<void> loop();
+  std::optional<task<void>> dispatch(message_ptr& m, bool& timed_call);
+  task<void> run_terminate(exit_reason why);
+  void report(const exit_reason& why) noexcept;
+
+  const gs_module_ops* ops_;
+  std::string name_; // the registered name as reports print it ('name', via key); empty if none
+  message_ptr pending_reply_;
+  pid pending_to_;
+  static constexpr unsigned fair_share = 64; // messages handled between two yields
+  unsigned handled_since_yield_ = 0;
+  bool timing_ = false;
+};
+
+// The process behind a gen_server of module M: the module's state and the
+// calls into its callbacks; the rest is gs_core's.
+template <class M>
+class gs_server final : public gs_core {
+public:
+  gs_server(const pid& self, const pid& parent, bool timing) noexcept : gs_core(ops, self, parent, timing) {}
 
   [[nodiscard]] M& module() noexcept { return *mod_; }
 
-  // The server's body: register, init, acknowledge, then loop.
+  // The process's body: the server lives in this frame.
   template <class... A>
   static task<void> main(from<init_ack> starter, std::optional<server_name> name, bool timing, pid parent,
                          A... args) {
-    process& me = require_process("gen_server");
-    node& n = me.home()->owner();
-    gs_server s(me.self(), parent, timing);
-    // Registered before init, so that of two concurrent starts one wins.
-    if (name) {
-      s.name_ = name->to_string();
-      if (auto r = name->register_name(n, me.self()); !r) {
-        otp::unlink(s.ctx_.parent_);
-        otp::reply(starter, init_ack{r.error()});
-        co_return;
-      }
-    }
-    std::exception_ptr crash;
-    std::optional<init_result> ir;
-    try {
-      if constexpr (std::is_constructible_v<M, A&&...>)
-        s.mod_.emplace(std::move(args)...);
-      else
-        s.mod_.emplace(M{std::move(args)...});
-      ir = co_await s.run_init();
-    } catch (...) {
-      crash = std::current_exception();
-    }
-    if (crash || ir->outcome() != init_result::outcome_t::ok) {
-      // OTP: the name goes first, then the caller hears, then the exit.
-      if (name)
-        name->unregister_name(n);
-      otp::unlink(s.ctx_.parent_);
-      if (ir && ir->outcome() == init_result::outcome_t::ignore) {
-        otp::reply(starter, init_ack{error{errc::ignored, me.self().to_string() + " ignored its start"}});
-        co_return;
-      }
-      const exit_reason why = crash ? exit_reason::from_exception(crash) : ir->reason();
-      otp::reply(starter, init_ack{init_failed(me.self(), why)});
-      if (why.is_normal())
-        co_return;
-      otp::exit(why);
-    }
-    otp::reply(starter, init_ack{});
-    co_await s.loop();
+    gs_server s(require_process("gen_server").self(), parent, timing);
+    std::tuple<A&...> refs(args...);
+    co_await s.run(std::move(starter), std::move(name), &start_module<A...>, &refs);
   }
 
   // --- requests (called through the envelopes)
 
   template <class R, class Req>
   std::optional<task<void>> on_call(const from<R>& f, Req& req) {
-    ++stats_.calls;
-    last_.from = f.caller();
-    ctx_.call_.emplace(gs_call_state{f.caller(), f.tag(), tag_of<reply_storage_t<R>>(), false});
+    begin_call(f.caller(), f.tag(), tag_of<reply_storage_t<R>>());
     using ret = decltype(module().handle_call(ctx_, std::move(req)));
     if constexpr (task_traits<ret>::is_task) {
       return call_async<R, Req>(this, &req, f);
@@ -570,28 +605,45 @@ public:
   }
 
 private:
-  task<init_result> run_init() {
+  template <class... A>
+  static gs_init_step start_module(gs_core& c, void* init_args) {
+    auto& s = static_cast<gs_server&>(c);
+    std::apply(
+      [&s](A&... a) {
+        if constexpr (std::is_constructible_v<M, A&&...>)
+          s.mod_.emplace(std::move(a)...);
+        else
+          s.mod_.emplace(M{std::move(a)...});
+      },
+      *static_cast<std::tuple<A&...>*>(init_args));
+    return s.init_module();
+  }
+
+  gs_init_step init_module() {
     if constexpr (has_init<M>) {
       using ret = decltype(module().init(ctx_));
       using value = typename task_traits<ret>::value_type;
       static_assert(std::is_void_v<value> || std::is_same_v<value, init_result>,
                     "gen_server: init(otp::context&) must return void or otp::init_result (or a task of them)");
       if constexpr (task_traits<ret>::is_task) {
-        if constexpr (std::is_void_v<value>) {
-          co_await module().init(ctx_);
-          co_return init_result::ok();
-        } else {
-          co_return co_await module().init(ctx_);
-        }
+        if constexpr (std::is_void_v<value>)
+          return {.done = std::nullopt, .pending = init_async(this)};
+        else
+          return {.done = std::nullopt, .pending = module().init(ctx_)};
       } else if constexpr (std::is_void_v<value>) {
         module().init(ctx_);
-        co_return init_result::ok();
+        return {.done = init_result::ok(), .pending = std::nullopt};
       } else {
-        co_return module().init(ctx_);
+        return {.done = module().init(ctx_), .pending = std::nullopt};
       }
     } else {
-      co_return init_result::ok();
+      return {.done = init_result::ok(), .pending = std::nullopt};
     }
+  }
+
+  static task<init_result> init_async(gs_server* s) {
+    co_await s->module().init(s->ctx_);
+    co_return init_result::ok();
   }
 
   template <class R, class Req>
@@ -606,49 +658,40 @@ private:
     }
   }
 
-  // Sends a handle_call's reply, or keeps it until terminate ran when the
-  // callback also stopped the server.
   template <class R, class X>
   void finish_call(const from<R>& f, X&& x) {
-    ctx_.call_.reset();
     using stored = reply_storage_t<R>;
-    message* rep = nullptr;
     if constexpr (call_result_traits<std::decay_t<X>>::is_call_result) {
       if (!x.has_reply())
-        return;
+        return finish_reply(f.caller(), nullptr);
       if constexpr (std::is_void_v<R>)
-        rep = make_reply<stored>(f.tag());
+        finish_reply(f.caller(), make_reply<stored>(f.tag()));
       else
-        rep = make_reply<stored>(f.tag(), x.take());
+        finish_reply(f.caller(), make_reply<stored>(f.tag(), x.take()));
     } else {
-      rep = make_reply<stored>(f.tag(), std::forward<X>(x));
-    }
-    if (ctx_.stop_) {
-      pending_reply_.reset(rep);
-      pending_to_ = f.caller();
-    } else {
-      deliver(f.caller(), rep);
+      finish_reply(f.caller(), make_reply<stored>(f.tag(), std::forward<X>(x)));
     }
   }
 
-  std::optional<task<void>> on_info(message_ptr& m) {
+  static std::optional<task<void>> on_info(gs_core& c, message_ptr& m) {
     if constexpr (single_handle_info<M>) {
+      auto& s = static_cast<gs_server&>(c);
       using T = typename callback_arg<decltype(&M::handle_info)>::type;
       auto arg = accept_as<T>(m);
       if (!arg) {
-        unexpected();
+        s.unexpected();
         return std::nullopt;
       }
-      ++stats_.infos;
+      ++s.stats_.infos;
       if constexpr (is_variant<T>::value)
-        last_.type = std::visit([](const auto& v) { return &typeid(v); }, *arg);
+        s.last_.type = std::visit([](const auto& v) { return &typeid(v); }, *arg);
       else if constexpr (!std::is_same_v<T, any_message>)
-        last_.type = &typeid(T);
-      using ret = decltype(module().handle_info(ctx_, std::move(*arg)));
+        s.last_.type = &typeid(T);
+      using ret = decltype(s.module().handle_info(s.ctx_, std::move(*arg)));
       if constexpr (task_traits<ret>::is_task) {
-        return info_async<T>(this, std::move(*arg));
+        return info_async<T>(&s, std::move(*arg));
       } else {
-        module().handle_info(ctx_, std::move(*arg));
+        s.module().handle_info(s.ctx_, std::move(*arg));
         return std::nullopt;
       }
     } else {
@@ -656,7 +699,8 @@ private:
                     "gen_server: handle_info must be one non-template member function "
                     "handle_info(otp::context&, T), where T is a message type, a std::variant of "
                     "message types, or otp::any_message");
-      unexpected();
+      (void)m;
+      static_cast<gs_server&>(c).unexpected();
       return std::nullopt;
     }
   }
@@ -666,24 +710,27 @@ private:
     co_await s->module().handle_info(s->ctx_, std::move(arg));
   }
 
-  std::optional<task<void>> on_continue(message_ptr& m) {
+  static std::optional<task<void>> on_continue(gs_core& c, message_ptr& m) {
     if constexpr (single_handle_continue<M>) {
+      auto& s = static_cast<gs_server&>(c);
       using T = typename callback_arg<decltype(&M::handle_continue)>::type;
-      last_.note(gs_last_message::kind_t::continue_with, &typeid(T));
+      s.last_.note(gs_last_message::kind_t::continue_with, &typeid(T));
       auto arg = accept_as<T>(m);
       if (!arg)
         throw std::logic_error("gen_server: handle_continue does not accept the value given to continue_with");
-      using ret = decltype(module().handle_continue(ctx_, std::move(*arg)));
+      using ret = decltype(s.module().handle_continue(s.ctx_, std::move(*arg)));
       if constexpr (task_traits<ret>::is_task) {
-        return continue_async<T>(this, std::move(*arg));
+        return continue_async<T>(&s, std::move(*arg));
       } else {
-        module().handle_continue(ctx_, std::move(*arg));
+        s.module().handle_continue(s.ctx_, std::move(*arg));
         return std::nullopt;
       }
     } else {
       static_assert(!names_handle_continue<M>,
                     "gen_server: handle_continue must be one non-template member function "
                     "handle_continue(otp::context&, T)");
+      (void)c;
+      (void)m;
       // OTP: a {continue, C} without handle_continue exits with undef.
       throw std::logic_error("gen_server: continue_with was used but the module has no handle_continue");
     }
@@ -694,171 +741,43 @@ private:
     co_await s->module().handle_continue(s->ctx_, std::move(arg));
   }
 
-  void unexpected() noexcept {
-    ++stats_.unexpected;
-    report_unexpected_info(ctx_.self_);
+  static std::optional<task<void>> on_terminate(gs_core& c, const exit_reason& why) {
+    auto& s = static_cast<gs_server&>(c);
+    using ret = decltype(s.module().terminate(s.ctx_, why));
+    if constexpr (task_traits<ret>::is_task) {
+      return s.module().terminate(s.ctx_, why);
+    } else {
+      s.module().terminate(s.ctx_, why);
+      return std::nullopt;
+    }
   }
 
-  // Takes one message (or the idle timeout) and hands it to its callback.
-  std::optional<task<void>> dispatch(message_ptr& m, bool& timed_call) {
-    using last_kind = gs_last_message::kind_t;
-    if (m == nullptr) {
-      last_.note(last_kind::timeout, nullptr);
-      message_ptr t(make_message<idle_timeout>());
-      return on_info(t);
-    }
-    if (m->type == request_tag_of<M>()) {
-      auto* r = static_cast<gs_request*>(m.get());
-      static constexpr last_kind kinds[] = {last_kind::call, last_kind::cast, last_kind::get_state};
-      last_.note(kinds[static_cast<int>(r->info->kind)], r->info->request_type);
-      timed_call = timing_ && r->info->kind == gs_kind::call;
-      return r->info->run(*r, this);
-    }
-    if ((m->flags & item_flag_request) != 0) { // another module's request
-      ++stats_.refused;
-      refuse_request(*static_cast<gs_request*>(m.get()), ctx_.self_, name_, typeid(M));
-      return std::nullopt;
-    }
-    if (m->type == tag_of<system_msg>()) {
-      auto& s = payload<system_msg>(m.get());
-      switch (s.what) {
-        case system_msg::kind::stop:
-          last_.note(last_kind::stop, nullptr);
-          ctx_.stop_ = s.reason;
-          break;
-        case system_msg::kind::statistics:
-          deliver(s.caller, make_reply<server_statistics>(s.tag, stats_));
-          break;
-      }
-      return std::nullopt;
-    }
-    // OTP: an exit signal from the parent, trapped, stops the server.
-    if (m->type == tag_of<exit_msg>() && payload<exit_msg>(m.get()).from == ctx_.parent_) {
-      ctx_.stop_ = payload<exit_msg>(m.get()).reason;
-      last_.note(last_kind::parent_exit, nullptr);
-      last_.from = ctx_.parent_;
-      last_.reason = *ctx_.stop_;
-      return std::nullopt;
-    }
-    last_.note(last_kind::info, nullptr);
-    return on_info(m);
+  static void print_state(gs_core& c, std::string& out) {
+    std::ostringstream os;
+    os << static_cast<gs_server&>(c).module();
+    out = std::move(os).str();
   }
 
-  // Runs terminate (if M has it) for a server about to exit with `why`; a
-  // crash in terminate replaces the reason.
-  task<void> run_terminate(exit_reason why) {
-    if constexpr (has_terminate<M>) {
-      using ret = decltype(module().terminate(ctx_, why));
-      if constexpr (task_traits<ret>::is_task)
-        co_await module().terminate(ctx_, why);
+  static constexpr gs_module_ops ops{
+    .module_type = &typeid(M),
+    .request_tag = request_tag_of<M>(),
+    .info = &on_info,
+    .continue_with = &on_continue,
+    .terminate = [] {
+      if constexpr (has_terminate<M>)
+        return &on_terminate;
       else
-        module().terminate(ctx_, why);
-    }
-    co_return;
-  }
+        return static_cast<std::optional<task<void>> (*)(gs_core&, const exit_reason&)>(nullptr);
+    }(),
+    .print = [] {
+      if constexpr (printable_state<M>)
+        return &print_state;
+      else
+        return static_cast<void (*)(gs_core&, std::string&)>(nullptr);
+    }(),
+  };
 
-  // OTP's "** Generic server X terminating" report, for an abnormal `why`.
-  void report(const exit_reason& why) noexcept {
-    if (!is_reported_exit(why))
-      return;
-    std::optional<std::string> state;
-    if constexpr (printable_state<M>) {
-      try {
-        std::ostringstream os;
-        os << module();
-        state = std::move(os).str();
-      } catch (...) {
-        // Unprintable now: the report goes without it.
-      }
-    }
-    report_terminate(ctx_.self_, name_, last_, state ? &*state : nullptr, why);
-  }
-
-  task<void> loop() {
-    for (;;) {
-      // A stop asked for by the last callback (or by init, through the context).
-      if (ctx_.stop_) {
-        const exit_reason why = *ctx_.stop_;
-        std::exception_ptr in_terminate;
-        try {
-          co_await run_terminate(why);
-        } catch (...) {
-          in_terminate = std::current_exception();
-        }
-        // OTP: terminate runs in a `try ... after reply`.
-        if (pending_reply_)
-          deliver(pending_to_, pending_reply_.release());
-        if (in_terminate) {
-          report(exit_reason::from_exception(in_terminate));
-          std::rethrow_exception(in_terminate);
-        }
-        report(why);
-        if (why.is_normal())
-          co_return;
-        otp::exit(why);
-      }
-      std::exception_ptr crash;
-      try {
-        if (ctx_.continue_) {
-          message_ptr c = std::move(ctx_.continue_);
-          ctx_.timeout_.reset();
-          if (auto t = on_continue(c))
-            co_await std::move(*t);
-        } else {
-          message_ptr m;
-          if (ctx_.timeout_) {
-            const auto d = *ctx_.timeout_;
-            ctx_.timeout_.reset();
-            m = co_await receive_any_for(d);
-          } else {
-            m = co_await receive_any();
-          }
-          bool timed_call = false;
-          const auto started = timing_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-          if (auto t = dispatch(m, timed_call))
-            co_await std::move(*t);
-          if (timed_call) {
-            const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
-            stats_.call_time_total += took;
-            stats_.call_time_max = std::max(stats_.call_time_max, took);
-          }
-          // A server whose mailbox never empties would not suspend: it lets
-          // the processes of its scheduler run every so often, as the
-          // BEAM's reduction count does (its clients may share its core),
-          // without offering itself to another core (they talk to it).
-          if (++handled_since_yield_ == fair_share) {
-            handled_since_yield_ = 0;
-            co_await detail::yield_awaiter{.stay = true};
-          }
-        }
-      } catch (...) {
-        crash = std::current_exception();
-      }
-      ctx_.call_.reset();
-      if (crash) {
-        // OTP calls terminate for a crash in a callback, then exits with it.
-        std::exception_ptr in_terminate;
-        try {
-          co_await run_terminate(exit_reason::from_exception(crash));
-        } catch (...) {
-          in_terminate = std::current_exception();
-        }
-        report(exit_reason::from_exception(in_terminate ? in_terminate : crash));
-        std::rethrow_exception(in_terminate ? in_terminate : crash);
-      }
-    }
-  }
-
-  context ctx_;
   std::optional<M> mod_;
-  std::string name_; // the registered name as reports print it ('name', via key); empty if none
-  gs_last_message last_;
-  server_statistics stats_;
-  message_ptr pending_reply_;
-  pid pending_to_;
-  static constexpr unsigned fair_share = 64; // messages handled between two yields
-  unsigned handled_since_yield_ = 0;
-  bool timing_ = false;
 };
 
 template <class M, class Req>
@@ -896,6 +815,16 @@ struct start_options {
   bool statistics = false;
 };
 
+} // namespace gen_server
+
+namespace detail {
+// Spawns `frame` (a gs_server<M>::main) as o says, monitored as `ref`, and
+// waits for its init's acknowledgement: the module-independent part of start.
+task<result<pid>> start_server(gen_server::start_options o, monitor_ref ref, task<void> frame);
+} // namespace detail
+
+namespace gen_server {
+
 /// Starts a server of module M, constructed from `args` inside the new
 /// process, and returns once its init returned (gen_server:start/4). Fails
 /// with `already_started` (the name is taken: the context names the
@@ -907,36 +836,14 @@ task<result<server_ref<M>>> start_opt(start_options o, A... args) {
   static_assert(std::is_constructible_v<M, A&&...> || requires { M{std::declval<A&&>()...}; },
                 "gen_server::start: the module cannot be constructed from these arguments");
   detail::process& me = detail::require_process("gen_server::start");
-  node& n = me.home()->owner();
-  const monitor_ref ref{detail::make_ref(n)};
-  // Armed before the spawn: the reply may come from another scheduler at once.
-  detail::arm_call(me, ref);
-  spawn_result sr;
-  try {
-    sr = n.spawn_opt({.scheduler = o.scheduler, .link = o.link, .monitor_as = ref},
-                     &detail::gs_server<M>::template main<A...>, from<detail::init_ack>{me.self(), ref.value()}, o.name,
-                     o.statistics, o.link ? me.self() : pid{}, std::move(args)...);
-  } catch (...) {
-    detail::abandon_call(me, ref);
-    throw;
-  }
-  if (!sr.pid) {
-    detail::abandon_call(me, ref);
-    co_return error{errc::node_stopped, "gen_server::start: the node is shutting down"};
-  }
-  detail::call_awaiter<detail::init_ack> ack(me, ref, sr.pid, o.init_timeout);
-  result<detail::init_ack> r = co_await ack;
-  if (!r) {
-    if (r.error() == errc::timeout) {
-      // Unlinked first, so that the kill does not reach the caller.
-      otp::unlink(sr.pid);
-      otp::exit(sr.pid, exit_reason::kill());
-    }
+  const monitor_ref ref{detail::make_ref(me.home()->owner())};
+  task<void> frame = detail::make_process_frame(&detail::gs_server<M>::template main<A...>,
+                                                from<detail::init_ack>{me.self(), ref.value()}, o.name,
+                                                o.statistics, o.link ? me.self() : pid{}, std::move(args)...);
+  result<pid> r = co_await detail::start_server(std::move(o), ref, std::move(frame));
+  if (!r)
     co_return std::move(r).error();
-  }
-  if (r.value().failure)
-    co_return std::move(*r.value().failure);
-  co_return server_ref<M>(sr.pid);
+  co_return server_ref<M>(r.value());
 }
 
 /// Starts a server of module M (gen_server:start/3).
