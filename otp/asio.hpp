@@ -8,6 +8,7 @@
 #include <asio/async_result.hpp>
 #include <asio/error_code.hpp>
 #include <asio/execution/context.hpp>
+#include <asio/io_context.hpp>
 #include <asio/query.hpp>
 #include <asio/system_error.hpp>
 

@@ -6,6 +6,7 @@
 #include "otp/receive.hpp"
 #include "otp/scheduler.hpp"
 
+#include <asio/io_context.hpp>
 #include <asio/post.hpp>
 
 #include <future>

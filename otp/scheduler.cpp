@@ -9,7 +9,10 @@
 #include "otp/node.hpp"
 #include "otp/process.hpp"
 
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <pthread.h>
 #include <sched.h>
@@ -18,8 +21,7 @@
 #include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define OTP_CPU_RELAX() _mm_pause()
+#define OTP_CPU_RELAX() __builtin_ia32_pause()
 #else
 #define OTP_CPU_RELAX() ((void)0)
 #endif
@@ -83,12 +85,18 @@ void timer_heap::sift_down(std::size_t i) noexcept {
   place(i, t);
 }
 
+struct scheduler_io {
+  asio::io_context context{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work{asio::make_work_guard(context)};
+  asio::steady_timer wake_timer{context};
+};
+
 } // namespace detail
 
 // ------------------------------------------------------------ construction
 
 scheduler::scheduler(node& n, unsigned index)
-  : node_(n), index_(index), io_(1), work_(asio::make_work_guard(io_)), wake_timer_(io_) {}
+  : node_(n), index_(index), io_(std::make_unique<detail::scheduler_io>()), context_(&io_->context) {}
 
 scheduler::~scheduler() { join(); }
 
@@ -183,7 +191,7 @@ void scheduler::remote_enqueue_chain(process* first, process* last) noexcept {
                                                 std::memory_order_relaxed));
   // Pairs with sleep_until_work(): either it sees our push, or we see it asleep.
   if (sleeping_.load(std::memory_order_seq_cst) && sleeping_.exchange(false, std::memory_order_seq_cst))
-    asio::post(io_, [] {});
+    asio::post(io_->context, [] {});
 }
 
 bool scheduler::drain_remote() noexcept {
@@ -546,8 +554,8 @@ void scheduler::final_cleanup() noexcept {
   }
   free_blocks_ = spill_blocks_ = nullptr;
   free_count_ = spill_count_ = 0;
-  wake_timer_.cancel();
-  work_.reset();
+  io_->wake_timer.cancel();
+  io_->work.reset();
   detail::this_thread.sched = prev;
 }
 
@@ -607,7 +615,7 @@ bool scheduler::run_batch() {
     reap_zombies();
   if (io_pending_ > 0 || ++batches_since_poll_ >= 64) {
     batches_since_poll_ = 0;
-    did |= io_.poll() > 0;
+    did |= io_->context.poll() > 0;
   }
   publish_stats();
   return did;
@@ -629,13 +637,13 @@ void scheduler::sleep_until_work() {
     wake_at = std::min(wake_at, std::chrono::steady_clock::now() + zombie_retry);
   if (wake_at != std::chrono::steady_clock::time_point::max() && wake_at != wake_armed_) {
     wake_armed_ = wake_at;
-    wake_timer_.expires_at(wake_at);
-    wake_timer_.async_wait([this](const asio::error_code& ec) {
+    io_->wake_timer.expires_at(wake_at);
+    io_->wake_timer.async_wait([this](const asio::error_code& ec) {
       if (!ec)
         wake_armed_ = {};
     });
   }
-  io_.run_one();
+  io_->context.run_one();
   sleeping_.store(false, std::memory_order_relaxed);
 }
 
@@ -687,7 +695,7 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
           advertise_hunger();
         if (t >= until)
           break;
-        if ((io_pending_ > 0 && io_.poll() > 0) || (!timers_.empty() && timers_.top()->deadline <= t)) {
+        if ((io_pending_ > 0 && io_->context.poll() > 0) || (!timers_.empty() && timers_.top()->deadline <= t)) {
           woke = true;
           break;
         }
@@ -710,7 +718,7 @@ void scheduler::start_thread(bool pin, std::chrono::microseconds spin) {
 
 void scheduler::request_stop() noexcept {
   stop_.store(true, std::memory_order_release);
-  asio::post(io_, [] {});
+  asio::post(io_->context, [] {});
 }
 
 void scheduler::join() noexcept {

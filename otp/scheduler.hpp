@@ -5,23 +5,28 @@
 #include "otp/detail/process.hpp"
 #include "otp/fwd.hpp"
 
-#include <asio/executor_work_guard.hpp>
-#include <asio/io_context.hpp>
-#include <asio/steady_timer.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+// Asio stays out of this header: a file that only sends, calls or
+// supervises does not parse it. otp/asio.hpp brings it in.
+namespace asio {
+class io_context;
+} // namespace asio
+
 namespace otp {
 
 namespace detail {
+
+struct scheduler_io; // the io_context and its wake-up timer (scheduler.cpp)
 
 // A deadline in a scheduler's timer heap. Receive timeouts embed one in the
 // awaiting frame (no allocation); send_after timers own theirs.
@@ -110,9 +115,14 @@ public:
   /// Returns this scheduler's position in its node (0-based).
   [[nodiscard]] unsigned index() const noexcept { return index_; }
   /// Returns the io_context whose thread runs this scheduler's processes.
-  [[nodiscard]] asio::io_context& context() noexcept { return io_; }
-  /// Returns an executor for Asio objects used by this scheduler's processes.
-  [[nodiscard]] asio::io_context::executor_type get_executor() noexcept { return io_.get_executor(); }
+  [[nodiscard]] asio::io_context& context() noexcept { return *context_; }
+  /// Returns an executor for Asio objects used by this scheduler's
+  /// processes (include otp/asio.hpp, which defines asio::io_context).
+  template <class Context = asio::io_context>
+  [[nodiscard]] typename Context::executor_type get_executor() noexcept {
+    Context& c = *context_;
+    return c.get_executor();
+  }
   /// Returns the node this scheduler belongs to.
   [[nodiscard]] otp::node& owner() noexcept { return node_; }
   /// Returns the number of live processes on this scheduler (owner thread).
@@ -261,9 +271,8 @@ private:
 
   node& node_;
   unsigned index_;
-  asio::io_context io_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
-  asio::steady_timer wake_timer_;
+  std::unique_ptr<detail::scheduler_io> io_;
+  asio::io_context* context_; // io_'s, for the inline accessors
   std::chrono::steady_clock::time_point wake_armed_{};
 
   // Ready queue: intrusive FIFO through process::ready_next.

@@ -7,6 +7,7 @@
 #include "otp/process.hpp"
 #include "otp/scheduler.hpp"
 
+#include <asio/io_context.hpp>
 #include <asio/post.hpp>
 
 #include <system_error>
