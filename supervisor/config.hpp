@@ -34,7 +34,7 @@ inline constexpr std::size_t max_config_depth = 100;
 ///     otp::start_table t;
 ///     t.worker<shard, shard_config>("shard");          // args -> shard_config -> shard(config)
 ///     t.function("acceptor", [](acceptor_config c) { return otp::process_worker(accept_loop, c); });
-///     t.dynamic<conn_config, asio::ip::tcp::socket>("connection", make_connection);
+///     t.dynamic<conn_config, int>("connection", make_connection);   // start_child(sup, fd)
 class start_table {
 public:
   /// A gen_server module M, constructed from its config C (or from nothing
