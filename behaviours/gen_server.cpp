@@ -120,7 +120,7 @@ task<void> gs_core::run(from<init_ack> starter, std::optional<server_name> name,
       co_return;
     }
   }
-  std::exception_ptr crash;
+  std::exception_ptr init_crash;
   std::optional<init_result> ir;
   try {
     gs_init_step step = init(*this, init_args);
@@ -129,9 +129,9 @@ task<void> gs_core::run(from<init_ack> starter, std::optional<server_name> name,
     else
       ir = std::move(step.done);
   } catch (...) {
-    crash = std::current_exception();
+    init_crash = std::current_exception();
   }
-  if (crash || ir->outcome() != init_result::outcome_t::ok) {
+  if (init_crash || ir->outcome() != init_result::outcome_t::ok) {
     // OTP: the name goes first, then the caller hears, then the exit.
     if (name)
       name->unregister_name(n);
@@ -140,14 +140,87 @@ task<void> gs_core::run(from<init_ack> starter, std::optional<server_name> name,
       otp::reply(starter, init_ack{error{errc::ignored, me.self().to_string() + " ignored its start"}});
       co_return;
     }
-    const exit_reason why = crash ? exit_reason::from_exception(crash) : ir->reason();
+    const exit_reason why = init_crash ? exit_reason::from_exception(init_crash) : ir->reason();
     otp::reply(starter, init_ack{init_failed(me.self(), why)});
     if (why.is_normal())
       co_return;
     otp::exit(why);
   }
   otp::reply(starter, init_ack{});
-  co_await loop();
+
+  // The loop, in this frame: a start costs one coroutine frame, not two.
+  for (;;) {
+    // A stop asked for by the last callback (or by init, through the context).
+    if (ctx_.stop_) {
+      const exit_reason why = *ctx_.stop_;
+      std::exception_ptr in_terminate;
+      try {
+        co_await run_terminate(why);
+      } catch (...) {
+        in_terminate = std::current_exception();
+      }
+      // OTP: terminate runs in a `try ... after reply`.
+      if (pending_reply_)
+        deliver(pending_to_, pending_reply_.release());
+      if (in_terminate) {
+        report(exit_reason::from_exception(in_terminate));
+        std::rethrow_exception(in_terminate);
+      }
+      report(why);
+      if (why.is_normal())
+        co_return;
+      otp::exit(why);
+    }
+    std::exception_ptr crash;
+    try {
+      if (ctx_.continue_) {
+        message_ptr c = std::move(ctx_.continue_);
+        ctx_.timeout_.reset();
+        if (auto t = ops_->continue_with(*this, c))
+          co_await std::move(*t);
+      } else {
+        message_ptr m;
+        if (ctx_.timeout_) {
+          const auto d = *ctx_.timeout_;
+          ctx_.timeout_.reset();
+          m = co_await receive_any_for(d);
+        } else {
+          m = co_await receive_any();
+        }
+        bool timed_call = false;
+        const auto started = timing_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+        if (auto t = dispatch(m, timed_call))
+          co_await std::move(*t);
+        if (timed_call) {
+          const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
+          stats_.call_time_total += took;
+          stats_.call_time_max = std::max(stats_.call_time_max, took);
+        }
+        // A server whose mailbox never empties would not suspend: it lets
+        // the processes of its scheduler run every so often, as the
+        // BEAM's reduction count does (its clients may share its core),
+        // without offering itself to another core (they talk to it).
+        if (++handled_since_yield_ == fair_share) {
+          handled_since_yield_ = 0;
+          co_await detail::yield_awaiter{.stay = true};
+        }
+      }
+    } catch (...) {
+      crash = std::current_exception();
+    }
+    ctx_.call_.reset();
+    if (crash) {
+      // OTP calls terminate for a crash in a callback, then exits with it.
+      std::exception_ptr in_terminate;
+      try {
+        co_await run_terminate(exit_reason::from_exception(crash));
+      } catch (...) {
+        in_terminate = std::current_exception();
+      }
+      report(exit_reason::from_exception(in_terminate ? in_terminate : crash));
+      std::rethrow_exception(in_terminate ? in_terminate : crash);
+    }
+  }
 }
 
 void gs_core::finish_reply(const pid& caller, message* reply) noexcept {
@@ -236,110 +309,37 @@ void gs_core::report(const exit_reason& why) noexcept {
   report_terminate(ctx_.self_, name_, last_, state ? &*state : nullptr, why);
 }
 
-task<void> gs_core::loop() {
-  for (;;) {
-    // A stop asked for by the last callback (or by init, through the context).
-    if (ctx_.stop_) {
-      const exit_reason why = *ctx_.stop_;
-      std::exception_ptr in_terminate;
-      try {
-        co_await run_terminate(why);
-      } catch (...) {
-        in_terminate = std::current_exception();
-      }
-      // OTP: terminate runs in a `try ... after reply`.
-      if (pending_reply_)
-        deliver(pending_to_, pending_reply_.release());
-      if (in_terminate) {
-        report(exit_reason::from_exception(in_terminate));
-        std::rethrow_exception(in_terminate);
-      }
-      report(why);
-      if (why.is_normal())
-        co_return;
-      otp::exit(why);
-    }
-    std::exception_ptr crash;
-    try {
-      if (ctx_.continue_) {
-        message_ptr c = std::move(ctx_.continue_);
-        ctx_.timeout_.reset();
-        if (auto t = ops_->continue_with(*this, c))
-          co_await std::move(*t);
-      } else {
-        message_ptr m;
-        if (ctx_.timeout_) {
-          const auto d = *ctx_.timeout_;
-          ctx_.timeout_.reset();
-          m = co_await receive_any_for(d);
-        } else {
-          m = co_await receive_any();
-        }
-        bool timed_call = false;
-        const auto started = timing_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-        if (auto t = dispatch(m, timed_call))
-          co_await std::move(*t);
-        if (timed_call) {
-          const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
-          stats_.call_time_total += took;
-          stats_.call_time_max = std::max(stats_.call_time_max, took);
-        }
-        // A server whose mailbox never empties would not suspend: it lets
-        // the processes of its scheduler run every so often, as the
-        // BEAM's reduction count does (its clients may share its core),
-        // without offering itself to another core (they talk to it).
-        if (++handled_since_yield_ == fair_share) {
-          handled_since_yield_ = 0;
-          co_await detail::yield_awaiter{.stay = true};
-        }
-      }
-    } catch (...) {
-      crash = std::current_exception();
-    }
-    ctx_.call_.reset();
-    if (crash) {
-      // OTP calls terminate for a crash in a callback, then exits with it.
-      std::exception_ptr in_terminate;
-      try {
-        co_await run_terminate(exit_reason::from_exception(crash));
-      } catch (...) {
-        in_terminate = std::current_exception();
-      }
-      report(exit_reason::from_exception(in_terminate ? in_terminate : crash));
-      std::rethrow_exception(in_terminate ? in_terminate : crash);
-    }
-  }
-}
 
-task<result<pid>> start_server(gen_server::start_options o, monitor_ref ref, task<void> frame) {
-  process& me = require_process("gen_server::start");
-  node& n = me.home()->owner();
+result<pid> spawn_server(process& me, const gen_server::start_options& o, monitor_ref ref, task<void> frame) {
   // Armed before the spawn: the reply may come from another scheduler at once.
   arm_call(me, ref);
   spawn_result sr;
   try {
-    sr = spawn_frame(&n, {.scheduler = o.scheduler, .link = o.link, .monitor_as = ref}, frame.release());
+    sr = spawn_frame(&me.home()->owner(), {.scheduler = o.scheduler, .link = o.link, .monitor_as = ref},
+                     frame.release());
   } catch (...) {
     abandon_call(me, ref);
     throw;
   }
   if (!sr.pid) {
     abandon_call(me, ref);
-    co_return error{errc::node_stopped, "gen_server::start: the node is shutting down"};
+    return error{errc::node_stopped, "gen_server::start: the node is shutting down"};
   }
-  call_awaiter<init_ack> ack(me, ref, sr.pid, o.init_timeout);
-  result<init_ack> r = co_await ack;
-  if (!r) {
-    if (r.error() == errc::timeout) {
+  return sr.pid;
+}
+
+result<pid> started_server(const pid& server, result<init_ack> ack) {
+  if (!ack) {
+    if (ack.error() == errc::timeout) {
       // Unlinked first, so that the kill does not reach the caller.
-      otp::unlink(sr.pid);
-      otp::exit(sr.pid, exit_reason::kill());
+      otp::unlink(server);
+      otp::exit(server, exit_reason::kill());
     }
-    co_return std::move(r).error();
+    return std::move(ack).error();
   }
-  if (r.value().failure)
-    co_return std::move(*r.value().failure);
-  co_return sr.pid;
+  if (ack.value().failure)
+    return std::move(*ack.value().failure);
+  return server;
 }
 
 } // namespace detail

@@ -521,8 +521,8 @@ protected:
   gs_core(const gs_core&) = delete;
   gs_core& operator=(const gs_core&) = delete;
 
-  // The server's body after the module was built: register, init (through
-  // `init`, which builds the module from `init_args`), acknowledge, loop.
+  // The server's body: register, init (through `init`, which builds the
+  // module from `init_args`), acknowledge, then take messages until it stops.
   task<void> run(from<init_ack> starter, std::optional<server_name> name,
                  gs_init_step (*init)(gs_core& s, void* init_args), void* init_args);
 
@@ -542,7 +542,6 @@ protected:
   server_statistics stats_;
 
 private:
-  task<void> loop();
   std::optional<task<void>> dispatch(message_ptr& m, bool& timed_call);
   task<void> run_terminate(exit_reason why);
   void report(const exit_reason& why) noexcept;
@@ -818,9 +817,14 @@ struct start_options {
 } // namespace gen_server
 
 namespace detail {
-// Spawns `frame` (a gs_server<M>::main) as o says, monitored as `ref`, and
-// waits for its init's acknowledgement: the module-independent part of start.
-task<result<pid>> start_server(gen_server::start_options o, monitor_ref ref, task<void> frame);
+// The module-independent steps of start (not coroutines: a start makes one
+// frame, start_opt's). Spawns `frame` (a gs_server<M>::main) as `o` says,
+// monitored as `ref`, the call armed; fails with node_stopped.
+[[nodiscard]] result<pid> spawn_server(process& me, const gen_server::start_options& o, monitor_ref ref,
+                                       task<void> frame);
+// The start's result once the server acknowledged (or not): a server whose
+// init timed out is killed.
+[[nodiscard]] result<pid> started_server(const pid& server, result<init_ack> ack);
 } // namespace detail
 
 namespace gen_server {
@@ -840,7 +844,11 @@ task<result<server_ref<M>>> start_opt(start_options o, A... args) {
   task<void> frame = detail::make_process_frame(&detail::gs_server<M>::template main<A...>,
                                                 from<detail::init_ack>{me.self(), ref.value()}, o.name,
                                                 o.statistics, o.link ? me.self() : pid{}, std::move(args)...);
-  result<pid> r = co_await detail::start_server(std::move(o), ref, std::move(frame));
+  result<pid> spawned = detail::spawn_server(me, o, ref, std::move(frame));
+  if (!spawned)
+    co_return std::move(spawned).error();
+  detail::call_awaiter<detail::init_ack> ack(me, ref, spawned.value(), o.init_timeout);
+  result<pid> r = detail::started_server(spawned.value(), co_await ack);
   if (!r)
     co_return std::move(r).error();
   co_return server_ref<M>(r.value());
