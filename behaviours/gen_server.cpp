@@ -253,7 +253,7 @@ std::optional<task<void>> gs_core::dispatch(message_ptr& m, bool& timed_call) {
     static constexpr last_kind kinds[] = {last_kind::call, last_kind::cast, last_kind::get_state};
     last_.note(kinds[static_cast<int>(r->info->kind)], r->info->request_type);
     timed_call = timing_ && r->info->kind == gs_kind::call;
-    return r->info->run(*r, this);
+    return r->info->run(*r, *this);
   }
   if ((m->flags & item_flag_request) != 0) { // another module's request
     ++stats_.refused;

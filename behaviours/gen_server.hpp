@@ -344,8 +344,8 @@ struct gs_request_info {
   const std::type_info* module_type;
   const std::type_info* request_type;
   gs_kind kind;
-  // Runs the request on the server (a gs_server<M>*, as the module meant).
-  std::optional<task<void>> (*run)(gs_request& r, void* server);
+  // Runs the request on the server (a gs_server<M>, as the module meant).
+  std::optional<task<void>> (*run)(gs_request& r, gs_core& server);
   // The reply address of a call or get_state; null for a cast.
   const gs_reply_address* (*reply_address)(const gs_request& r) noexcept;
 };
@@ -374,8 +374,8 @@ struct gs_item final : gs_request {
   Body body;
   explicit gs_item(Body b) : gs_request(request_tag_of<M>(), &info, &destroy_self), body(std::move(b)) {}
 
-  static std::optional<task<void>> run_self(gs_request& r, void* server) {
-    return Body::run(static_cast<gs_item&>(r).body, *static_cast<gs_server<M>*>(server));
+  static std::optional<task<void>> run_self(gs_request& r, gs_core& server) {
+    return Body::run(static_cast<gs_item&>(r).body, static_cast<gs_server<M>&>(server));
   }
   static const gs_reply_address* reply_address_of(const gs_request& r) noexcept {
     if constexpr (Body::kind == gs_kind::cast)
