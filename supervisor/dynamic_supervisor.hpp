@@ -3,22 +3,19 @@
 // template (OTP's simple_one_for_one, Elixir's DynamicSupervisor).
 #pragma once
 
-#include "otp/logger.hpp"
 #include "otp/receive.hpp"
 #include "supervisor/restart_window.hpp"
 #include "supervisor/supervisor.hpp"
 
-#include <boost/outcome/try.hpp>
-
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
+#include <typeinfo>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -74,244 +71,143 @@ private:
 
 namespace detail {
 
+// A dynamic supervisor does not depend on its children's argument types:
+// they travel type-erased, so that the supervisor is compiled once
+// (dynamic_supervisor.cpp), not in every file that starts one.
+
+// The arguments of one child (a std::tuple<Extra...>), kept for its
+// restarts, and their type. Move-only, and without a vtable: UBSan's vptr
+// check of a polymorphic owner (a shared_ptr's control block) needs a free
+// file descriptor, and kvstore's tests run out of them on purpose
+// (docs/design.md, Toolchain pitfalls).
+class dyn_args {
+public:
+  dyn_args() noexcept = default;
+  template <class... Extra>
+  [[nodiscard]] static dyn_args make(Extra... extra) {
+    dyn_args a;
+    a.values_ = new std::tuple<Extra...>(std::move(extra)...);
+    a.destroy_ = [](void* p) noexcept { delete static_cast<std::tuple<Extra...>*>(p); };
+    a.type_ = &typeid(std::tuple<Extra...>);
+    return a;
+  }
+  dyn_args(dyn_args&& o) noexcept
+    : values_(std::exchange(o.values_, nullptr)), destroy_(o.destroy_), type_(o.type_) {}
+  dyn_args& operator=(dyn_args&& o) noexcept {
+    if (this != &o) {
+      reset();
+      values_ = std::exchange(o.values_, nullptr);
+      destroy_ = o.destroy_;
+      type_ = o.type_;
+    }
+    return *this;
+  }
+  dyn_args(const dyn_args&) = delete;
+  dyn_args& operator=(const dyn_args&) = delete;
+  ~dyn_args() { reset(); }
+
+  [[nodiscard]] const void* values() const noexcept { return values_; }
+  [[nodiscard]] const std::type_info& type() const noexcept { return *type_; }
+
+private:
+  void reset() noexcept {
+    if (values_ != nullptr)
+      destroy_(values_);
+    values_ = nullptr;
+  }
+  void* values_ = nullptr;
+  void (*destroy_)(void*) noexcept = nullptr;
+  const std::type_info* type_ = &typeid(void);
+};
+
+// A dynamic_child_spec whose start function takes the erased arguments.
+struct dyn_template {
+  std::string id;
+  std::function<task<result<pid>>(const void* args)> start; // empty if the spec's is
+  const std::type_info* args_type = nullptr;
+  restart_type restart = restart_type::permanent;
+  std::optional<shutdown_policy> shutdown{};
+  child_type type = child_type::worker;
+  bool significant = false;
+};
+
 template <class... Extra>
+[[nodiscard]] dyn_template erase_template(dynamic_child_spec<Extra...> spec) {
+  dyn_template t{.id = std::move(spec.id),
+                 .start = {},
+                 .args_type = &typeid(std::tuple<Extra...>),
+                 .restart = spec.restart,
+                 .shutdown = spec.shutdown,
+                 .type = spec.type,
+                 .significant = spec.significant};
+  if (spec.start)
+    t.start = [f = std::move(spec.start)](const void* args) {
+      return std::apply(f, *static_cast<const std::tuple<Extra...>*>(args));
+    };
+  return t;
+}
+
+// The gen_server module of every dynamic supervisor.
 class dyn_sup_module {
 public:
   struct start_req {
-    std::tuple<Extra...> args;
+    dyn_args args;
   };
   struct terminate_req {
     pid child;
   };
   struct which_req {};
   struct count_req {};
-
-  dyn_sup_module(dynamic_supervisor_flags flags, dynamic_child_spec<Extra...> spec, std::string name)
-    : flags_(flags), spec_(std::move(spec)), window_(flags.intensity, flags.period), name_(std::move(name)) {}
-
-  void init(context& ctx) {
-    otp::trap_exit(true);
-    if (name_.empty())
-      name_ = ctx.self().to_string();
-  }
-
-  task<result<pid>> handle_call(context&, start_req req) {
-    if (flags_.max_children && children_.size() + retrying_.size() >= *flags_.max_children)
-      co_return error{errc::invalid_argument,
-                      "dynamic supervisor " + name_ + " has max_children (" + std::to_string(*flags_.max_children)
-                        + ") children"};
-    auto r = co_await start(req.args);
-    if (!r)
-      co_return std::move(r).error();
-    children_.emplace(r.value(), std::move(req.args));
-    co_return r.value();
-  }
-
-  // OTP: ok for a child, for a child waiting for a restart retry (the retry
-  // is dropped) and for any pid no longer alive; not_found for a live stranger.
-  task<result<void>> handle_call(context&, terminate_req req) {
-    if (children_.contains(req.child)) {
-      std::vector<pid> one{req.child};
-      co_await shut_down(one);
-      children_.erase(req.child);
-      co_return outcome::success();
-    }
-    for (auto it = retrying_.begin(); it != retrying_.end(); ++it) {
-      if (it->second.old == req.child) {
-        retrying_.erase(it);
-        co_return outcome::success();
-      }
-    }
-    auto probing = otp::get_process_info(req.child);
-    if (auto alive = co_await probing; alive)
-      co_return error{errc::not_found, req.child.to_string() + " is not a child of " + name_};
-    co_return outcome::success();
-  }
-
-  std::vector<child_info> handle_call(context&, which_req) { return which(); }
-
-  child_counts handle_call(context&, count_req) { return counts(); }
-
   struct retry {
     std::uint64_t key;
   };
-
   using info = std::variant<exit_msg, retry, sup_start_req, sup_terminate_req, sup_restart_req, sup_delete_req,
                             sup_which_req, sup_count_req>;
 
-  task<void> handle_info(context& ctx, info m) {
-    if (auto* e = std::get_if<exit_msg>(&m)) {
-      co_await child_exited(ctx, *e);
-    } else if (auto* again = std::get_if<retry>(&m)) {
-      auto found = retrying_.find(again->key);
-      if (found == retrying_.end())
-        co_return; // terminate_child dropped it
-      waiting w = std::move(found->second);
-      retrying_.erase(found);
-      co_await restart(ctx, std::move(w.args), w.old, true);
-    } else {
-      answer_generic(m);
-    }
-  }
+  dyn_sup_module(dynamic_supervisor_flags flags, dyn_template spec, std::string name);
 
-  // Children stop all at once, with one shared timeout (docs/otp_semantics.md 2).
-  task<void> terminate(context&, const exit_reason&) {
-    std::vector<pid> all;
-    for (const auto& [p, args] : children_)
-      all.push_back(p);
-    co_await shut_down(all);
-    children_.clear();
-    retrying_.clear();
-  }
+  void init(context& ctx);
+  task<result<pid>> handle_call(context& ctx, start_req req);
+  task<result<void>> handle_call(context& ctx, terminate_req req);
+  std::vector<child_info> handle_call(context& ctx, which_req req);
+  child_counts handle_call(context& ctx, count_req req);
+  task<void> handle_info(context& ctx, info m);
+  task<void> terminate(context& ctx, const exit_reason& why);
 
 private:
   // A child whose restart failed, until its retry (OTP's {restarting, OldPid}).
   struct waiting {
     pid old;
-    std::tuple<Extra...> args;
+    dyn_args args;
   };
 
-  // supervisor::* on a dynamic supervisor: OTP's answers for simple_one_for_one.
-  void answer_generic(info& m) {
-    const std::string why = "dynamic supervisor " + name_ + ": children have no ids here (simple_one_for_one)";
-    if (auto* s = std::get_if<sup_start_req>(&m))
-      otp::reply(s->to, error{sup_errc::simple_one_for_one, why + "; start them with dynamic_supervisor::start_child"});
-    else if (auto* t = std::get_if<sup_terminate_req>(&m))
-      otp::reply(t->to, error{sup_errc::simple_one_for_one, why + "; terminate them by pid"});
-    else if (auto* r = std::get_if<sup_restart_req>(&m))
-      otp::reply(r->to, error{sup_errc::simple_one_for_one, why});
-    else if (auto* d = std::get_if<sup_delete_req>(&m))
-      otp::reply(d->to, error{sup_errc::simple_one_for_one, why});
-    else if (auto* w = std::get_if<sup_which_req>(&m))
-      otp::reply(w->to, which());
-    else if (auto* c = std::get_if<sup_count_req>(&m))
-      otp::reply(c->to, counts());
-  }
-
-  [[nodiscard]] std::vector<child_info> which() const {
-    std::vector<child_info> out;
-    for (const auto& [p, args] : children_)
-      out.push_back(child_info{spec_.id, p, spec_.type, false});
-    for (std::size_t i = 0; i < retrying_.size(); ++i)
-      out.push_back(child_info{spec_.id, std::nullopt, spec_.type, true});
-    return out;
-  }
-
-  [[nodiscard]] child_counts counts() const {
-    const std::size_t n = children_.size() + retrying_.size();
-    child_counts c{.specs = 1, .active = children_.size()};
-    (spec_.type == child_type::supervisor ? c.supervisors : c.workers) = n;
-    return c;
-  }
-
-  task<void> child_exited(context& ctx, const exit_msg& e) {
-    auto found = children_.find(e.from);
-    if (found == children_.end())
-      co_return; // not ours: ignored, as OTP does
-    std::tuple<Extra...> args = std::move(found->second);
-    children_.erase(found);
-    const bool again = must_restart(spec_.restart, e.reason);
-    if (again || !e.reason.is_normal_or_shutdown())
-      report("child_terminated", e.reason.to_string(), e.from.to_string());
-    if (again) {
-      co_await restart(ctx, std::move(args), e.from, false);
-      co_return;
-    }
-    // OTP's do_auto_shutdown: only a significant child's own exit counts.
-    if (!spec_.significant)
-      co_return;
-    if (flags_.auto_shutdown == auto_shutdown::any_significant
-        || (flags_.auto_shutdown == auto_shutdown::all_significant && children_.empty() && retrying_.empty()))
-      ctx.stop(exit_reason::shutdown());
-  }
-
-  // Counts the restart and starts the child again from `args`. `old` is the
-  // pid it had; reports name it, as `{restarting,Old}` on a retry.
-  task<void> restart(context& ctx, std::tuple<Extra...> args, pid old, bool is_retry) {
-    const auto now = std::chrono::duration_cast<std::chrono::seconds>(this_scheduler().now().time_since_epoch());
-    if (!window_.add(now.count())) {
-      report("reached_max_restart_intensity", "reached_max_restart_intensity", pid_term(old, is_retry), "shutdown");
-      ctx.stop(exit_reason::shutdown());
-      co_return;
-    }
-    auto r = co_await start(args);
-    if (r) {
-      children_.emplace(r.value(), std::move(args));
-    } else if (r.error() != errc::ignored) {
-      report("start_error", start_reason(r.error()), pid_term(old, is_retry));
-      const std::uint64_t key = ++next_key_;
-      retrying_.emplace(key, waiting{old, std::move(args)});
-      otp::send(ctx.self(), retry{key}); // counted again when retried
-    }
-  }
-
-  task<result<pid>> start(std::tuple<Extra...> args) {
-    std::exception_ptr crash;
-    result<pid> r = error{errc::invalid_argument};
-    try {
-      auto starting = std::apply(spec_.start, std::move(args));
-      r = co_await starting;
-    } catch (...) {
-      crash = std::current_exception();
-    }
-    if (crash)
-      co_return error{errc::exited, "the start function of '" + spec_.id + "' threw", exit_reason::from_exception(crash)};
-    co_return r;
-  }
-
-  [[nodiscard]] shutdown_policy shutdown_policy_of() const {
-    return spec_.shutdown ? *spec_.shutdown : child_spec::default_shutdown(spec_.type);
-  }
-
-  // Stops `targets` together. As OTP, an unexpected exit is reported per
-  // child when one is stopped, and per reason with the count when many are.
-  task<void> shut_down(std::vector<pid> targets) {
-    const shutdown_policy sp = shutdown_policy_of();
-    const bool one = targets.size() == 1;
-    auto stopping = detail::shut_down(std::move(targets), sp);
-    const auto ended = co_await stopping;
-    std::vector<std::pair<std::string, std::size_t>> by_reason;
-    for (const auto& [p, why] : ended) {
-      if (clean_shutdown(sp, spec_.restart, why))
-        continue;
-      if (one) {
-        report("shutdown_error", why.to_string(), p.to_string());
-        continue;
-      }
-      const std::string text = why.to_string();
-      auto it = std::find_if(by_reason.begin(), by_reason.end(), [&](const auto& r) { return r.first == text; });
-      if (it == by_reason.end())
-        by_reason.emplace_back(text, 1);
-      else
-        ++it->second;
-    }
-    for (const auto& [why, n] : by_reason)
-      report("shutdown_error", why, {}, {}, n);
-  }
-
+  void answer_generic(info& m);
+  [[nodiscard]] std::vector<child_info> which() const;
+  [[nodiscard]] child_counts counts() const;
+  task<void> child_exited(context& ctx, const exit_msg& e);
+  task<void> restart(context& ctx, dyn_args args, pid old, bool is_retry);
+  task<result<pid>> start(const dyn_args& args);
+  [[nodiscard]] shutdown_policy shutdown_policy_of() const;
+  task<void> shut_down(std::vector<pid> targets);
   void report(std::string_view kind, std::string reason, std::string offender_pid, std::string_view context = {},
-              std::optional<std::size_t> nb_children = std::nullopt) const {
-    detail::report(sup_report{.supervisor = name_,
-                              .kind = kind,
-                              .context = context.empty() ? kind : context,
-                              .reason = std::move(reason),
-                              .offender_pid = std::move(offender_pid),
-                              .nb_children = nb_children,
-                              .id = spec_.id,
-                              .restart = spec_.restart,
-                              .significant = spec_.significant,
-                              .shutdown = shutdown_policy_of(),
-                              .type = spec_.type});
-  }
+              std::optional<std::size_t> nb_children = std::nullopt) const;
 
   dynamic_supervisor_flags flags_;
-  dynamic_child_spec<Extra...> spec_;
+  dyn_template spec_;
   restart_window window_;
   std::string name_;
-  std::unordered_map<pid, std::tuple<Extra...>> children_;
+  std::unordered_map<pid, dyn_args> children_;
   std::unordered_map<std::uint64_t, waiting> retrying_; // failed restarts, retried by message
   std::uint64_t next_key_ = 0;
 };
+
+// The parts of the API below that do not depend on the argument types.
+task<result<pid>> start_dynamic_supervisor(dynamic_supervisor_flags flags, dyn_template spec,
+                                           std::optional<server_name> name);
+task<result<pid>> dyn_start_child(pid sup, dyn_args args);
+task<result<void>> dyn_terminate_child(pid sup, pid child);
+task<result<std::vector<child_info>>> dyn_which_children(pid sup);
+task<result<child_counts>> dyn_count_children(pid sup);
 
 } // namespace detail
 
@@ -324,33 +220,11 @@ template <class... Extra>
 task<result<dynamic_supervisor_ref<Extra...>>> start_link(dynamic_supervisor_flags flags,
                                                           dynamic_child_spec<Extra...> spec,
                                                           std::optional<server_name> name = std::nullopt) {
-  BOOST_OUTCOME_CO_TRY(check_flags(supervisor_flags{.intensity = flags.intensity, .period = flags.period}));
-  if (spec.id.empty())
-    co_return error{errc::invalid_child_spec, "dynamic supervisor: the child template has an empty id"};
-  if (!spec.start)
-    co_return error{errc::invalid_child_spec, "child '" + spec.id + "': no start function"};
-  if (spec.shutdown && !spec.shutdown->is_brutal_kill() && !spec.shutdown->is_infinity()
-      && spec.shutdown->timeout().count() < 0)
-    co_return error{errc::invalid_child_spec, "child '" + spec.id + "': negative shutdown timeout"};
-  BOOST_OUTCOME_CO_TRY(check_significant(spec.id, spec.significant, spec.restart, flags.auto_shutdown));
-  std::string label = name ? name->to_string() : std::string();
-  gen_server::start_options o{.name = std::move(name), .link = true};
-  auto starting = gen_server::start_opt<detail::dyn_sup_module<Extra...>>(o, flags, std::move(spec), std::move(label));
+  auto starting = detail::start_dynamic_supervisor(flags, detail::erase_template(std::move(spec)), std::move(name));
   auto r = co_await starting;
   if (!r)
     co_return std::move(r).error();
-  co_return dynamic_supervisor_ref<Extra...>(r.value().pid());
-}
-
-/// @private
-template <class... Extra>
-task<result<pid>> start_and_unwrap(dynamic_supervisor_flags flags, dynamic_child_spec<Extra...> spec,
-                                   std::optional<server_name> name) {
-  auto starting = start_link(flags, std::move(spec), std::move(name));
-  auto r = co_await starting;
-  if (!r)
-    co_return std::move(r).error();
-  co_return r.value().pid();
+  co_return dynamic_supervisor_ref<Extra...>(r.value());
 }
 
 /// Returns a start function for a dynamic supervisor as a child of another
@@ -358,44 +232,38 @@ task<result<pid>> start_and_unwrap(dynamic_supervisor_flags flags, dynamic_child
 template <class... Extra>
 [[nodiscard]] start_fn starter(dynamic_supervisor_flags flags, dynamic_child_spec<Extra...> spec,
                                std::optional<server_name> name = std::nullopt) {
-  return [flags, spec = std::move(spec), name = std::move(name)]() { return start_and_unwrap(flags, spec, name); };
+  return [flags, t = detail::erase_template(std::move(spec)), name = std::move(name)]() {
+    return detail::start_dynamic_supervisor(flags, t, name);
+  };
 }
 
 /// Starts a child of `sup` from its template with `extra` (start_child of a
 /// simple_one_for_one supervisor). Fails with `invalid_argument` at
-/// max_children, `ignored` if the start ignored, or the start's error.
-/// For a supervisor known by name, build the ref from `whereis`.
+/// max_children, `ignored` if the start ignored, `bad_request` if the
+/// supervisor's children take other arguments (a ref rebuilt with the wrong
+/// types), or the start's error. For a supervisor known by name, build the
+/// ref from `whereis`.
 template <class... Extra>
 task<result<pid>> start_child(dynamic_supervisor_ref<Extra...> sup, std::type_identity_t<Extra>... extra) {
-  using module = detail::dyn_sup_module<Extra...>;
-  auto calling = gen_server::call<module>(destination(sup.pid()),
-                                          typename module::start_req{std::tuple<Extra...>(std::move(extra)...)},
-                                          otp::infinity);
-  co_return co_await calling;
+  return detail::dyn_start_child(sup.pid(), detail::dyn_args::make<Extra...>(std::move(extra)...));
 }
 
 /// Stops the child `child` (its restart does not count).
 template <class... Extra>
 task<result<void>> terminate_child(dynamic_supervisor_ref<Extra...> sup, pid child) {
-  using module = detail::dyn_sup_module<Extra...>;
-  auto calling = gen_server::call<module>(destination(sup.pid()), typename module::terminate_req{child}, otp::infinity);
-  co_return co_await calling;
+  return detail::dyn_terminate_child(sup.pid(), child);
 }
 
 /// Returns the children (in no particular order).
 template <class... Extra>
 task<result<std::vector<child_info>>> which_children(dynamic_supervisor_ref<Extra...> sup) {
-  using module = detail::dyn_sup_module<Extra...>;
-  auto calling = gen_server::call<module>(destination(sup.pid()), typename module::which_req{}, otp::infinity);
-  co_return co_await calling;
+  return detail::dyn_which_children(sup.pid());
 }
 
 /// Returns the counts of children.
 template <class... Extra>
 task<result<child_counts>> count_children(dynamic_supervisor_ref<Extra...> sup) {
-  using module = detail::dyn_sup_module<Extra...>;
-  auto calling = gen_server::call<module>(destination(sup.pid()), typename module::count_req{}, otp::infinity);
-  co_return co_await calling;
+  return detail::dyn_count_children(sup.pid());
 }
 
 } // namespace dynamic_supervisor
