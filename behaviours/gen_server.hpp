@@ -506,9 +506,6 @@ struct gs_init_step {
 // A server's loop, its system messages, terminate and reports: everything
 // that does not depend on the module (gen_server.cpp).
 class gs_core {
-public:
-  [[nodiscard]] context& ctx() noexcept { return ctx_; }
-
 protected:
   // Without a link the server is its own parent, as in OTP (gen.erl's
   // `nolink`): an exit signal from its starter is then an ordinary message.

@@ -96,9 +96,11 @@ struct scheduler_io {
 // ------------------------------------------------------------ construction
 
 scheduler::scheduler(node& n, unsigned index)
-  : node_(n), index_(index), io_(std::make_unique<detail::scheduler_io>()), context_(&io_->context) {}
+  : node_(n), index_(index), io_(std::make_unique<detail::scheduler_io>()) {}
 
 scheduler::~scheduler() { join(); }
+
+asio::io_context& scheduler::context() noexcept { return io_->context; }
 
 std::chrono::steady_clock::time_point scheduler::now() const noexcept {
   return node_.deterministic() ? node_.now() : std::chrono::steady_clock::now();

@@ -115,12 +115,12 @@ public:
   /// Returns this scheduler's position in its node (0-based).
   [[nodiscard]] unsigned index() const noexcept { return index_; }
   /// Returns the io_context whose thread runs this scheduler's processes.
-  [[nodiscard]] asio::io_context& context() noexcept { return *context_; }
+  [[nodiscard]] asio::io_context& context() noexcept;
   /// Returns an executor for Asio objects used by this scheduler's
   /// processes (include otp/asio.hpp, which defines asio::io_context).
   template <class Context = asio::io_context>
   [[nodiscard]] typename Context::executor_type get_executor() noexcept {
-    Context& c = *context_;
+    Context& c = context();
     return c.get_executor();
   }
   /// Returns the node this scheduler belongs to.
@@ -272,7 +272,6 @@ private:
   node& node_;
   unsigned index_;
   std::unique_ptr<detail::scheduler_io> io_;
-  asio::io_context* context_; // io_'s, for the inline accessors
   std::chrono::steady_clock::time_point wake_armed_{};
 
   // Ready queue: intrusive FIFO through process::ready_next.
