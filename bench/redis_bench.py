@@ -11,7 +11,11 @@ medians go into the results file as rows with impl "otp" (kvstore, one
 scheduler), "otp_default" (kvstore, default schedulers) and "redis"
 (redis-server).
 
-usage: redis_bench.py --kvstore BIN [--runs 3] [--requests 200000] [--out FILE]
+With --before BIN (an older kvstore binary), it runs too, with one
+scheduler, as impl "otp_before": a change is measured against its base in
+the same run.
+
+usage: redis_bench.py --kvstore BIN [--before BIN] [--runs 3] [--requests 200000] [--out FILE]
 """
 import argparse
 import json
@@ -62,6 +66,8 @@ def bench(port, test, pipeline, requests):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kvstore", required=True)
+    ap.add_argument("--before", help="an older kvstore binary, measured alongside (one scheduler)")
+    ap.add_argument("--tests", default="set,get", help="redis-benchmark tests, comma-separated")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "latest.json"))
@@ -79,17 +85,23 @@ def main():
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers = [("otp", kv_port, kv), ("otp_default", kvd_port, kvd), ("redis", redis_port, redis)]
+    if args.before:
+        before_port = free_port()
+        before = subprocess.Popen([args.before, "--port", str(before_port), "--data", os.path.join(data, "before"),
+                                   "--appendfsync", "everysec", "--schedulers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.insert(1, ("otp_before", before_port, before))
     rows = []
     try:
-        wait_ready(kv_port, kv, "kvstore")
-        wait_ready(kvd_port, kvd, "kvstore (default schedulers)")
-        wait_ready(redis_port, redis, "redis-server")
-        for test in ("set", "get"):
+        for impl, port, proc in servers:
+            wait_ready(port, proc, impl)
+        for test in args.tests.split(","):
             for pipeline in (1, 16):
                 name = f"kvstore_{test}{'_pipelined' if pipeline > 1 else ''}_per_s"
-                got = {"otp": [], "otp_default": [], "redis": []}
+                got = {impl: [] for impl, _, _ in servers}
                 for r in range(args.runs):
-                    for impl, port in (("otp", kv_port), ("otp_default", kvd_port), ("redis", redis_port)):
+                    for impl, port, _ in servers:
                         v = bench(port, test, pipeline, args.requests)
                         got[impl].append(v)
                         print(f"{name:34} {impl:11} run {r + 1}/{args.runs}: {v:,.0f}", flush=True)
@@ -97,7 +109,7 @@ def main():
                     rows.append({"bench": name, "impl": impl, "value": statistics.median(vals),
                                  "unit": "requests_per_s", "runs": vals})
     finally:
-        for p in (kv, kvd, redis):
+        for _, _, p in servers:
             p.terminate()
             p.wait(timeout=20)
         shutil.rmtree(data, ignore_errors=True)

@@ -3,25 +3,71 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <utility>
 
 namespace kv {
 
-void request_parser::feed(const char* data, std::size_t n) {
-  // Drop what was parsed once it is most of the buffer: pipelined input
-  // does not grow the buffer without bound.
-  if (pos_ > 0 && pos_ >= buf_.size() / 2) {
-    buf_.erase(0, pos_);
-    pos_ = 0;
-  }
-  buf_.append(data, n);
+namespace {
+constexpr std::size_t initial_buffer = 4096;
+// A buffer grown past this by one large command is given back once it is consumed.
+constexpr std::size_t keep_buffer = 64 * 1024;
+} // namespace
+
+void request_parser::reserve(std::size_t total) {
+  if (total <= cap_)
+    return;
+  auto bigger = std::make_unique_for_overwrite<char[]>(total);
+  if (size_ > 0)
+    std::memcpy(bigger.get(), data_.get(), size_);
+  data_ = std::move(bigger);
+  cap_ = total;
 }
 
-request_parser::status request_parser::next(std::vector<std::string>& argv, std::string& message) {
-  const std::string_view b(buf_);
+char* request_parser::prepare(std::size_t n) {
+  // Drop the commands already taken; what is kept is the command being
+  // parsed (its bytes stay in the buffer, its arguments are offsets).
+  if (start_ > 0) {
+    std::memmove(data_.get(), data_.get() + start_, size_ - start_);
+    for (auto& a : args_)
+      a.first -= start_;
+    size_ -= start_;
+    pos_ -= start_;
+    start_ = 0;
+  }
+  std::size_t want = size_ + n;
+  // A bulk string of known length gets its whole room at once, instead of
+  // doubling there (which would copy it and hold twice its size).
+  if (bulk_len_ > 0)
+    want = std::max(want, pos_ + static_cast<std::size_t>(bulk_len_) + 2);
+  if (want > cap_)
+    reserve(std::max({want, 2 * cap_, initial_buffer}));
+  return data_.get() + size_;
+}
+
+void request_parser::feed(const char* data, std::size_t n) {
+  if (n == 0)
+    return;
+  std::memcpy(prepare(n), data, n);
+  commit(n);
+}
+
+void request_parser::release_consumed() noexcept {
+  if (start_ != size_)
+    return;
+  size_ = pos_ = start_ = 0;
+  if (cap_ > keep_buffer) {
+    data_.reset();
+    cap_ = 0;
+  }
+}
+
+request_parser::status request_parser::next(std::vector<std::string_view>& argv, std::string& message) {
+  const std::string_view b(data_.get(), size_);
   for (;;) {
     argv.clear();
     if (remaining_ < 0) {
+      start_ = pos_;
       if (pos_ >= b.size())
         return status::need_more;
       if (b[pos_] != '*') {
@@ -49,8 +95,6 @@ request_parser::status request_parser::next(std::vector<std::string>& argv, std:
         continue; // `*0`, `*-1`: an empty command, skipped
       remaining_ = *count;
       args_.clear();
-      args_.reserve(static_cast<std::size_t>(std::min<std::int64_t>(*count, 1024)));
-      partial_bytes_ = 0;
     }
     while (remaining_ > 0) {
       if (bulk_len_ < 0) {
@@ -72,7 +116,6 @@ request_parser::status request_parser::next(std::vector<std::string>& argv, std:
           message = "ERR Protocol error: invalid bulk length";
           return status::error;
         }
-        partial_bytes_ += eol + 2 - pos_;
         pos_ = eol + 2;
         bulk_len_ = *len;
       }
@@ -83,44 +126,45 @@ request_parser::status request_parser::next(std::vector<std::string>& argv, std:
         message = "ERR Protocol error: bulk string is not followed by CRLF";
         return status::error;
       }
-      args_.emplace_back(b.substr(pos_, n));
-      partial_bytes_ += n + 2;
+      args_.emplace_back(pos_, n);
       pos_ += n + 2;
       bulk_len_ = -1;
       --remaining_;
     }
     remaining_ = -1;
-    partial_bytes_ = 0;
-    argv = std::move(args_);
-    args_ = {};
+    start_ = pos_;
+    for (const auto& [off, len] : args_)
+      argv.push_back(view(off, len));
     return status::command;
   }
 }
 
-request_parser::status request_parser::parse_inline(std::vector<std::string>& argv, std::string& message) {
-  const std::size_t nl = buf_.find('\n', pos_);
-  if (nl == std::string::npos) {
-    if (buf_.size() - pos_ > max_inline_len) {
+request_parser::status request_parser::parse_inline(std::vector<std::string_view>& argv, std::string& message) {
+  const std::string_view b(data_.get(), size_);
+  const std::size_t nl = b.find('\n', pos_);
+  if (nl == std::string_view::npos) {
+    if (b.size() - pos_ > max_inline_len) {
       message = "ERR Protocol error: too big inline request";
       return status::error;
     }
     return status::need_more;
   }
   std::size_t end = nl;
-  if (end > pos_ && buf_[end - 1] == '\r')
+  if (end > pos_ && b[end - 1] == '\r')
     --end;
   std::size_t i = pos_;
   while (i < end) {
-    while (i < end && (buf_[i] == ' ' || buf_[i] == '\t'))
+    while (i < end && (b[i] == ' ' || b[i] == '\t'))
       ++i;
     std::size_t j = i;
-    while (j < end && buf_[j] != ' ' && buf_[j] != '\t')
+    while (j < end && b[j] != ' ' && b[j] != '\t')
       ++j;
     if (j > i)
-      argv.emplace_back(buf_, i, j - i);
+      argv.push_back(b.substr(i, j - i));
     i = j;
   }
   pos_ = nl + 1;
+  start_ = pos_;
   return status::command;
 }
 

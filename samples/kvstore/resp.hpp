@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,35 +25,59 @@ inline constexpr std::size_t default_max_query_buffer = 1024ULL * 1024 * 1024;
 /// Splits a byte stream into commands: RESP arrays of bulk strings, or inline
 /// commands (a line of words, as telnet sends). Resumable: a command that
 /// arrives in many reads is parsed once, not again from its first byte on
-/// every read (the arguments parsed so far are kept).
+/// every read. The arguments are views into the parser's own buffer (no copy
+/// and no allocation per command); they stay valid until the next prepare()
+/// or feed(), so a connection executes what one read brought before reading
+/// again.
 class request_parser {
 public:
   enum class status { need_more, command, error };
 
-  /// Appends received bytes.
+  request_parser() = default;
+  request_parser(const request_parser&) = delete;
+  request_parser& operator=(const request_parser&) = delete;
+
+  /// Room for at least `n` more bytes: read into it, then commit() what
+  /// came. Invalidates the views given by next().
+  [[nodiscard]] char* prepare(std::size_t n);
+  [[nodiscard]] std::size_t room() const noexcept { return cap_ - size_; }
+  void commit(std::size_t n) noexcept { size_ += n; }
+
+  /// Appends received bytes (prepare, copy, commit).
   void feed(const char* data, std::size_t n);
 
-  /// Takes the next complete command into `argv`. On `error`, `message` is
-  /// Redis's protocol error text; the connection must then be closed.
-  status next(std::vector<std::string>& argv, std::string& message);
+  /// Takes the next complete command's arguments into `argv`. On `error`,
+  /// `message` is Redis's protocol error text; the connection must then be
+  /// closed.
+  status next(std::vector<std::string_view>& argv, std::string& message);
 
-  /// Returns the input held for commands not yet complete: the bytes not yet
-  /// parsed, plus the arguments parsed so far of a partial command (what
+  /// Returns the input held for commands not yet complete (what
   /// --max-query-buffer bounds).
-  [[nodiscard]] std::size_t buffered() const noexcept { return buf_.size() - pos_ + partial_bytes_; }
+  [[nodiscard]] std::size_t buffered() const noexcept { return size_ - start_; }
+
+  /// Once every command has been taken: forgets the bytes, and gives back a
+  /// buffer that a large command grew, so that an idle client holds little.
+  void release_consumed() noexcept;
+
+  /// Bytes the buffer holds room for (tests: what a large command leaves).
+  [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
 
 private:
-  status parse_inline(std::vector<std::string>& argv, std::string& message);
+  status parse_inline(std::vector<std::string_view>& argv, std::string& message);
+  void reserve(std::size_t total);
+  [[nodiscard]] std::string_view view(std::size_t off, std::size_t len) const noexcept { return {data_.get() + off, len}; }
 
-  std::string buf_;
-  std::size_t pos_ = 0;
+  std::unique_ptr<char[]> data_; // not a std::string: growing it does not zero the room a read fills
+  std::size_t size_ = 0;
+  std::size_t cap_ = 0;
+  std::size_t pos_ = 0;   // parsed up to here
+  std::size_t start_ = 0; // where the command being parsed starts (what must be kept)
   // The array being parsed: elements still to come (-1: none), the next
-  // bulk string's length once its header is read (-1: not read), the
-  // elements so far and the bytes they took.
+  // bulk string's length once its header is read (-1: not read), and where
+  // the elements parsed so far are in the buffer.
   std::int64_t remaining_ = -1;
   std::int64_t bulk_len_ = -1;
-  std::vector<std::string> args_;
-  std::size_t partial_bytes_ = 0;
+  std::vector<std::pair<std::size_t, std::size_t>> args_;
 };
 
 // Reply encoders: each appends one RESP2 value to `out`.
@@ -65,8 +90,9 @@ void bulk(std::string& out, std::string_view s);
 void null_bulk(std::string& out);
 void array_header(std::string& out, std::size_t n);
 
-/// Encodes a command as a RESP array (the append-only log uses it).
+/// Encodes a command as a RESP array (the parser's fuzzer re-encodes with it).
 void command(std::string& out, const std::vector<std::string>& argv);
+
 
 /// Parses a whole decimal int64 (Redis's string2ll): no spaces, no '+'.
 [[nodiscard]] std::optional<std::int64_t> to_int64(std::string_view s);

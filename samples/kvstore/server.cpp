@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <span>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
@@ -30,12 +31,20 @@ namespace gs = otp::gen_server;
 
 namespace {
 
-int shard_of(const std::string& key) {
-  const int n = std::max(1, stats().shards.load());
-  return static_cast<int>(std::hash<std::string>{}(key) % static_cast<std::size_t>(n));
+int shard_count() { return std::max(1, stats().shards.load()); }
+
+int shard_of(std::string_view key) {
+  return static_cast<int>(std::hash<std::string_view>{}(key) % static_cast<std::size_t>(shard_count()));
 }
 
-std::string lower(std::string s) {
+bool iequals(std::string_view a, std::string_view upper) {
+  return a.size() == upper.size() && std::equal(a.begin(), a.end(), upper.begin(), [](char x, char u) {
+           return std::toupper(static_cast<unsigned char>(x)) == u;
+         });
+}
+
+std::string lower(std::string_view v) {
+  std::string s(v);
   for (auto& c : s)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
@@ -47,248 +56,369 @@ std::int64_t now_ms() {
 }
 
 // A shard that cannot answer (it is restarting): the client may retry.
-void unavailable(std::string& out, int shard, const otp::error& e) {
+std::string unavailable(int shard, const otp::error& e) {
+  std::string out;
   error(out, "TRYAGAIN shard " + std::to_string(shard) + " is unavailable: " + e.message());
+  return out;
 }
 
-void wrong_arity(std::string& out, const std::string& cmd) {
-  error(out, "ERR wrong number of arguments for '" + lower(cmd) + "' command");
+// The commands of one read, executed together: the key commands' parts
+// go to their shards as one batch per shard (one call, one log write),
+// and the replies are put back in the commands' order. Keys in different
+// shards are independent, and each shard runs its batch in order, so this
+// answers as running the commands one by one would.
+class pipeline {
+public:
+  enum class step { more, barrier, quit };
+
+  explicit pipeline(const connection_config& config) : config_(config) {}
+
+  /// Takes one command. `barrier`: it needs every shard (KEYS, DBSIZE,
+  /// INFO, DEBUG): run() what came before, then barrier(argv).
+  step add(const std::vector<std::string_view>& argv);
+
+  /// Sends the batches and waits for their replies.
+  otp::task<void> run();
+
+  /// A command that needs every shard, after run().
+  otp::task<void> barrier(const std::vector<std::string_view>& argv);
+
+  /// Appends the replies, in order, and starts over.
+  void assemble(std::string& out);
+
+  void text(std::string_view s) {
+    parts_.push_back({part::raw, static_cast<std::uint32_t>(texts_.size()), static_cast<std::uint32_t>(s.size())});
+    texts_ += s;
+  }
+  void bulk_text(std::string_view s) {
+    const std::size_t at = texts_.size();
+    bulk(texts_, s);
+    parts_.push_back({part::raw, static_cast<std::uint32_t>(at), static_cast<std::uint32_t>(texts_.size() - at)});
+  }
+  void error_text(std::string_view s) {
+    const std::size_t at = texts_.size();
+    error(texts_, s);
+    parts_.push_back({part::raw, static_cast<std::uint32_t>(at), static_cast<std::uint32_t>(texts_.size() - at)});
+  }
+
+private:
+  struct part {
+    enum kind_t : std::uint8_t { raw, one, mget, sum, ok };
+    kind_t kind;
+    std::uint32_t first; // text: offset in texts_; others: index in refs_
+    std::uint32_t count; // text: length; others: ops
+  };
+  struct ref {
+    std::uint32_t shard;
+    std::uint32_t index;
+  };
+
+  void op(shard::op::kind_t kind, std::string_view key, std::string_view value = {},
+          std::int64_t expire_at_ms = shard::op::no_expiry);
+  void keyed(part::kind_t kind, std::uint32_t first) {
+    parts_.push_back({kind, first, static_cast<std::uint32_t>(refs_.size()) - first});
+  }
+  void wrong_arity(std::string_view cmd) { error_text("ERR wrong number of arguments for '" + lower(cmd) + "' command"); }
+  bool set_command(const std::vector<std::string_view>& argv);
+
+  const connection_config& config_;
+  std::vector<shard::batch> batches_;
+  std::vector<std::string> failed_; // per shard: its error reply if its call failed
+  std::vector<part> parts_;
+  std::vector<ref> refs_;
+  std::string texts_;
+};
+
+void pipeline::op(shard::op::kind_t kind, std::string_view key, std::string_view value, std::int64_t expire_at_ms) {
+  const auto s = static_cast<std::uint32_t>(shard_of(key));
+  if (batches_.size() < static_cast<std::size_t>(shard_count()))
+    batches_.resize(static_cast<std::size_t>(shard_count()));
+  shard::batch& b = batches_[s];
+  shard::op o;
+  o.kind = kind;
+  o.key_off = b.bytes.size();
+  o.key_len = static_cast<std::uint32_t>(key.size());
+  b.bytes += key;
+  if (value.size() >= shard::big_value) {
+    o.value_big = true;
+    o.value_off = b.big.size();
+    b.big.emplace_back(value);
+  } else {
+    o.value_off = b.bytes.size();
+    b.bytes += value;
+  }
+  o.value_len = value.size();
+  o.expire_at_ms = expire_at_ms;
+  refs_.push_back({s, static_cast<std::uint32_t>(b.ops.size())});
+  b.ops.push_back(o);
 }
 
-// Every command: reads argv, appends its reply to `out`; false closes the connection.
-// (g++ 12: requests are bound to locals, never built inside co_await.)
-otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const connection_config& config) {
-  ++stats().commands;
-  std::string cmd = argv[0];
-  for (auto& c : cmd)
-    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+// SET key value [EX s | PX ms]; false if it was refused here.
+bool pipeline::set_command(const std::vector<std::string_view>& argv) {
   const std::size_t n = argv.size();
+  // As Redis 7.0: EX and PX exclude each other, a repeated one wins, and
+  // only the final value is checked; a time whose absolute milliseconds do
+  // not fit an int64 is refused (it was a signed overflow).
+  bool ex = false;
+  bool px = false;
+  std::string_view value;
+  for (std::size_t i = 3; i < n; i += 2) {
+    const bool is_ex = iequals(argv[i], "EX");
+    if ((!is_ex && !iequals(argv[i], "PX")) || i + 1 >= n || (is_ex ? px : ex)) {
+      error_text("ERR syntax error");
+      return false;
+    }
+    (is_ex ? ex : px) = true;
+    value = argv[i + 1];
+  }
+  std::int64_t expire_at = shard::op::no_expiry;
+  if (ex || px) {
+    const auto v = to_int64(value);
+    if (!v) {
+      error_text("ERR value is not an integer or out of range");
+      return false;
+    }
+    std::int64_t ms = *v;
+    if (ms <= 0 || (ex && __builtin_mul_overflow(ms, 1000, &ms)) || __builtin_add_overflow(ms, now_ms(), &expire_at)
+        || expire_at == shard::op::no_expiry) {
+      error_text("ERR invalid expire time in 'set' command");
+      return false;
+    }
+  }
+  const auto first = static_cast<std::uint32_t>(refs_.size());
+  op(shard::op::set, argv[1], argv[2], expire_at);
+  keyed(part::one, first);
+  return true;
+}
 
-  if (cmd == "PING") {
-    if (n > 2)
-      wrong_arity(out, cmd);
-    else if (n == 2)
-      bulk(out, argv[1]);
-    else
-      simple(out, "PONG");
-  } else if (cmd == "ECHO") {
+pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
+  ++stats().commands;
+  const std::string_view cmd = argv[0];
+  const std::size_t n = argv.size();
+  const auto first = static_cast<std::uint32_t>(refs_.size());
+  if (iequals(cmd, "GET") || iequals(cmd, "INCR")) {
     if (n != 2)
-      wrong_arity(out, cmd);
+      wrong_arity(cmd);
+    else {
+      op(iequals(cmd, "GET") ? shard::op::get : shard::op::incr, argv[1]);
+      keyed(part::one, first);
+    }
+  } else if (iequals(cmd, "SET")) {
+    if (n < 3)
+      wrong_arity(cmd);
     else
-      bulk(out, argv[1]);
-  } else if (cmd == "QUIT") {
-    simple(out, "OK");
-    co_return false;
-  } else if (cmd == "GET") {
-    if (n != 2) {
-      wrong_arity(out, cmd);
-      co_return true;
-    }
-    const int s = shard_of(argv[1]);
-    shard::get req{argv[1]};
-    auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
-    if (!r)
-      unavailable(out, s, r.error());
-    else if (r.value())
-      bulk(out, *r.value());
-    else
-      null_bulk(out);
-  } else if (cmd == "SET") {
-    if (n < 3) {
-      wrong_arity(out, cmd);
-      co_return true;
-    }
-    // As Redis 7.0: EX and PX exclude each other, a repeated one wins, and
-    // only the final value is checked; a time whose absolute milliseconds do
-    // not fit an int64 is refused (it was a signed overflow).
-    std::optional<std::string> unit, value;
-    for (std::size_t i = 3; i < n; i += 2) {
-      const std::string opt = lower(argv[i]);
-      if ((opt != "ex" && opt != "px") || i + 1 >= n || (unit && *unit != opt)) {
-        error(out, "ERR syntax error");
-        co_return true;
-      }
-      unit = opt;
-      value = argv[i + 1];
-    }
-    std::optional<std::int64_t> expire_at;
-    if (unit) {
-      const auto v = to_int64(*value);
-      if (!v) {
-        error(out, "ERR value is not an integer or out of range");
-        co_return true;
-      }
-      std::int64_t ms = *v;
-      std::int64_t at = 0;
-      if (ms <= 0 || (*unit == "ex" && __builtin_mul_overflow(ms, 1000, &ms))
-          || __builtin_add_overflow(ms, now_ms(), &at)) {
-        error(out, "ERR invalid expire time in 'set' command");
-        co_return true;
-      }
-      expire_at = at;
-    }
-    const int s = shard_of(argv[1]);
-    shard::set req{argv[1], argv[2], expire_at};
-    auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
-    if (!r)
-      unavailable(out, s, r.error());
-    else
-      simple(out, "OK");
-  } else if (cmd == "DEL" || cmd == "EXISTS") {
+      set_command(argv);
+  } else if (iequals(cmd, "DEL") || iequals(cmd, "EXISTS")) {
     if (n < 2) {
-      wrong_arity(out, cmd);
-      co_return true;
-    }
-    std::int64_t count = 0;
-    for (std::size_t i = 1; i < n; ++i) {
-      const int s = shard_of(argv[i]);
-      otp::result<std::int64_t> r = 0;
-      if (cmd == "DEL") {
-        shard::del req{argv[i]};
-        r = co_await gs::call<shard>(shard_name(s), std::move(req));
-      } else {
-        shard::exists req{argv[i]};
-        r = co_await gs::call<shard>(shard_name(s), std::move(req));
-      }
-      if (!r) {
-        unavailable(out, s, r.error());
-        co_return true;
-      }
-      count += r.value();
-    }
-    integer(out, count);
-  } else if (cmd == "INCR") {
-    if (n != 2) {
-      wrong_arity(out, cmd);
-      co_return true;
-    }
-    const int s = shard_of(argv[1]);
-    shard::incr req{argv[1]};
-    auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
-    if (r)
-      integer(out, r.value());
-    else if (r.error() == otp::errc::invalid_argument)
-      error(out, r.error().context);
-    else
-      unavailable(out, s, r.error());
-  } else if (cmd == "MGET") {
-    if (n < 2) {
-      wrong_arity(out, cmd);
-      co_return true;
-    }
-    std::string items;
-    for (std::size_t i = 1; i < n; ++i) {
-      const int s = shard_of(argv[i]);
-      shard::get req{argv[i]};
-      auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
-      if (!r) {
-        unavailable(out, s, r.error());
-        co_return true;
-      }
-      if (r.value())
-        bulk(items, *r.value());
-      else
-        null_bulk(items);
-    }
-    array_header(out, n - 1);
-    out += items;
-  } else if (cmd == "MSET") {
-    if (n < 3 || n % 2 == 0) {
-      wrong_arity(out, cmd);
-      co_return true;
-    }
-    for (std::size_t i = 1; i + 1 < n; i += 2) {
-      const int s = shard_of(argv[i]);
-      shard::set req{argv[i], argv[i + 1], std::nullopt};
-      auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
-      if (!r) {
-        unavailable(out, s, r.error());
-        co_return true;
-      }
-    }
-    simple(out, "OK");
-  } else if (cmd == "KEYS" || cmd == "DBSIZE") {
-    if ((cmd == "KEYS" && n != 2) || (cmd == "DBSIZE" && n != 1)) {
-      wrong_arity(out, cmd);
-      co_return true;
-    }
-    std::vector<std::string> all;
-    std::int64_t size = 0;
-    for (int s = 0; s < stats().shards.load(); ++s) {
-      if (cmd == "KEYS") {
-        shard::keys req{argv[1]};
-        auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
-        if (!r) {
-          unavailable(out, s, r.error());
-          co_return true;
-        }
-        all.insert(all.end(), r.value().begin(), r.value().end());
-      } else {
-        auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
-        if (!r) {
-          unavailable(out, s, r.error());
-          co_return true;
-        }
-        size += r.value();
-      }
-    }
-    if (cmd == "DBSIZE") {
-      integer(out, size);
+      wrong_arity(cmd);
     } else {
-      array_header(out, all.size());
-      for (const auto& k : all)
-        bulk(out, k);
+      const auto kind = iequals(cmd, "DEL") ? shard::op::del : shard::op::exists;
+      for (std::size_t i = 1; i < n; ++i)
+        op(kind, argv[i]);
+      keyed(part::sum, first);
     }
-  } else if (cmd == "INFO") {
-    std::string text = "# Server\r\nredis_version:7.0.0\r\nserver:otp-cpp kvstore sample\r\n"
-                       "# Clients\r\nconnected_clients:"
-                       + std::to_string(stats().connections.load()) + "\r\n# Stats\r\ntotal_commands_processed:"
-                       + std::to_string(stats().commands.load()) + "\r\n# Persistence\r\naof_fsyncs:"
-                       + std::to_string(stats().log_syncs.load()) + "\r\n# Shards\r\n";
-    std::int64_t total = 0;
-    for (int s = 0; s < stats().shards.load(); ++s) {
-      auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
-      const int starts = stats().shard_starts.at(static_cast<std::size_t>(s)).load();
-      text += "shard_" + std::to_string(s) + ":keys=" + (r ? std::to_string(r.value()) : std::string("unavailable"))
-              + ",restarts=" + std::to_string(std::max(0, starts - 1)) + "\r\n";
-      total += r ? r.value() : 0;
+  } else if (iequals(cmd, "MGET")) {
+    if (n < 2) {
+      wrong_arity(cmd);
+    } else {
+      for (std::size_t i = 1; i < n; ++i)
+        op(shard::op::get, argv[i]);
+      keyed(part::mget, first);
     }
-    text += "# Keyspace\r\ndb0:keys=" + std::to_string(total) + ",expires=0,avg_ttl=0\r\n";
-    bulk(out, text);
-  } else if (cmd == "CONFIG" && n == 3 && lower(argv[1]) == "get") {
+  } else if (iequals(cmd, "MSET")) {
+    if (n < 3 || n % 2 == 0) {
+      wrong_arity(cmd);
+    } else {
+      for (std::size_t i = 1; i + 1 < n; i += 2)
+        op(shard::op::set, argv[i], argv[i + 1]);
+      keyed(part::ok, first);
+    }
+  } else if (iequals(cmd, "PING")) {
+    if (n > 2)
+      wrong_arity(cmd);
+    else if (n == 2)
+      bulk_text(argv[1]);
+    else
+      text("+PONG\r\n");
+  } else if (iequals(cmd, "ECHO")) {
+    if (n != 2)
+      wrong_arity(cmd);
+    else
+      bulk_text(argv[1]);
+  } else if (iequals(cmd, "QUIT")) {
+    text("+OK\r\n");
+    return step::quit;
+  } else if (iequals(cmd, "KEYS") || iequals(cmd, "DBSIZE") || iequals(cmd, "INFO") || iequals(cmd, "DEBUG")) {
+    return step::barrier;
+  } else if (iequals(cmd, "CONFIG") && n == 3 && iequals(argv[1], "GET")) {
     // redis-benchmark asks for these at start.
     const std::string key = lower(argv[2]);
+    std::string r;
     if (key == "save" || key == "appendonly") {
-      array_header(out, 2);
-      bulk(out, key);
-      bulk(out, key == "appendonly" ? "yes" : "");
+      array_header(r, 2);
+      bulk(r, key);
+      bulk(r, key == "appendonly" ? "yes" : "");
     } else {
-      array_header(out, 0);
+      array_header(r, 0);
     }
-  } else if (cmd == "DEBUG" && n == 3 && lower(argv[1]) == "crash" && lower(argv[2]) == "connection" && config.admin) {
-    // This connection's process crashes; its client sees the socket close.
-    throw std::runtime_error("connection crashed on purpose (DEBUG CRASH CONNECTION)");
-  } else if (cmd == "DEBUG" && n == 3 && lower(argv[1]) == "crash" && config.admin) {
-    auto s = to_int64(argv[2]);
-    if (!s || *s < 0 || *s >= stats().shards.load()) {
-      error(out, "ERR no such shard");
-    } else {
-      gs::cast<shard>(shard_name(static_cast<int>(*s)), shard::crash{});
-      simple(out, "OK");
-    }
+    text(r);
   } else {
     // Redis's text: the name and the arguments are cut at a NUL (C strings)
     // and at 128 bytes, and error() turns CR and LF into spaces.
-    auto c_string = [](const std::string& s) { return std::string_view(s.c_str()); };
+    auto c_string = [](std::string_view s) { return s.substr(0, s.find('\0')); };
     std::string args;
     for (std::size_t i = 1; i < n && args.size() < 128; ++i) {
       const std::size_t room = 128 - args.size();
       args.append("'").append(c_string(argv[i]).substr(0, room)).append("' ");
     }
-    error(out, "ERR unknown command '" + std::string(c_string(argv[0]).substr(0, 128))
-                 + "', with args beginning with: " + args);
+    error_text("ERR unknown command '" + std::string(c_string(argv[0]).substr(0, 128))
+               + "', with args beginning with: " + args);
   }
-  co_return true;
+  return step::more;
+}
+
+otp::task<void> pipeline::run() {
+  failed_.resize(batches_.size());
+  for (std::size_t s = 0; s < batches_.size(); ++s) {
+    failed_[s].clear();
+    if (batches_[s].ops.empty())
+      continue;
+    // (g++ 12: the request is a local, not built inside co_await.)
+    shard::batch req = std::move(batches_[s]);
+    auto r = co_await gs::call<shard>(shard_name(static_cast<int>(s)), std::move(req));
+    if (r)
+      batches_[s] = std::move(r).value();
+    else
+      failed_[s] = unavailable(static_cast<int>(s), r.error());
+  }
+}
+
+otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
+  const std::string_view cmd = argv[0];
+  const std::size_t n = argv.size();
+  const int shards = stats().shards.load();
+  std::string out;
+  if (iequals(cmd, "KEYS") || iequals(cmd, "DBSIZE")) {
+    const bool keys = iequals(cmd, "KEYS");
+    if ((keys && n != 2) || (!keys && n != 1)) {
+      wrong_arity(cmd);
+      co_return;
+    }
+    std::vector<std::string> all;
+    std::int64_t size = 0;
+    for (int s = 0; s < shards; ++s) {
+      if (keys) {
+        shard::keys req{std::string(argv[1])};
+        auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+        if (!r) {
+          text(unavailable(s, r.error()));
+          co_return;
+        }
+        all.insert(all.end(), std::make_move_iterator(r.value().begin()), std::make_move_iterator(r.value().end()));
+      } else {
+        auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
+        if (!r) {
+          text(unavailable(s, r.error()));
+          co_return;
+        }
+        size += r.value();
+      }
+    }
+    if (keys) {
+      array_header(out, all.size());
+      for (const auto& k : all)
+        bulk(out, k);
+    } else {
+      integer(out, size);
+    }
+  } else if (iequals(cmd, "INFO")) {
+    std::string info = "# Server\r\nredis_version:7.0.0\r\nserver:otp-cpp kvstore sample\r\n"
+                       "# Clients\r\nconnected_clients:"
+                       + std::to_string(stats().connections.load()) + "\r\n# Stats\r\ntotal_commands_processed:"
+                       + std::to_string(stats().commands.load()) + "\r\n# Persistence\r\naof_fsyncs:"
+                       + std::to_string(stats().log_syncs.load()) + "\r\n# Shards\r\n";
+    std::int64_t total = 0;
+    for (int s = 0; s < shards; ++s) {
+      auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
+      const int starts = stats().shard_starts.at(static_cast<std::size_t>(s)).load();
+      info += "shard_" + std::to_string(s) + ":keys=" + (r ? std::to_string(r.value()) : std::string("unavailable"))
+              + ",restarts=" + std::to_string(std::max(0, starts - 1)) + "\r\n";
+      total += r ? r.value() : 0;
+    }
+    info += "# Keyspace\r\ndb0:keys=" + std::to_string(total) + ",expires=0,avg_ttl=0\r\n";
+    bulk(out, info);
+  } else if (n == 3 && iequals(argv[1], "CRASH") && iequals(argv[2], "CONNECTION") && config_.admin) {
+    // This connection's process crashes; its client sees the socket close.
+    throw std::runtime_error("connection crashed on purpose (DEBUG CRASH CONNECTION)");
+  } else if (n == 3 && iequals(argv[1], "CRASH") && config_.admin) {
+    const auto s = to_int64(argv[2]);
+    if (!s || *s < 0 || *s >= shards) {
+      error_text("ERR no such shard");
+      co_return;
+    }
+    gs::cast<shard>(shard_name(static_cast<int>(*s)), shard::crash{});
+    simple(out, "OK");
+  } else {
+    std::string args;
+    for (std::size_t i = 1; i < n && args.size() < 128; ++i)
+      args.append("'").append(argv[i].substr(0, std::min(argv[i].find('\0'), 128 - args.size()))).append("' ");
+    error_text("ERR unknown command '" + std::string(cmd) + "', with args beginning with: " + args);
+    co_return;
+  }
+  text(out);
+}
+
+void pipeline::assemble(std::string& out) {
+  auto view = [&](const ref& r) {
+    const shard::batch& b = batches_[r.shard];
+    const shard::op& o = b.ops[r.index];
+    return std::string_view(b.out).substr(o.out_off, o.out_len);
+  };
+  for (const part& p : parts_) {
+    if (p.kind == part::raw) {
+      out.append(texts_, p.first, p.count);
+      continue;
+    }
+    const std::span<const ref> refs(refs_.data() + p.first, p.count);
+    // A shard that did not answer, or an error, is the whole reply.
+    const auto down = std::find_if(refs.begin(), refs.end(), [&](const ref& r) { return !failed_[r.shard].empty(); });
+    if (down != refs.end()) {
+      out += failed_[down->shard];
+      continue;
+    }
+    const auto bad = std::find_if(refs.begin(), refs.end(), [&](const ref& r) { return batches_[r.shard].ops[r.index].error; });
+    if (bad != refs.end()) {
+      out += view(*bad);
+      continue;
+    }
+    switch (p.kind) {
+      case part::one:
+        out += view(refs[0]);
+        break;
+      case part::mget:
+        array_header(out, refs.size());
+        for (const ref& r : refs)
+          out += view(r);
+        break;
+      case part::sum: {
+        std::int64_t sum = 0;
+        for (const ref& r : refs)
+          sum += batches_[r.shard].ops[r.index].n;
+        integer(out, sum);
+        break;
+      }
+      case part::ok:
+        simple(out, "OK");
+        break;
+      case part::raw:
+        break;
+    }
+  }
+  parts_.clear();
+  refs_.clear();
+  texts_.clear();
+  for (auto& b : batches_)
+    b.clear();
 }
 
 } // namespace
@@ -310,29 +440,39 @@ otp::task<void> connection(int fd, connection_config config) {
     ~gone() { --stats().connections; }
   } count_guard;
   request_parser parser;
-  std::array<char, 16 * 1024> buf{};
-  std::vector<std::string> argv;
+  pipeline commands(config);
+  std::vector<std::string_view> argv;
   std::string out, message;
   for (;;) {
-    auto [ec, got] = co_await socket.async_read_some(asio::buffer(buf), otp::use_process_nothrow);
+    // Read into the parser's buffer (4 KiB at first, more while a client
+    // sends more): no buffer of its own in each connection's frame.
+    char* room = parser.prepare(4096);
+    auto [ec, got] = co_await socket.async_read_some(asio::buffer(room, parser.room()), otp::use_process_nothrow);
     if (ec)
       co_return; // the client went away (mid-command or not): nothing to answer
-    parser.feed(buf.data(), got);
+    parser.commit(got);
     bool open = true;
     for (;;) {
       const auto st = parser.next(argv, message);
       if (st == request_parser::status::need_more)
         break;
       if (st == request_parser::status::error) {
-        error(out, message); // as Redis: reply, then close
+        commands.error_text(message); // as Redis: reply, then close
         open = false;
         break;
       }
-      if (!co_await execute(std::move(argv), out, config)) {
+      const auto step = commands.add(argv);
+      if (step == pipeline::step::barrier) {
+        co_await commands.run();
+        co_await commands.barrier(argv);
+      } else if (step == pipeline::step::quit) {
         open = false;
         break;
       }
     }
+    co_await commands.run();
+    commands.assemble(out);
+    parser.release_consumed();
     // As Redis's client-query-buffer-limit: a client whose unfinished input
     // passes the limit is closed (after the replies it has earned).
     if (open && parser.buffered() > config.max_query_buffer) {
@@ -347,6 +487,8 @@ otp::task<void> connection(int fd, connection_config config) {
       if (wec)
         co_return;
       out.clear();
+      if (out.capacity() > 64 * 1024)
+        std::string().swap(out); // a large reply's room is not kept while idle
     }
     if (!open)
       co_return;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <random>
 #include <string>
@@ -71,7 +72,17 @@ struct read_result {
 read_result read(int fd, const std::function<void(std::vector<std::string>&)>& apply);
 
 /// Appends `argv` as one checksummed record.
-void encode(std::string& out, const std::vector<std::string>& argv);
+void encode(std::string& out, std::initializer_list<std::string_view> argv);
+
+/// A record whose one large element is written from where it is, not
+/// copied: `head` (the record up to that element's bytes), the element,
+/// then `tail` (the rest, checksum included).
+struct split_record {
+  std::string head;
+  std::string tail;
+};
+split_record encode_split(std::initializer_list<std::string_view> before, std::string_view big,
+                          std::initializer_list<std::string_view> after);
 
 /// CRC-32 (IEEE 802.3, as zlib's crc32).
 [[nodiscard]] std::uint32_t crc32(std::string_view bytes, std::uint32_t crc = 0) noexcept;
@@ -79,23 +90,49 @@ void encode(std::string& out, const std::vector<std::string>& argv);
 } // namespace aof
 
 struct shard {
-  struct get {
-    std::string key;
+  /// One key's part of a command (GET, SET, DEL, EXISTS, INCR; MGET, MSET
+  /// and multi-key DEL/EXISTS are one per key). Its key and value are bytes
+  /// of its batch; the shard fills in the result.
+  struct op {
+    enum kind_t : std::uint8_t { get, set, del, exists, incr };
+    static constexpr std::int64_t no_expiry = INT64_MIN;
+    kind_t kind = get;
+    std::uint32_t key_len = 0;
+    std::size_t key_off = 0;
+    std::size_t value_off = 0; ///< into bytes, or into big when value_big
+    std::size_t value_len = 0;
+    bool value_big = false;
+    std::int64_t expire_at_ms = no_expiry; ///< SET: absolute, Unix ms
+    // Results: the reply as RESP bytes in batch::out, and its number
+    // (DEL/EXISTS: 0 or 1; an error reply: error is set).
+    bool error = false;
+    std::int64_t n = 0;
+    std::size_t out_off = 0;
+    std::size_t out_len = 0;
   };
-  struct set {
-    std::string key;
-    std::string value;
-    std::optional<std::int64_t> expire_at_ms; ///< absolute, Unix ms
+  /// The ops of one client's pipelined commands that fall in one shard, in
+  /// order: one call, one log write and one reply for all of them. The
+  /// batch owns its bytes (a connection may die while the shard works on
+  /// it) and comes back as the reply, so its buffers are reused.
+  struct batch {
+    std::string bytes;
+    std::vector<std::string> big; ///< large values, moved into the store instead of copied
+    std::vector<op> ops;
+    std::string out;
+    void clear() noexcept {
+      bytes.clear();
+      big.clear();
+      ops.clear();
+      out.clear();
+    }
+    [[nodiscard]] std::string_view key(const op& o) const noexcept { return {bytes.data() + o.key_off, o.key_len}; }
+    [[nodiscard]] std::string_view value(const op& o) const noexcept {
+      return o.value_big ? std::string_view(big[o.value_off]) : std::string_view(bytes.data() + o.value_off, o.value_len);
+    }
   };
-  struct del {
-    std::string key;
-  };
-  struct exists {
-    std::string key;
-  };
-  struct incr {
-    std::string key;
-  };
+  /// Values at least this long travel (and are stored) without a copy.
+  static constexpr std::size_t big_value = 64 * 1024;
+
   struct keys {
     std::string pattern;
   };
@@ -116,26 +153,29 @@ struct shard {
   ~shard();
 
   void init(otp::context& ctx);
-  std::optional<std::string> handle_call(otp::context&, get r);
-  bool handle_call(otp::context& ctx, set r);
-  std::int64_t handle_call(otp::context& ctx, del r);
-  std::int64_t handle_call(otp::context&, exists r);
-  otp::result<std::int64_t> handle_call(otp::context& ctx, incr r);
+  otp::call_result<batch> handle_call(otp::context& ctx, batch b);
   otp::call_result<std::vector<std::string>> handle_call(otp::context& ctx, keys r);
-  std::int64_t handle_call(otp::context&, dbsize);
+  std::int64_t handle_call(otp::context& ctx, dbsize);
   void handle_cast(otp::context&, crash);
-  void handle_info(otp::context& ctx, std::variant<tick, scan_step> m);
+  void handle_info(otp::context& ctx, std::variant<tick, scan_step, otp::idle_timeout> m);
   void terminate(otp::context&, const otp::exit_reason&);
 
 private:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  // A group commit is written early past these (bounds the replies' wait).
+  static constexpr std::size_t group_commit_bytes = 1 << 20;
+  static constexpr std::size_t group_commit_replies = 1024;
   struct entry {
     std::string value;
     std::optional<std::int64_t> expire_at_ms;
     std::size_t slot = npos;     ///< index in all_
     std::size_t ttl_slot = npos; ///< index in ttl_, when it has a deadline
   };
-  using map = std::unordered_map<std::string, entry>;
+  struct key_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view k) const noexcept { return std::hash<std::string_view>{}(k); }
+  };
+  using map = std::unordered_map<std::string, entry, key_hash, std::equal_to<>>;
   using node = map::value_type; // map nodes do not move on rehash
 
   struct scan {
@@ -146,12 +186,21 @@ private:
     std::uint64_t erases_at_start;
   };
 
-  entry* find_live(const std::string& key);
-  void put(const std::string& key, std::string value, std::optional<std::int64_t> expire_at_ms);
+  struct waiting {
+    otp::from<batch> to;
+    batch b;
+  };
+
+  map::iterator find_live(std::string_view key, std::int64_t now);
+  /// The key's entry (made if new), with its deadline set; the caller sets the value.
+  entry& put(std::string_view key, std::optional<std::int64_t> expire_at_ms);
+  void run(op& o, batch& b, std::int64_t now);
+  void log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms);
+  void flush();
+  void settle(otp::context& ctx);
   void remove(map::iterator it);
   void drop_ttl(entry& e);
-  void append(const std::vector<std::string>& argv);
-  void write_log(const std::string& records);
+  void write_log(std::string_view records, std::string_view big = {}, std::string_view tail = {});
   void sync_log();
   void prepare_data_dir(int count);
   void load();
@@ -172,6 +221,11 @@ private:
   std::uint64_t base_size_ = 0; ///< the log's size after the last rewrite
   std::chrono::steady_clock::time_point last_sync_{};
   bool dirty_ = false;
+  // Group commit: the records of the requests handled since the mailbox
+  // was last empty, and their replies, which wait for the records' write
+  // (and, with `always`, their fsync). One write for many clients.
+  std::string pending_log_;
+  std::vector<waiting> waiting_;
 };
 
 } // namespace kv

@@ -30,7 +30,7 @@ void fail(const char* what) {
 outcome parse(std::string_view input, std::string_view cuts) {
   outcome o;
   kv::request_parser p;
-  std::vector<std::string> argv;
+  std::vector<std::string_view> argv;
   std::string message;
   std::size_t at = 0;
   std::size_t k = 0;
@@ -52,10 +52,12 @@ outcome parse(std::string_view input, std::string_view cuts) {
       }
       if (argv.empty())
         fail("an empty command");
-      o.commands.push_back(argv);
+      // The views are into the parser's buffer: copied before the next feed.
+      o.commands.emplace_back(argv.begin(), argv.end());
     }
     if (!o.failed && p.buffered() > at)
       fail("the parser holds more bytes than it was given");
+    p.release_consumed();
   }
   return o;
 }
