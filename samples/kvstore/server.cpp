@@ -41,6 +41,13 @@ std::string lower(std::string s) {
   return s;
 }
 
+std::uint64_t used_memory() {
+  std::uint64_t sum = 0;
+  for (int s = 0; s < stats().shards.load(); ++s)
+    sum += stats().shard_memory.at(static_cast<std::size_t>(s)).load(std::memory_order_relaxed);
+  return sum;
+}
+
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
     .count();
@@ -50,6 +57,9 @@ std::int64_t now_ms() {
 void unavailable(std::string& out, int shard, const otp::error& e) {
   error(out, "TRYAGAIN shard " + std::to_string(shard) + " is unavailable: " + e.message());
 }
+
+// A shard over its maxmemory refused a write: Redis's OOM error, not TRYAGAIN.
+bool out_of_memory(const otp::error& e) { return e.code == std::errc::not_enough_memory; }
 
 void wrong_arity(std::string& out, const std::string& cmd) {
   error(out, "ERR wrong number of arguments for '" + lower(cmd) + "' command");
@@ -130,7 +140,9 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
     const int s = shard_of(argv[1]);
     shard::set req{argv[1], argv[2], expire_at};
     auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
-    if (!r)
+    if (!r && out_of_memory(r.error()))
+      error(out, r.error().context);
+    else if (!r)
       unavailable(out, s, r.error());
     else
       simple(out, "OK");
@@ -167,7 +179,7 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
     auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
     if (r)
       integer(out, r.value());
-    else if (r.error() == otp::errc::invalid_argument)
+    else if (r.error() == otp::errc::invalid_argument || out_of_memory(r.error()))
       error(out, r.error().context);
     else
       unavailable(out, s, r.error());
@@ -201,6 +213,10 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
       const int s = shard_of(argv[i]);
       shard::set req{argv[i], argv[i + 1], std::nullopt};
       auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+      if (!r && out_of_memory(r.error())) {
+        error(out, r.error().context); // the pairs before it are set (no atomicity across shards)
+        co_return true;
+      }
       if (!r) {
         unavailable(out, s, r.error());
         co_return true;
@@ -242,8 +258,12 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
   } else if (cmd == "INFO") {
     std::string text = "# Server\r\nredis_version:7.0.0\r\nserver:otp-cpp kvstore sample\r\n"
                        "# Clients\r\nconnected_clients:"
-                       + std::to_string(stats().connections.load()) + "\r\n# Stats\r\ntotal_commands_processed:"
-                       + std::to_string(stats().commands.load()) + "\r\n# Persistence\r\naof_fsyncs:"
+                       + std::to_string(stats().connections.load()) + "\r\n# Memory\r\nused_memory:"
+                       + std::to_string(used_memory()) + "\r\nmaxmemory:" + std::to_string(stats().maxmemory.load())
+                       + "\r\nmaxmemory_policy:" + std::string(policy_name(stats().policy.load()))
+                       + "\r\n# Stats\r\ntotal_commands_processed:" + std::to_string(stats().commands.load())
+                       + "\r\nevicted_keys:" + std::to_string(stats().evicted_keys.load())
+                       + "\r\n# Persistence\r\naof_fsyncs:"
                        + std::to_string(stats().log_syncs.load()) + "\r\n# Shards\r\n";
     std::int64_t total = 0;
     for (int s = 0; s < stats().shards.load(); ++s) {
@@ -262,6 +282,11 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
       array_header(out, 2);
       bulk(out, key);
       bulk(out, key == "appendonly" ? "yes" : "");
+    } else if (key == "maxmemory" || key == "maxmemory-policy") {
+      array_header(out, 2);
+      bulk(out, key);
+      bulk(out, key == "maxmemory" ? std::to_string(stats().maxmemory.load())
+                                   : std::string(policy_name(stats().policy.load())));
     } else {
       array_header(out, 0);
     }

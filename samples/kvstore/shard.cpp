@@ -27,15 +27,75 @@ server_stats& stats() {
 std::string shard_name(int i) { return "shard_" + std::to_string(i); }
 
 namespace {
+constexpr std::array<std::pair<std::string_view, eviction_policy>, 6> policies{{
+  {"noeviction", eviction_policy::noeviction},
+  {"allkeys-lru", eviction_policy::allkeys_lru},
+  {"volatile-lru", eviction_policy::volatile_lru},
+  {"allkeys-random", eviction_policy::allkeys_random},
+  {"volatile-random", eviction_policy::volatile_random},
+  {"volatile-ttl", eviction_policy::volatile_ttl},
+}};
+} // namespace
+
+std::string_view policy_name(eviction_policy p) noexcept {
+  for (const auto& [name, v] : policies)
+    if (v == p)
+      return name;
+  return "noeviction";
+}
+
+std::optional<eviction_policy> parse_policy(std::string_view s) noexcept {
+  for (const auto& [name, v] : policies)
+    if (name == s)
+      return v;
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> parse_memory(std::string_view s) noexcept {
+  const auto digits = std::min(s.find_first_not_of("0123456789"), s.size());
+  std::string unit(s.substr(digits));
+  for (auto& c : unit)
+    c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  std::uint64_t mul = 0;
+  if (unit.empty() || unit == "b")
+    mul = 1;
+  else if (unit == "k")
+    mul = 1000;
+  else if (unit == "kb")
+    mul = 1024;
+  else if (unit == "m")
+    mul = 1000 * 1000;
+  else if (unit == "mb")
+    mul = 1024 * 1024;
+  else if (unit == "g")
+    mul = 1000ULL * 1000 * 1000;
+  else if (unit == "gb")
+    mul = 1024ULL * 1024 * 1024;
+  // Redis reads a unit alone ("mb") as 0; that is more likely a mistake.
+  if (mul == 0 || digits == 0 || digits > 20)
+    return std::nullopt;
+  std::uint64_t v = 0;
+  for (const char c : s.substr(0, digits))
+    if (__builtin_mul_overflow(v, 10U, &v) || __builtin_add_overflow(v, static_cast<unsigned>(c - '0'), &v))
+      return std::nullopt;
+  if (__builtin_mul_overflow(v, mul, &v))
+    return std::nullopt;
+  return v;
+}
+
+namespace {
 
 using namespace std::chrono_literals;
 constexpr auto tick_interval = 100ms; // as Redis's hz 10
 constexpr std::size_t read_chunk = 1 << 20;
+constexpr int eviction_samples = 5; // Redis's maxmemory-samples
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
     .count();
 }
+
+otp::error oom() { return {std::make_error_code(std::errc::not_enough_memory), std::string(oom_message)}; }
 
 [[noreturn]] void fail(const std::string& what) {
   throw std::system_error(errno, std::generic_category(), what);
@@ -413,6 +473,8 @@ void shard::prepare_data_dir(int count) {
   sync_dir(dir);
 }
 
+// Replay never evicts (put() only counts): a log whose data is past the
+// limit loads whole, as Redis loads its AOF; the writes after it evict.
 void shard::load() {
   const auto now = now_ms();
   const aof::read_result r = aof::read(fd_, [&](std::vector<std::string>& argv) {
@@ -537,9 +599,17 @@ void shard::append(const std::vector<std::string>& argv) {
   write_log(rec);
 }
 
+void shard::account(std::int64_t delta) {
+  used_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(used_) + delta);
+  stats().shard_memory.at(static_cast<std::size_t>(config_.index)).store(used_, std::memory_order_relaxed);
+}
+
 void shard::put(const std::string& key, std::string value, std::optional<std::int64_t> expire_at_ms) {
   auto [it, fresh] = data_.try_emplace(key);
   entry& e = it->second;
+  account(fresh ? static_cast<std::int64_t>(entry_overhead + key.size() + value.size())
+                : static_cast<std::int64_t>(value.size()) - static_cast<std::int64_t>(e.value.size()));
+  e.used_at = ++clock_;
   e.value = std::move(value);
   e.expire_at_ms = expire_at_ms;
   if (fresh) {
@@ -570,6 +640,7 @@ void shard::remove(map::iterator it) {
   all_[e.slot] = last;
   last->second.slot = e.slot;
   all_.pop_back();
+  account(-static_cast<std::int64_t>(entry_overhead + it->first.size() + e.value.size()));
   data_.erase(it);
   ++erases_;
 }
@@ -582,6 +653,7 @@ shard::entry* shard::find_live(const std::string& key) {
     remove(it); // expired: gone (the log keeps the absolute deadline)
     return nullptr;
   }
+  it->second.used_at = ++clock_;
   return &it->second;
 }
 
@@ -591,7 +663,9 @@ std::optional<std::string> shard::handle_call(otp::context&, get r) {
   return std::nullopt;
 }
 
-bool shard::handle_call(otp::context&, set r) {
+otp::result<bool> shard::handle_call(otp::context&, set r) {
+  if (!make_room(growth(r.key, r.value.size())))
+    return oom();
   std::vector<std::string> argv{"SET", r.key, r.value};
   if (r.expire_at_ms) {
     argv.emplace_back("PXAT");
@@ -613,6 +687,8 @@ std::int64_t shard::handle_call(otp::context&, del r) {
 std::int64_t shard::handle_call(otp::context&, exists r) { return find_live(r.key) != nullptr ? 1 : 0; }
 
 otp::result<std::int64_t> shard::handle_call(otp::context&, incr r) {
+  if (!make_room(growth(r.key, 20))) // 20: the longest int64 in digits
+    return oom();
   entry* e = find_live(r.key);
   std::int64_t v = 0;
   if (e != nullptr) {
@@ -684,6 +760,61 @@ std::int64_t shard::handle_call(otp::context&, dbsize) {
 
 void shard::handle_cast(otp::context&, crash) {
   throw std::runtime_error("shard " + std::to_string(config_.index) + " crashed on purpose (DEBUG CRASH)");
+}
+
+// What a write of `value_size` bytes to `key` adds to used_, at most.
+std::size_t shard::growth(const std::string& key, std::size_t value_size) const {
+  const auto it = data_.find(key);
+  if (it == data_.end())
+    return entry_overhead + key.size() + value_size;
+  return value_size > it->second.value.size() ? value_size - it->second.value.size() : 0;
+}
+
+// Called before every write that may add data. Evicts by the policy until
+// `adding` more bytes fit under the limit, logging each eviction as a DEL
+// (before the write's own record, so that replay comes to the same keys).
+// False (OOM) when the shard stays over its limit, as Redis refuses only
+// then: a write that starts under the limit may end a little over it.
+bool shard::make_room(std::size_t adding) {
+  const std::uint64_t limit = config_.maxmemory;
+  if (limit == 0 || used_ + adding <= limit)
+    return true;
+  std::string dels;
+  while (used_ + adding > limit) {
+    node* victim = eviction_candidate();
+    if (victim == nullptr)
+      break;
+    aof::encode(dels, {"DEL", victim->first});
+    remove(data_.find(victim->first));
+    ++stats().evicted_keys;
+  }
+  if (!dels.empty())
+    write_log(dels);
+  return used_ <= limit;
+}
+
+// Redis's approximation: the best of a few keys sampled from all_ or ttl_
+// (the least recently used, or the nearest deadline), or any one of them.
+shard::node* shard::eviction_candidate() {
+  using enum eviction_policy;
+  const eviction_policy p = config_.policy;
+  if (p == noeviction)
+    return nullptr;
+  const auto& pool = p == allkeys_lru || p == allkeys_random ? all_ : ttl_;
+  if (pool.empty())
+    return nullptr; // volatile-* without volatile keys: as noeviction
+  node* best = pool[rng_() % pool.size()];
+  if (p == allkeys_random || p == volatile_random)
+    return best;
+  for (int i = 1; i < eviction_samples; ++i) {
+    node* n = pool[rng_() % pool.size()];
+    const entry& e = n->second;
+    if (p == volatile_ttl ? *e.expire_at_ms < *best->second.expire_at_ms
+                          // Ages in unsigned arithmetic, right across the clock's wrap.
+                          : clock_ - e.used_at > clock_ - best->second.used_at)
+      best = n;
+  }
+  return best;
 }
 
 // Redis's active expiry: sample keys with a deadline, free the expired
