@@ -12,6 +12,8 @@
 //
 // usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR]
 //                [--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N]
+//                [--max-clients N] [--max-query-buffer BYTES] [--maxmemory BYTES]
+//                [--maxmemory-policy noeviction|allkeys-lru|volatile-lru|allkeys-random|volatile-random|volatile-ttl]
 #include "resp.hpp"
 #include "server.hpp"
 #include "shard.hpp"
@@ -46,6 +48,8 @@ struct shards_config {
   std::string appendfsync = "everysec";
   bool repair_log = false;
   std::int64_t aof_rewrite_min_size = 64LL * 1024 * 1024;
+  std::uint64_t maxmemory = 0;
+  kv::eviction_policy policy = kv::eviction_policy::noeviction;
   int intensity = 100;
   int period = 1;
 };
@@ -55,6 +59,23 @@ void from_json(const otp::json& j, shards_config& c) {
   c.appendfsync = j.value("appendfsync", c.appendfsync);
   c.repair_log = j.value("repair_log", c.repair_log);
   c.aof_rewrite_min_size = j.value("aof_rewrite_min_size", c.aof_rewrite_min_size);
+  // A number of bytes, or a string with Redis's units ("100mb").
+  if (const auto m = j.find("maxmemory"); m != j.end()) {
+    const auto v = m->is_string() ? kv::parse_memory(m->get<std::string>())
+                   : m->is_number_unsigned() ? std::optional<std::uint64_t>(m->get<std::uint64_t>())
+                                             : std::nullopt;
+    if (!v)
+      throw std::invalid_argument("shards: maxmemory must be a number of bytes, or one with a unit as in \"100mb\", "
+                                  "not " + m->dump());
+    c.maxmemory = *v;
+  }
+  if (const auto p = j.find("maxmemory_policy"); p != j.end()) {
+    const auto v = p->is_string() ? kv::parse_policy(p->get<std::string>()) : std::nullopt;
+    if (!v)
+      throw std::invalid_argument("shards: maxmemory_policy must be one of noeviction, allkeys-lru, volatile-lru, "
+                                  "allkeys-random, volatile-random, volatile-ttl, not " + p->dump());
+    c.policy = *v;
+  }
   c.intensity = j.value("intensity", c.intensity);
   c.period = j.value("period", c.period);
 }
@@ -65,12 +86,18 @@ otp::start_fn make_shards(shards_config c) {
   if (c.count < 1 || c.count > kv::server_stats::max_shards)
     throw std::invalid_argument("shards: count must be 1 to 64");
   kv::stats().shards = c.count;
+  kv::stats().maxmemory = c.maxmemory;
+  kv::stats().policy = c.policy;
+  // Each shard keeps to an equal share (at least a byte: 0 would be no limit).
+  const std::uint64_t share =
+    c.maxmemory == 0 ? 0 : std::max<std::uint64_t>(1, c.maxmemory / static_cast<unsigned>(c.count));
   std::vector<otp::child_spec> children;
   for (int i = 0; i < c.count; ++i)
     children.push_back({.id = kv::shard_name(i),
                         .start = otp::named_worker<kv::shard>(kv::shard_name(i),
                                                               kv::shard_config{i, c.data_dir, c.appendfsync, c.count,
-                                                                                c.repair_log, c.aof_rewrite_min_size})});
+                                                                                c.repair_log, c.aof_rewrite_min_size,
+                                                                                share, c.policy})});
   return otp::supervisor::starter({.strategy = otp::strategy::one_for_one, .intensity = c.intensity,
                                    .period = std::chrono::seconds(c.period)},
                                   std::move(children), std::string("shards"));
@@ -111,7 +138,10 @@ std::size_t fit_clients(std::size_t wanted, unsigned schedulers, int shards) {
 
 void usage() {
   std::fprintf(stderr, "usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR] "
-                       "[--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N]\n");
+                       "[--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N] "
+                       "[--max-clients N] [--max-query-buffer BYTES] [--maxmemory BYTES] "
+                       "[--maxmemory-policy noeviction|allkeys-lru|volatile-lru|allkeys-random|volatile-random|"
+                       "volatile-ttl]\n");
 }
 
 otp::json* child_args(otp::json& doc, const std::string& id) {
@@ -160,6 +190,24 @@ int main(int argc, char** argv) {
       }
       overrides[a == "--max-clients" ? "max_children" : "max_query_buffer"] = n;
     }
+    else if (a == "--maxmemory") {
+      const std::string v = value();
+      const auto n = kv::parse_memory(v);
+      if (!n) {
+        std::fprintf(stderr, "kvstore: --maxmemory wants a number of bytes, optionally with a unit b, k, kb, m, mb, g "
+                             "or gb (as Redis's: 1mb = 1048576, 1m = 1000000), not '%s'\n", v.c_str());
+        return 2;
+      }
+      overrides["maxmemory"] = *n;
+    } else if (a == "--maxmemory-policy") {
+      const std::string v = value();
+      if (!kv::parse_policy(v)) {
+        std::fprintf(stderr, "kvstore: --maxmemory-policy wants noeviction, allkeys-lru, volatile-lru, allkeys-random, "
+                             "volatile-random or volatile-ttl, not '%s'\n", v.c_str());
+        return 2;
+      }
+      overrides["maxmemory_policy"] = v;
+    }
     else if (a == "--schedulers")
       node_opts.schedulers = static_cast<unsigned>(std::atoi(value().c_str()));
     else {
@@ -184,7 +232,7 @@ int main(int argc, char** argv) {
   if (auto* a = child_args(doc, "acceptor"); a && overrides.contains("port"))
     (*a)["port"] = overrides["port"];
   if (auto* s = child_args(doc, "shards")) {
-    for (const char* k : {"count", "data_dir", "appendfsync", "repair_log"})
+    for (const char* k : {"count", "data_dir", "appendfsync", "repair_log", "maxmemory", "maxmemory_policy"})
       if (overrides.contains(k))
         (*s)[k] = overrides[k];
   }

@@ -50,6 +50,13 @@ std::string lower(std::string_view v) {
   return s;
 }
 
+std::uint64_t used_memory() {
+  std::uint64_t sum = 0;
+  for (int s = 0; s < stats().shards.load(); ++s)
+    sum += stats().shard_memory.at(static_cast<std::size_t>(s)).load(std::memory_order_relaxed);
+  return sum;
+}
+
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
     .count();
@@ -258,6 +265,11 @@ pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
       array_header(r, 2);
       bulk(r, key);
       bulk(r, key == "appendonly" ? "yes" : "");
+    } else if (key == "maxmemory" || key == "maxmemory-policy") {
+      array_header(r, 2);
+      bulk(r, key);
+      bulk(r, key == "maxmemory" ? std::to_string(stats().maxmemory.load())
+                                 : std::string(policy_name(stats().policy.load())));
     } else {
       array_header(r, 0);
     }
@@ -334,8 +346,12 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
   } else if (iequals(cmd, "INFO")) {
     std::string info = "# Server\r\nredis_version:7.0.0\r\nserver:otp-cpp kvstore sample\r\n"
                        "# Clients\r\nconnected_clients:"
-                       + std::to_string(stats().connections.load()) + "\r\n# Stats\r\ntotal_commands_processed:"
-                       + std::to_string(stats().commands.load()) + "\r\n# Persistence\r\naof_fsyncs:"
+                       + std::to_string(stats().connections.load()) + "\r\n# Memory\r\nused_memory:"
+                       + std::to_string(used_memory()) + "\r\nmaxmemory:" + std::to_string(stats().maxmemory.load())
+                       + "\r\nmaxmemory_policy:" + std::string(policy_name(stats().policy.load()))
+                       + "\r\n# Stats\r\ntotal_commands_processed:" + std::to_string(stats().commands.load())
+                       + "\r\nevicted_keys:" + std::to_string(stats().evicted_keys.load())
+                       + "\r\n# Persistence\r\naof_fsyncs:"
                        + std::to_string(stats().log_syncs.load()) + "\r\n# Shards\r\n";
     std::int64_t total = 0;
     for (int s = 0; s < shards; ++s) {

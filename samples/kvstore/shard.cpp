@@ -29,10 +29,68 @@ server_stats& stats() {
 std::string shard_name(int i) { return "shard_" + std::to_string(i); }
 
 namespace {
+constexpr std::array<std::pair<std::string_view, eviction_policy>, 6> policies{{
+  {"noeviction", eviction_policy::noeviction},
+  {"allkeys-lru", eviction_policy::allkeys_lru},
+  {"volatile-lru", eviction_policy::volatile_lru},
+  {"allkeys-random", eviction_policy::allkeys_random},
+  {"volatile-random", eviction_policy::volatile_random},
+  {"volatile-ttl", eviction_policy::volatile_ttl},
+}};
+} // namespace
+
+std::string_view policy_name(eviction_policy p) noexcept {
+  for (const auto& [name, v] : policies)
+    if (v == p)
+      return name;
+  return "noeviction";
+}
+
+std::optional<eviction_policy> parse_policy(std::string_view s) noexcept {
+  for (const auto& [name, v] : policies)
+    if (name == s)
+      return v;
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> parse_memory(std::string_view s) noexcept {
+  const auto digits = std::min(s.find_first_not_of("0123456789"), s.size());
+  std::string unit(s.substr(digits));
+  for (auto& c : unit)
+    c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  std::uint64_t mul = 0;
+  if (unit.empty() || unit == "b")
+    mul = 1;
+  else if (unit == "k")
+    mul = 1000;
+  else if (unit == "kb")
+    mul = 1024;
+  else if (unit == "m")
+    mul = 1000 * 1000;
+  else if (unit == "mb")
+    mul = 1024 * 1024;
+  else if (unit == "g")
+    mul = 1000ULL * 1000 * 1000;
+  else if (unit == "gb")
+    mul = 1024ULL * 1024 * 1024;
+  // Redis reads a unit alone ("mb") as 0; that is more likely a mistake.
+  if (mul == 0 || digits == 0 || digits > 20)
+    return std::nullopt;
+  std::uint64_t v = 0;
+  for (const char c : s.substr(0, digits))
+    if (__builtin_mul_overflow(v, 10U, &v) || __builtin_add_overflow(v, static_cast<unsigned>(c - '0'), &v))
+      return std::nullopt;
+  if (__builtin_mul_overflow(v, mul, &v))
+    return std::nullopt;
+  return v;
+}
+
+namespace {
 
 using namespace std::chrono_literals;
 constexpr auto tick_interval = 100ms; // as Redis's hz 10
 constexpr std::size_t read_chunk = 1 << 20;
+constexpr int eviction_samples = 5; // Redis's maxmemory-samples
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -462,6 +520,8 @@ void shard::prepare_data_dir(int count) {
   sync_dir(dir);
 }
 
+// Replay never evicts (put() only counts): a log whose data is past the
+// limit loads whole, as Redis loads its AOF; the writes after it evict.
 void shard::load() {
   const auto now = now_ms();
   const aof::read_result r = aof::read(fd_, [&](std::vector<std::string>& argv) {
@@ -478,7 +538,7 @@ void shard::load() {
         remove(it);
       return;
     }
-    put(argv[1], at).value = std::move(argv[2]);
+    put(argv[1], at, std::move(argv[2]));
   });
   const std::string where = path_ + " at byte " + std::to_string(r.valid_end);
   const std::string dropped = std::to_string(r.size - r.valid_end) + " bytes";
@@ -622,14 +682,33 @@ void shard::log_set(std::string_view key, std::string_view value, std::optional<
   pending_log_.clear();
 }
 
-shard::entry& shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms) {
+void shard::account(std::int64_t delta) {
+  used_ = static_cast<std::uint64_t>(static_cast<std::int64_t>(used_) + delta);
+  stats().shard_memory.at(static_cast<std::size_t>(config_.index)).store(used_, std::memory_order_relaxed);
+}
+
+void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value) {
+  place(key, expire_at_ms, value.size()).value.assign(value); // reuses the old value's room
+}
+
+void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value) {
+  place(key, expire_at_ms, value.size()).value = std::move(value);
+}
+
+// The key's entry (made if new), its deadline set and its size counted;
+// the caller stores the value.
+shard::entry& shard::place(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::size_t value_size) {
   auto it = data_.find(key);
-  if (it == data_.end()) {
+  const bool fresh = it == data_.end();
+  if (fresh) {
     it = data_.try_emplace(std::string(key)).first;
     it->second.slot = all_.size();
     all_.push_back(&*it);
   }
   entry& e = it->second;
+  account(fresh ? static_cast<std::int64_t>(entry_overhead + key.size() + value_size)
+                : static_cast<std::int64_t>(value_size) - static_cast<std::int64_t>(e.value.size()));
+  e.used_at = ++clock_;
   e.expire_at_ms = expire_at_ms;
   if (expire_at_ms && e.ttl_slot == npos) {
     e.ttl_slot = ttl_.size();
@@ -656,6 +735,7 @@ void shard::remove(map::iterator it) {
   all_[e.slot] = last;
   last->second.slot = e.slot;
   all_.pop_back();
+  account(-static_cast<std::int64_t>(entry_overhead + it->first.size() + e.value.size()));
   data_.erase(it);
   ++erases_;
 }
@@ -666,6 +746,8 @@ shard::map::iterator shard::find_live(std::string_view key, std::int64_t now) {
     remove(it); // expired: gone (the log keeps the absolute deadline)
     return data_.end();
   }
+  if (it != data_.end())
+    it->second.used_at = ++clock_;
   return it;
 }
 
@@ -684,13 +766,16 @@ void shard::run(op& o, batch& b, std::int64_t now) {
         null_bulk(b.out);
       break;
     case op::set: {
+      if (!make_room(growth(key, o.value_len))) {
+        fail_with(oom_message);
+        break;
+      }
       const auto expire = o.expire_at_ms != op::no_expiry ? std::optional(o.expire_at_ms) : std::nullopt;
       log_set(key, b.value(o), expire); // before the store: a failed write leaves it as it was
-      entry& e = put(key, expire);
       if (o.value_big)
-        e.value = std::move(b.big[o.value_off]);
+        put(key, expire, std::move(b.big[o.value_off]));
       else
-        e.value.assign(b.value(o)); // reuses the old value's room
+        put(key, expire, b.value(o));
       simple(b.out, "OK");
       break;
     }
@@ -706,6 +791,10 @@ void shard::run(op& o, batch& b, std::int64_t now) {
       break;
     }
     case op::incr: {
+      if (!make_room(growth(key, 20))) { // 20: the longest int64 in digits
+        fail_with(oom_message);
+        break;
+      }
       auto it = find_live(key, now);
       std::int64_t v = 0;
       std::optional<std::int64_t> expire;
@@ -728,7 +817,7 @@ void shard::run(op& o, batch& b, std::int64_t now) {
       (void)ec;
       const std::string_view text(digits, static_cast<std::size_t>(end - digits));
       log_set(key, text, expire); // logged as the resulting SET
-      put(key, expire).value.assign(text);
+      put(key, expire, text);
       o.n = v;
       integer(b.out, v);
       break;
@@ -827,6 +916,58 @@ std::int64_t shard::handle_call(otp::context& ctx, dbsize) {
 
 void shard::handle_cast(otp::context&, crash) {
   throw std::runtime_error("shard " + std::to_string(config_.index) + " crashed on purpose (DEBUG CRASH)");
+}
+
+// What a write of `value_size` bytes to `key` adds to used_, at most.
+std::size_t shard::growth(std::string_view key, std::size_t value_size) const {
+  const auto it = data_.find(key);
+  if (it == data_.end())
+    return entry_overhead + key.size() + value_size;
+  return value_size > it->second.value.size() ? value_size - it->second.value.size() : 0;
+}
+
+// Called before every write that may add data. Evicts by the policy until
+// `adding` more bytes fit under the limit, logging each eviction as a DEL
+// (before the write's own record, so that replay comes to the same keys).
+// False (OOM) when the shard stays over its limit, as Redis refuses only
+// then: a write that starts under the limit may end a little over it.
+bool shard::make_room(std::size_t adding) {
+  const std::uint64_t limit = config_.maxmemory;
+  if (limit == 0 || used_ + adding <= limit)
+    return true;
+  while (used_ + adding > limit) {
+    node* victim = eviction_candidate();
+    if (victim == nullptr)
+      break;
+    aof::encode(pending_log_, {"DEL", victim->first});
+    remove(data_.find(victim->first));
+    ++stats().evicted_keys;
+  }
+  return used_ <= limit;
+}
+
+// Redis's approximation: the best of a few keys sampled from all_ or ttl_
+// (the least recently used, or the nearest deadline), or any one of them.
+shard::node* shard::eviction_candidate() {
+  using enum eviction_policy;
+  const eviction_policy p = config_.policy;
+  if (p == noeviction)
+    return nullptr;
+  const auto& pool = p == allkeys_lru || p == allkeys_random ? all_ : ttl_;
+  if (pool.empty())
+    return nullptr; // volatile-* without volatile keys: as noeviction
+  node* best = pool[rng_() % pool.size()];
+  if (p == allkeys_random || p == volatile_random)
+    return best;
+  for (int i = 1; i < eviction_samples; ++i) {
+    node* n = pool[rng_() % pool.size()];
+    const entry& e = n->second;
+    if (p == volatile_ttl ? *e.expire_at_ms < *best->second.expire_at_ms
+                          // Ages in unsigned arithmetic, right across the clock's wrap.
+                          : clock_ - e.used_at > clock_ - best->second.used_at)
+      best = n;
+  }
+  return best;
 }
 
 // Redis's active expiry: sample keys with a deadline, free the expired

@@ -22,6 +22,21 @@
 
 namespace kv {
 
+/// What a shard over its memory limit does before a write (Redis's maxmemory-policy).
+enum class eviction_policy { noeviction, allkeys_lru, volatile_lru, allkeys_random, volatile_random, volatile_ttl };
+
+/// Redis's names: "allkeys-lru", ...
+[[nodiscard]] std::string_view policy_name(eviction_policy p) noexcept;
+[[nodiscard]] std::optional<eviction_policy> parse_policy(std::string_view s) noexcept;
+
+/// A memory size as Redis's memtoull reads it: digits, then nothing or a
+/// unit b, k (1000), kb (1024), m, mb, g, gb, any case. Nothing on a bad
+/// value or an overflow.
+[[nodiscard]] std::optional<std::uint64_t> parse_memory(std::string_view s) noexcept;
+
+/// Redis's refusal of a write over maxmemory (the reply's text after '-').
+inline constexpr std::string_view oom_message = "OOM command not allowed when used memory > 'maxmemory'.";
+
 /// A shard's "args" in app.json.
 struct shard_config {
   int index = 0;
@@ -30,6 +45,8 @@ struct shard_config {
   int count = 0;                        ///< shards in all; 0: stats().shards
   bool repair_log = false;              ///< truncate a damaged log at its first damage instead of refusing
   std::int64_t rewrite_min_size = 64LL * 1024 * 1024; ///< no automatic rewrite below this size (Redis's default)
+  std::uint64_t maxmemory = 0; ///< this shard's share of --maxmemory in bytes; 0: no limit
+  eviction_policy policy = eviction_policy::noeviction;
 };
 
 /// Counters INFO reports, shared by the whole program.
@@ -40,6 +57,10 @@ struct server_stats {
   std::atomic<long> connections{0};
   std::atomic<long> commands{0};
   std::atomic<long> log_syncs{0}; ///< fdatasync calls on the logs (INFO aof_fsyncs)
+  std::array<std::atomic<std::uint64_t>, max_shards> shard_memory{}; ///< each shard's estimate (INFO used_memory)
+  std::atomic<std::uint64_t> maxmemory{0}; ///< the whole server's limit (all shards)
+  std::atomic<eviction_policy> policy{eviction_policy::noeviction};
+  std::atomic<long> evicted_keys{0};
 };
 server_stats& stats();
 
@@ -170,6 +191,7 @@ private:
     std::optional<std::int64_t> expire_at_ms;
     std::size_t slot = npos;     ///< index in all_
     std::size_t ttl_slot = npos; ///< index in ttl_, when it has a deadline
+    std::uint32_t used_at = 0;   ///< clock_ at the last read or write (LRU)
   };
   struct key_hash {
     using is_transparent = void;
@@ -177,6 +199,12 @@ private:
   };
   using map = std::unordered_map<std::string, entry, key_hash, std::equal_to<>>;
   using node = map::value_type; // map nodes do not move on rehash
+  /// What an entry costs in used_ besides its key's and value's size():
+  /// the node, plus libstdc++'s next pointer and cached hash in it, the
+  /// allocator's header, its bucket pointer and its slot in all_. Short
+  /// strings' characters sit inside the node, so they are counted twice
+  /// (a small overestimate); ttl_'s slots and spare capacity are left out.
+  static constexpr std::size_t entry_overhead = sizeof(node) + 5 * sizeof(void*);
 
   struct scan {
     otp::from<std::vector<std::string>> to;
@@ -192,8 +220,9 @@ private:
   };
 
   map::iterator find_live(std::string_view key, std::int64_t now);
-  /// The key's entry (made if new), with its deadline set; the caller sets the value.
-  entry& put(std::string_view key, std::optional<std::int64_t> expire_at_ms);
+  void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value);
+  void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value);
+  entry& place(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::size_t value_size);
   void run(op& o, batch& b, std::int64_t now);
   void log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms);
   void flush();
@@ -207,6 +236,10 @@ private:
   void rewrite();
   void expire_cycle();
   bool scan_some(scan& s, std::size_t budget);
+  std::size_t growth(std::string_view key, std::size_t value_size) const;
+  bool make_room(std::size_t adding);
+  node* eviction_candidate();
+  void account(std::int64_t delta);
 
   shard_config config_;
   std::string path_;
@@ -221,6 +254,8 @@ private:
   std::uint64_t base_size_ = 0; ///< the log's size after the last rewrite
   std::chrono::steady_clock::time_point last_sync_{};
   bool dirty_ = false;
+  std::uint64_t used_ = 0;  ///< estimated bytes of the data (see entry_overhead)
+  std::uint32_t clock_ = 0; ///< counts reads and writes, for used_at
   // Group commit: the records of the requests handled since the mailbox
   // was last empty, and their replies, which wait for the records' write
   // (and, with `always`, their fsync). One write for many clients.

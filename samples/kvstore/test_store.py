@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # The storage side of samples/kvstore: a damaged log, the everysec sync,
 # active expiry, log rewrite, the shard count, the data directory's safety,
-# KEYS in chunks, and kill -9 with appendfsync always.
+# KEYS in chunks, kill -9 with appendfsync always, and maxmemory.
 #
 # usage: test_store.py KVSTORE_BINARY
 import json
@@ -448,11 +448,174 @@ def default_data_dir():
     shutil.rmtree(home, ignore_errors=True)
 
 
+OOM = "-OOM command not allowed when used memory > 'maxmemory'."  # redis-server 7.0's text
+
+
+def info_field(conn, name):
+    m = re.search(r"(?m)^%s:(\S+)" % name, conn.cmd("INFO"))
+    return m.group(1) if m else None
+
+
+def used_memory(conn):
+    return int(info_field(conn, "used_memory"))
+
+
+def maxmemory_noeviction():
+    data = new_dir()
+    srv = Server(data, "--shards", "1", "--maxmemory", "64kb", "--appendfsync", "no")
+    c = Conn(srv.port)
+    check("maxmemory: CONFIG GET answers as Redis", c.cmd("CONFIG", "GET", "maxmemory") == ["maxmemory", "65536"]
+          and c.cmd("CONFIG", "GET", "maxmemory-policy") == ["maxmemory-policy", "noeviction"])
+    got = c.pipeline([("SET", "k%04d" % i, "v" * 100) for i in range(1000)])
+    first = next((i for i, r in enumerate(got) if r != "OK"), None)
+    check("noeviction: writes past 64kb are refused with Redis's OOM error",
+          first is not None and first > 100 and all(r == OOM for r in got[first:]), got[first if first else -1])
+    limit_ok = used_memory(c) <= 65536 + 400  # at most one entry over
+    check("noeviction: used_memory stays at the limit (plus one entry)", limit_ok, used_memory(c))
+    check("noeviction: INCR and MSET are refused too",
+          c.cmd("INCR", "counter") == OOM and c.cmd("MSET", "a", "1", "b", "2") == OOM and c.cmd("GET", "a") is None)
+    check("noeviction: reads still work", c.cmd("GET", "k0000") == "v" * 100 and c.cmd("EXISTS", "k0001") == 1)
+    check("noeviction: DEL still works", c.cmd("DEL", *["k%04d" % i for i in range(10)]) == 10)
+    check("noeviction: after DEL frees room, SET works again", c.cmd("SET", "again", "1") == "OK"
+          and c.cmd("GET", "again") == "1", used_memory(c))
+    check("noeviction: nothing was evicted", info_field(c, "evicted_keys") == "0"
+          and info_field(c, "maxmemory_policy") == "noeviction" and info_field(c, "maxmemory") == "65536")
+    c.close()
+    srv.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def maxmemory_lru():
+    data = new_dir()
+    limit = 1 << 20
+    srv = Server(data, "--shards", "1", "--maxmemory", "1mb", "--maxmemory-policy", "allkeys-lru", "--appendfsync", "no")
+    c = Conn(srv.port)
+    hot = ["hot%03d" % i for i in range(100)]
+    cold = ["cold%03d" % i for i in range(100)]
+    errors = [r for r in c.pipeline([("SET", k, "h" * 100) for k in hot + cold]) if r != "OK"]
+    peak = 0
+    for rnd in range(40):  # about 10 MB of writes through a 1 MB store; the hot keys read between them
+        errors += [r for r in c.pipeline([("SET", "fill%02d:%04d" % (rnd, i), "f" * 100) for i in range(1000)])
+                   if r != "OK"]
+        errors += [r for r in c.pipeline([("GET", k) for k in hot]) if r != "h" * 100 and r is not None]
+        peak = max(peak, used_memory(c))
+    check("allkeys-lru: 10x the limit written without an error", not errors, errors[:3])
+    check("allkeys-lru: used_memory stays at the limit (plus one entry)", 0 < peak <= limit + 400, peak)
+    hot_left = sum(v is not None for v in c.cmd("MGET", *hot))
+    cold_left = sum(v is not None for v in c.cmd("MGET", *cold))
+    check("allkeys-lru: keys read often survive (%d/100), untouched ones do not (%d/100)" % (hot_left, cold_left),
+          hot_left >= 80 and cold_left <= 20)
+    evicted = int(info_field(c, "evicted_keys"))
+    size = c.cmd("DBSIZE")
+    check("allkeys-lru: INFO counts the evictions", evicted >= 30000 and size + evicted == 40200, (evicted, size))
+    c.close()
+    srv.stop()
+    with open(log_path(data), "rb") as f:
+        dels = len(re.findall(rb"\$3\r\nDEL\r\n", f.read()))
+    check("allkeys-lru: every eviction is logged as a DEL", dels == evicted, (dels, evicted))
+    # Replay comes to the same keys, and never evicts, even under a smaller limit.
+    for extra in [(), ("--maxmemory", "100kb")]:
+        srv = Server(data, "--shards", "1", *extra)
+        c = Conn(srv.port)
+        check("evictions replay: DBSIZE is %d again after a restart %s" % (size, " ".join(extra) or "without a limit"),
+              c.cmd("DBSIZE") == size and sum(v is not None for v in c.cmd("MGET", *hot)) == hot_left,
+              c.cmd("DBSIZE"))
+        if extra:
+            check("... and the first write over it is refused (noeviction)", c.cmd("SET", "x", "y") == OOM)
+        c.close()
+        srv.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def maxmemory_volatile():
+    for policy in ["volatile-lru", "volatile-ttl", "volatile-random"]:
+        data = new_dir()
+        srv = Server(data, "--shards", "1", "--maxmemory", "64kb", "--maxmemory-policy", policy, "--appendfsync", "no")
+        c = Conn(srv.port)
+        got = c.pipeline([("SET", "plain%04d" % i, "v" * 100) for i in range(1000)])
+        check("%s without volatile keys: OOM, as noeviction" % policy, OOM in got and got[0] == "OK", got[-1])
+        c.close()
+        srv.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+        data = new_dir()
+        srv = Server(data, "--shards", "1", "--maxmemory", "64kb", "--maxmemory-policy", policy, "--appendfsync", "no")
+        c = Conn(srv.port)
+        keep = ["keep%03d" % i for i in range(100)]
+        c.pipeline([("SET", k, "k" * 40) for k in keep])
+        # Deadlines that come nearer as they are written: volatile-ttl frees the last ones first.
+        vol = ["vol%04d" % i for i in range(2000)]
+        got = c.pipeline([("SET", k, "t" * 100, "EX", 100000 - i) for i, k in enumerate(vol)])
+        check("%s: writes past the limit evict volatile keys, without an error" % policy,
+              all(r == "OK" for r in got), [r for r in got if r != "OK"][:1])
+        vol_left = [v is not None for v in c.cmd("MGET", *vol)]
+        check("%s: keys without a deadline are all kept, volatile ones evicted (%d left)" % (policy, sum(vol_left)),
+              all(v is not None for v in c.cmd("MGET", *keep)) and 0 < sum(vol_left) < 500)
+        if policy == "volatile-ttl":
+            check("volatile-ttl: the keys with the farthest deadlines stay", sum(vol_left[:20]) >= 18, vol_left[:20])
+        got = c.pipeline([("SET", "plain%04d" % i, "v" * 100) for i in range(1000)])
+        check("%s: once no volatile key is left, OOM" % policy,
+              OOM in got and c.cmd("DBSIZE") == 100 + got.count("OK")
+              and all(v is not None for v in c.cmd("MGET", *keep)), c.cmd("DBSIZE"))
+        c.close()
+        srv.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def maxmemory_options():
+    data = new_dir()
+    for args, named in [(("--maxmemory", "12x"), "--maxmemory"), (("--maxmemory", "-1"), "--maxmemory"),
+                        (("--maxmemory", "1.5mb"), "--maxmemory"),
+                        (("--maxmemory-policy", "allkeys-lfu"), "--maxmemory-policy")]:
+        srv = Server(data, *args, expect_fail=True)
+        if srv.started:
+            srv.stop()
+        check("%s %s: exit code 2, the option and the value named" % args,
+              not srv.started and srv.proc.returncode == 2 and named in srv.output() and args[1] in srv.output(),
+              (srv.proc.returncode, srv.output()[-300:]))
+    # Units as Redis's memtoull: k = 1000, kb = 1024, any case.
+    for value, expected in [("1m", "1000000"), ("1MB", "1048576"), ("2gb", str(2 << 30)), ("0", "0")]:
+        srv = Server(data, "--shards", "1", "--maxmemory", value)
+        c = Conn(srv.port)
+        got = c.cmd("CONFIG", "GET", "maxmemory")
+        check("--maxmemory %s is %s bytes" % (value, expected), got == ["maxmemory", expected], got)
+        c.close()
+        srv.stop()
+    # In app.json: the shards' args.
+    with open(CONFIG) as f:
+        doc = json.load(f)
+    shards = next(ch for ch in doc["supervisor"]["children"] if ch["id"] == "shards")
+    path = os.path.join(data, "..", os.path.basename(data) + "-app.json")
+    for mm, policy, ok in [("100kb", "volatile-ttl", True), (2048, "allkeys-random", True),
+                           ("lots", "noeviction", False), ("1mb", "lru", False)]:
+        shards["args"]["maxmemory"] = mm
+        shards["args"]["maxmemory_policy"] = policy
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        srv = Server(data, "--config", path, "--shards", "1", expect_fail=not ok)
+        if ok:
+            c = Conn(srv.port)
+            got = c.pipeline([("CONFIG", "GET", "maxmemory"), ("CONFIG", "GET", "maxmemory-policy")])
+            check("app.json maxmemory %r, %s" % (mm, policy),
+                  got == [["maxmemory", "102400" if mm == "100kb" else "2048"], ["maxmemory-policy", policy]], got)
+            c.close()
+            srv.stop()
+        else:
+            if srv.started:
+                srv.stop()
+            bad = "maxmemory_policy" if policy == "lru" else "maxmemory"
+            check("app.json maxmemory %r, %s: refused, naming %s" % (mm, policy, bad),
+                  not srv.started and srv.proc.returncode != 0 and ("shards: " + bad) in srv.output(),
+                  srv.output()[-300:])
+    os.unlink(path)
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def main():
     started = time.monotonic()
     only = sys.argv[2:]
     for t in [damaged_logs, old_format, everysec, expiry, rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks,
-              default_data_dir]:
+              default_data_dir, maxmemory_noeviction, maxmemory_lru, maxmemory_volatile, maxmemory_options]:
         if only and t.__name__ not in only:
             continue
         t0 = time.monotonic()
