@@ -188,6 +188,10 @@ void integer(std::string& out, std::int64_t n) {
 }
 
 void bulk(std::string& out, std::string_view s) {
+  // A large value gets its room at once: growing by doubling would copy it
+  // and, for a moment, hold it three times.
+  if (const std::size_t need = out.size() + s.size() + 32; s.size() > 4096 && need > out.capacity())
+    out.reserve(std::max(need, 2 * out.capacity()));
   out += '$';
   out += std::to_string(s.size());
   out += "\r\n";

@@ -409,7 +409,10 @@ void pipeline::assemble(std::string& out) {
     }
     switch (p.kind) {
       case part::one:
-        out += view(refs[0]);
+        if (out.empty() && parts_.size() == 1 && view(refs[0]).size() == batches_[refs[0].shard].out.size())
+          out.swap(batches_[refs[0].shard].out); // a lone reply (a large GET): not copied
+        else
+          out += view(refs[0]);
         break;
       case part::mget:
         array_header(out, refs.size());

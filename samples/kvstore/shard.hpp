@@ -140,11 +140,15 @@ struct shard {
     std::vector<std::string> big; ///< large values, moved into the store instead of copied
     std::vector<op> ops;
     std::string out;
+    /// Empties it for the next round; keeps its room unless a large value grew it.
     void clear() noexcept {
-      bytes.clear();
+      for (std::string* s : {&bytes, &out})
+        if (s->capacity() > big_value)
+          std::string().swap(*s);
+        else
+          s->clear();
       big.clear();
       ops.clear();
-      out.clear();
     }
     [[nodiscard]] std::string_view key(const op& o) const noexcept { return {bytes.data() + o.key_off, o.key_len}; }
     [[nodiscard]] std::string_view value(const op& o) const noexcept {
