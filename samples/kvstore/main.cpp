@@ -46,6 +46,7 @@ struct shards_config {
   std::string appendfsync = "everysec";
   bool repair_log = false;
   std::int64_t aof_rewrite_min_size = 64LL * 1024 * 1024;
+  std::int64_t aof_rewrite_chunk = 1024;
   int intensity = 100;
   int period = 1;
 };
@@ -55,6 +56,7 @@ void from_json(const otp::json& j, shards_config& c) {
   c.appendfsync = j.value("appendfsync", c.appendfsync);
   c.repair_log = j.value("repair_log", c.repair_log);
   c.aof_rewrite_min_size = j.value("aof_rewrite_min_size", c.aof_rewrite_min_size);
+  c.aof_rewrite_chunk = j.value("aof_rewrite_chunk", c.aof_rewrite_chunk);
   c.intensity = j.value("intensity", c.intensity);
   c.period = j.value("period", c.period);
 }
@@ -70,7 +72,8 @@ otp::start_fn make_shards(shards_config c) {
     children.push_back({.id = kv::shard_name(i),
                         .start = otp::named_worker<kv::shard>(kv::shard_name(i),
                                                               kv::shard_config{i, c.data_dir, c.appendfsync, c.count,
-                                                                                c.repair_log, c.aof_rewrite_min_size})});
+                                                                                c.repair_log, c.aof_rewrite_min_size,
+                                                                                c.aof_rewrite_chunk})});
   return otp::supervisor::starter({.strategy = otp::strategy::one_for_one, .intensity = c.intensity,
                                    .period = std::chrono::seconds(c.period)},
                                   std::move(children), std::string("shards"));

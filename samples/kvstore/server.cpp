@@ -244,7 +244,9 @@ otp::task<bool> execute(std::vector<std::string> argv, std::string& out, const c
                        "# Clients\r\nconnected_clients:"
                        + std::to_string(stats().connections.load()) + "\r\n# Stats\r\ntotal_commands_processed:"
                        + std::to_string(stats().commands.load()) + "\r\n# Persistence\r\naof_fsyncs:"
-                       + std::to_string(stats().log_syncs.load()) + "\r\n# Shards\r\n";
+                       + std::to_string(stats().log_syncs.load()) + "\r\naof_rewrite_in_progress:"
+                       + (stats().rewrites_running.load() > 0 ? "1" : "0") + "\r\naof_rewrites:"
+                       + std::to_string(stats().rewrites.load()) + "\r\n# Shards\r\n";
     std::int64_t total = 0;
     for (int s = 0; s < stats().shards.load(); ++s) {
       auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});

@@ -31,6 +31,9 @@ namespace {
 using namespace std::chrono_literals;
 constexpr auto tick_interval = 100ms; // as Redis's hz 10
 constexpr std::size_t read_chunk = 1 << 20;
+// A rewrite syncs its new log every few megabytes, so that the sync before
+// the rename is short (the shard waits for it).
+constexpr std::uint64_t rewrite_sync_bytes = 4 << 20;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -318,6 +321,7 @@ read_result read(int fd, const std::function<void(std::vector<std::string>&)>& a
 shard::shard(shard_config c) : config_(std::move(c)) {}
 
 shard::~shard() {
+  rewrite_abandon();
   if (fd_ >= 0)
     ::close(fd_);
 }
@@ -325,6 +329,8 @@ shard::~shard() {
 void shard::init(otp::context& ctx) {
   if (config_.appendfsync != "always" && config_.appendfsync != "everysec" && config_.appendfsync != "no")
     throw std::invalid_argument("appendfsync must be always, everysec or no, not " + config_.appendfsync);
+  if (config_.rewrite_chunk < 1)
+    throw std::invalid_argument("aof_rewrite_chunk must be at least 1, not " + std::to_string(config_.rewrite_chunk));
   prepare_data_dir(config_.count > 0 ? config_.count : stats().shards.load());
   path_ = config_.data_dir + "/shard-" + std::to_string(config_.index) + ".aof";
   fd_ = open_nofollow(path_, O_RDWR | O_CREAT | O_APPEND);
@@ -414,6 +420,8 @@ void shard::prepare_data_dir(int count) {
 }
 
 void shard::load() {
+  // The new log of a rewrite cut short by a crash: never a log until renamed.
+  (void)::unlink(rewrite_path().c_str());
   const auto now = now_ms();
   const aof::read_result r = aof::read(fd_, [&](std::vector<std::string>& argv) {
     if (argv[0] == "DEL") {
@@ -457,59 +465,156 @@ void shard::load() {
 }
 
 // Writes the live keys to a new log beside the old one, then swaps it in
-// by rename: a crash at any point leaves one whole log, old or new.
-// Synchronous: the shard serves nothing meanwhile.
+// by rename: a crash at any point leaves one whole log, old or new. At
+// once: used by load, before the shard serves (the automatic rewrite goes
+// in steps, rewrite_continue).
 void shard::rewrite() {
-  const std::string tmp = path_ + ".rewrite";
-  const int out = open_nofollow(tmp, O_WRONLY | O_CREAT | O_TRUNC);
-  if (out < 0)
-    fail("create " + tmp);
-  std::uint64_t size = 0;
+  rewrite_begin();
   try {
-    std::string buf(aof::header);
-    const auto now = now_ms();
-    std::vector<std::string> argv;
-    for (const node* n : all_) {
-      const entry& e = n->second;
-      if (e.expire_at_ms && *e.expire_at_ms <= now)
-        continue;
-      argv = {"SET", n->first, e.value};
-      if (e.expire_at_ms) {
-        argv.emplace_back("PXAT");
-        argv.push_back(std::to_string(*e.expire_at_ms));
-      }
-      aof::encode(buf, argv);
-      if (buf.size() >= read_chunk) {
-        write_all(out, buf, "write " + tmp);
-        size += buf.size();
-        buf.clear();
-      }
+    while (!rewrite_some(npos)) {
     }
-    write_all(out, buf, "write " + tmp);
-    size += buf.size();
-    if (::fsync(out) != 0)
-      fail("fsync " + tmp);
+    rewrite_commit();
   } catch (...) {
-    ::close(out);
-    ::unlink(tmp.c_str());
+    rewrite_abandon();
     throw;
   }
-  ::close(out);
+  rewrite_installed();
+}
+
+// A rewrite writes the keys to the new log a chunk at a time, scanning all_
+// from the top down as a KEYS scan does (every key present for the whole
+// rewrite is visited), while write_log appends every record to the new log
+// too, in order. Records are absolute (SET of a value or of INCR's result,
+// PXAT a time, DEL), so replaying the two interleaved in time order gives
+// the current state: a key visited after a change is written with the new
+// value; a change after the visit follows it in the file; a key deleted
+// before its visit is never visited; a key added after the start has its SET.
+void shard::rewrite_begin() {
+  const std::string tmp = rewrite_path();
+  // O_TRUNC: a leftover of a failed rewrite is emptied. O_APPEND: this
+  // descriptor becomes the log's once renamed.
+  const int fd = open_nofollow(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND);
+  if (fd < 0)
+    fail("create " + tmp);
+  rw_ = rewriting{fd, all_.size(), 0, 0};
+  ++stats().rewrites_running;
+  try {
+    write_all(fd, aof::header, "write " + tmp);
+  } catch (...) {
+    rewrite_abandon();
+    throw;
+  }
+  rw_->size = aof::header.size();
+}
+
+// Writes up to `budget` more keys (and about a megabyte at most) to the new
+// log; true once every key is written.
+bool shard::rewrite_some(std::size_t budget) {
+  rewriting& w = *rw_;
+  const auto now = now_ms();
+  std::string buf;
+  std::vector<std::string> argv;
+  w.unvisited = std::min(w.unvisited, all_.size());
+  for (; w.unvisited > 0 && budget > 0 && buf.size() < read_chunk; --budget) {
+    const node* n = all_[--w.unvisited];
+    const entry& e = n->second;
+    if (e.expire_at_ms && *e.expire_at_ms <= now)
+      continue;
+    argv = {"SET", n->first, e.value};
+    if (e.expire_at_ms) {
+      argv.emplace_back("PXAT");
+      argv.push_back(std::to_string(*e.expire_at_ms));
+    }
+    aof::encode(buf, argv);
+  }
+  if (!buf.empty()) {
+    write_all(w.fd, buf, "write " + rewrite_path());
+    w.size += buf.size();
+  }
+  if (w.size - w.synced >= rewrite_sync_bytes) {
+    if (::fdatasync(w.fd) != 0)
+      fail("fsync " + rewrite_path());
+    w.synced = w.size;
+  }
+  return w.unvisited == 0;
+}
+
+// Makes the new log durable, then the log. Until the rename the old log is
+// the log, so a failure here leaves it as it was.
+void shard::rewrite_commit() {
+  const std::string tmp = rewrite_path();
+  if (::fsync(rw_->fd) != 0)
+    fail("fsync " + tmp);
   if (::rename(tmp.c_str(), path_.c_str()) != 0)
     fail("rename " + tmp + " to " + path_);
-  sync_dir(config_.data_dir);
+}
+
+// After the rename: the new log's descriptor is the log's. Past this point
+// a failure is fatal, as for any write to the log.
+void shard::rewrite_installed() {
   ::close(fd_);
-  fd_ = open_nofollow(path_, O_RDWR | O_APPEND);
-  if (fd_ < 0)
-    fail("open " + path_);
-  log_size_ = base_size_ = size;
-  dirty_ = false;
+  fd_ = rw_->fd;
+  log_size_ = base_size_ = rw_->size;
+  rw_.reset();
+  --stats().rewrites_running;
+  dirty_ = false; // the new log was synced whole
   last_sync_ = std::chrono::steady_clock::now();
+  sync_dir(config_.data_dir);
+}
+
+void shard::rewrite_abandon() noexcept {
+  if (!rw_)
+    return;
+  ::close(rw_->fd);
+  (void)::unlink(rewrite_path().c_str());
+  rw_.reset();
+  --stats().rewrites_running;
+}
+
+// An automatic rewrite failed (a full disk, say): the old log still holds
+// everything, so the shard goes on with it and tries again later, waiting
+// longer after each failure in a row.
+void shard::rewrite_failed(const std::string& why) {
+  rewrite_abandon();
+  ++rewrite_failures_;
+  const auto wait = std::chrono::seconds(std::min(60, 1 << std::min(rewrite_failures_ - 1, 6)));
+  rewrite_not_before_ = std::chrono::steady_clock::now() + wait;
+  otp::log(otp::log_level::warning, "kvstore", "aof_rewrite_failed",
+           "kvstore: shard " + std::to_string(config_.index) + ": the rewrite of " + path_ + " failed (" + why +
+             "); abandoned, the shard goes on with the old log; next try in " + std::to_string(wait.count()) + " s");
+}
+
+// One step of the automatic rewrite, then a message to ourselves for the
+// next (as KEYS does), so that requests run between steps.
+void shard::rewrite_continue(otp::context& ctx) {
+  if (!rw_)
+    return; // abandoned meanwhile
+  try {
+    if (!rewrite_some(static_cast<std::size_t>(config_.rewrite_chunk))) {
+      (void)otp::send_after(std::chrono::nanoseconds{0}, ctx.self(), rewrite_step{});
+      return;
+    }
+    rewrite_commit();
+  } catch (const std::exception& e) {
+    rewrite_failed(e.what());
+    return;
+  }
+  rewrite_installed();
+  ++stats().rewrites;
+  rewrite_failures_ = 0;
 }
 
 void shard::write_log(const std::string& records) {
   write_all(fd_, records, "write " + path_); // a crash: the client gets no OK
   log_size_ += records.size();
+  if (rw_) { // the new log gets every record too (see rewrite_begin)
+    try {
+      write_all(rw_->fd, records, "write " + rewrite_path());
+      rw_->size += records.size();
+    } catch (const std::exception& e) {
+      rewrite_failed(e.what());
+    }
+  }
   if (config_.appendfsync == "always") {
     if (::fdatasync(fd_) != 0)
       fail("fsync " + path_);
@@ -711,7 +816,11 @@ void shard::expire_cycle() {
     write_log(dels);
 }
 
-void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step> m) {
+void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step, rewrite_step> m) {
+  if (std::holds_alternative<rewrite_step>(m)) {
+    rewrite_continue(ctx);
+    return;
+  }
   if (std::holds_alternative<scan_step>(m)) {
     scan s = std::move(scans_.front());
     scans_.pop_front();
@@ -730,11 +839,20 @@ void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step> m) {
   if (dirty_ && std::chrono::steady_clock::now() - last_sync_ >= 1s)
     sync_log();
   // Redis's auto-rewrite: when the log has doubled since the last rewrite.
-  if (log_size_ >= static_cast<std::uint64_t>(config_.rewrite_min_size) && log_size_ >= 2 * base_size_)
-    rewrite();
+  if (!rw_ && log_size_ >= static_cast<std::uint64_t>(config_.rewrite_min_size) && log_size_ >= 2 * base_size_ &&
+      std::chrono::steady_clock::now() >= rewrite_not_before_) {
+    try {
+      rewrite_begin();
+    } catch (const std::exception& e) {
+      rewrite_failed(e.what());
+      return;
+    }
+    rewrite_continue(ctx);
+  }
 }
 
 void shard::terminate(otp::context&, const otp::exit_reason&) {
+  rewrite_abandon(); // an unfinished new log is of no use
   if (dirty_)
     (void)::fdatasync(fd_);
 }
