@@ -499,6 +499,37 @@ def writes_during_rewrite():
     shutil.rmtree(data, ignore_errors=True)
 
 
+def rewrite_fails():
+    """A rewrite that cannot create its file is abandoned with a warning; the shard goes on, and retries later."""
+    data = new_dir()
+    config = small_rewrite_config(data)
+    srv = Server(data, "--config", config, "--shards", "1")
+    c = Conn(srv.port)
+    blocker = log_path(data) + ".rewrite"
+    os.mkdir(blocker)  # open(2) of it for writing fails (EISDIR)
+    model = Model(4, 2000)
+    model.fill(c, "a")
+    model.fill(c, "b")
+    warned = wait_for(lambda: "the rewrite of %s failed" % log_path(data) in srv.output(), 10)
+    check("a failing rewrite: a warning names the log and the error", warned and "Is a directory" in srv.output(),
+          srv.output()[-500:])
+    ok = model.batch(c, 50)
+    check("a failing rewrite: the shard goes on serving", ok and c.cmd("GET", "k00001") == model.values["k00001"])
+    os.rmdir(blocker)
+    check("a failing rewrite: it is tried again later, and succeeds",
+          wait_for(lambda: rewrites(info(c)) >= 1 and not rewriting(info(c)), 30), info(c))
+    c.close()
+    srv.stop()
+    srv = Server(data, "--shards", "1")
+    c = Conn(srv.port)
+    bad, live = model.wrong(c)
+    check("a failing rewrite: every key is back after a restart", not bad and c.cmd("DBSIZE") == live, bad[:5])
+    c.close()
+    srv.stop()
+    os.unlink(config)
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def kill9_during_rewrite():
     """kill -9 in the middle of a rewrite, or just after one that took writes, appendfsync always: every
     acknowledged write is back, and the .rewrite file left behind is no log."""
@@ -717,7 +748,7 @@ def main():
     started = time.monotonic()
     only = sys.argv[2:]
     for t in [damaged_logs, old_format, everysec, expiry, rewrite, rewrite_in_steps, writes_during_rewrite,
-              kill9_during_rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks, default_data_dir]:
+              rewrite_fails, kill9_during_rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks, default_data_dir]:
         if only and t.__name__ not in only:
             continue
         t0 = time.monotonic()
