@@ -427,6 +427,7 @@ def rewrite_in_steps():
             break
         ok = (other.cmd("GET", "k00001") == model.values["k00001"] and other.cmd("SET", "probe", attempt) == "OK"
               and other.cmd("GET", "probe") == str(attempt))
+        model.values["probe"] = str(attempt)
         answered += ok
         after = info(c)
         interleaved += ok and rewriting(after) and rewrites(after) == rewrites(before)
@@ -436,8 +437,19 @@ def rewrite_in_steps():
           " rewrite in progress (%d times, %d answered)" % (interleaved, answered), interleaved >= 3)
     check("rewrite in steps: the rewrites finish (INFO aof_rewrites)",
           wait_for(lambda: rewrites(info(c)) >= 1 and not rewriting(info(c)), 30), info(c).get("aof_rewrites"))
+    stopped_midway = in_rewrite(c, model, "stop") is not None
     c.close()
     other.close()
+    srv.stop()
+    leftovers = [f for f in os.listdir(data) if f.endswith(".rewrite")]
+    check("rewrite in steps: a stop in the middle of a rewrite leaves no temporary file", stopped_midway and not leftovers,
+          leftovers)
+    srv = Server(data, "--shards", "1")
+    c = Conn(srv.port)
+    bad, live = model.wrong(c)
+    check("rewrite in steps: after that stop every key is back", not bad and c.cmd("DBSIZE") == live,
+          (bad[:5], c.cmd("DBSIZE"), live))
+    c.close()
     srv.stop()
     os.unlink(config)
     shutil.rmtree(data, ignore_errors=True)
