@@ -405,7 +405,7 @@ def in_rewrite(conn, model, tag, seconds=15):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         model.fill(conn, tag)
-        until = time.monotonic() + 1
+        until = time.monotonic() + 0.3  # a few ticks: if none starts a rewrite, the log has not doubled yet
         while time.monotonic() < until:
             fields = info(conn)
             if rewriting(fields):
@@ -419,7 +419,7 @@ def rewrite_in_steps():
     config = small_rewrite_config(data, chunk=1)
     srv = Server(data, "--config", config, "--shards", "1")
     c, other = Conn(srv.port), Conn(srv.port)
-    model = Model(1, 50000)
+    model = Model(1, 20000)
     interleaved = answered = 0
     for attempt in range(10):
         before = in_rewrite(c, model, "t%d" % attempt)
@@ -547,7 +547,7 @@ def kill9_during_rewrite():
     acknowledged write is back, and the .rewrite file left behind is no log."""
     data = new_dir()
     config = small_rewrite_config(data, fsync="always", chunk=1)
-    model = Model(3, 5000)
+    model = Model(3, 3000)
     tmp = log_path(data) + ".rewrite"
     midway = after = 0
     ok = True
