@@ -50,6 +50,7 @@ struct shards_config {
   std::int64_t aof_rewrite_min_size = 64LL * 1024 * 1024;
   std::uint64_t maxmemory = 0;
   kv::eviction_policy policy = kv::eviction_policy::noeviction;
+  std::int64_t aof_rewrite_chunk = 1024;
   int intensity = 100;
   int period = 1;
 };
@@ -76,6 +77,7 @@ void from_json(const otp::json& j, shards_config& c) {
                                   "allkeys-random, volatile-random, volatile-ttl, not " + p->dump());
     c.policy = *v;
   }
+  c.aof_rewrite_chunk = j.value("aof_rewrite_chunk", c.aof_rewrite_chunk);
   c.intensity = j.value("intensity", c.intensity);
   c.period = j.value("period", c.period);
 }
@@ -97,7 +99,7 @@ otp::start_fn make_shards(shards_config c) {
                         .start = otp::named_worker<kv::shard>(kv::shard_name(i),
                                                               kv::shard_config{i, c.data_dir, c.appendfsync, c.count,
                                                                                 c.repair_log, c.aof_rewrite_min_size,
-                                                                                share, c.policy})});
+                                                                                share, c.policy, c.aof_rewrite_chunk})});
   return otp::supervisor::starter({.strategy = otp::strategy::one_for_one, .intensity = c.intensity,
                                    .period = std::chrono::seconds(c.period)},
                                   std::move(children), std::string("shards"));

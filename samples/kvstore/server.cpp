@@ -352,7 +352,9 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
                        + "\r\n# Stats\r\ntotal_commands_processed:" + std::to_string(stats().commands.load())
                        + "\r\nevicted_keys:" + std::to_string(stats().evicted_keys.load())
                        + "\r\n# Persistence\r\naof_fsyncs:"
-                       + std::to_string(stats().log_syncs.load()) + "\r\n# Shards\r\n";
+                       + std::to_string(stats().log_syncs.load()) + "\r\naof_rewrite_in_progress:"
+                       + (stats().rewrites_running.load() > 0 ? "1" : "0") + "\r\naof_rewrites:"
+                       + std::to_string(stats().rewrites.load()) + "\r\n# Shards\r\n";
     std::int64_t total = 0;
     for (int s = 0; s < shards; ++s) {
       auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});

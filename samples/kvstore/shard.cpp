@@ -91,6 +91,9 @@ using namespace std::chrono_literals;
 constexpr auto tick_interval = 100ms; // as Redis's hz 10
 constexpr std::size_t read_chunk = 1 << 20;
 constexpr int eviction_samples = 5; // Redis's maxmemory-samples
+// A rewrite syncs its new log every few megabytes, so that the sync before
+// the rename is short (the shard waits for it).
+constexpr std::uint64_t rewrite_sync_bytes = 4 << 20;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -111,6 +114,35 @@ void write_all(int fd, std::string_view bytes, const std::string& what) {
       fail(what);
     done += static_cast<std::size_t>(n);
   }
+}
+
+// Writes the pieces in order, in as few writev calls as the kernel allows;
+// returns the bytes written.
+std::size_t writev_all(int fd, std::initializer_list<std::string_view> pieces, const std::string& what) {
+  std::array<iovec, 3> parts{};
+  std::size_t count = 0;
+  std::size_t total = 0;
+  for (const auto p : pieces)
+    if (!p.empty()) {
+      parts.at(count++) = iovec{const_cast<char*>(p.data()), p.size()};
+      total += p.size();
+    }
+  std::size_t first = 0;
+  while (first < count) {
+    const ssize_t n = ::writev(fd, parts.data() + first, static_cast<int>(count - first));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      fail(what);
+    auto left = static_cast<std::size_t>(n);
+    for (; first < count && left >= parts[first].iov_len; ++first)
+      left -= parts[first].iov_len;
+    if (first < count) {
+      parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + left;
+      parts[first].iov_len -= left;
+    }
+  }
+  return total;
 }
 
 // open(2) that never follows a symbolic link in the last component.
@@ -425,6 +457,7 @@ read_result read(int fd, const std::function<void(std::vector<std::string>&)>& a
 shard::shard(shard_config c) : config_(std::move(c)) {}
 
 shard::~shard() {
+  rewrite_abandon();
   if (fd_ >= 0)
     ::close(fd_);
 }
@@ -432,6 +465,8 @@ shard::~shard() {
 void shard::init(otp::context& ctx) {
   if (config_.appendfsync != "always" && config_.appendfsync != "everysec" && config_.appendfsync != "no")
     throw std::invalid_argument("appendfsync must be always, everysec or no, not " + config_.appendfsync);
+  if (config_.rewrite_chunk < 1)
+    throw std::invalid_argument("aof_rewrite_chunk must be at least 1, not " + std::to_string(config_.rewrite_chunk));
   prepare_data_dir(config_.count > 0 ? config_.count : stats().shards.load());
   path_ = config_.data_dir + "/shard-" + std::to_string(config_.index) + ".aof";
   fd_ = open_nofollow(path_, O_RDWR | O_CREAT | O_APPEND);
@@ -523,6 +558,8 @@ void shard::prepare_data_dir(int count) {
 // Replay never evicts (put() only counts): a log whose data is past the
 // limit loads whole, as Redis loads its AOF; the writes after it evict.
 void shard::load() {
+  // The new log of a rewrite cut short by a crash: never a log until renamed.
+  (void)::unlink(rewrite_path().c_str());
   const auto now = now_ms();
   const aof::read_result r = aof::read(fd_, [&](std::vector<std::string>& argv) {
     if (argv[0] == "DEL") {
@@ -566,77 +603,151 @@ void shard::load() {
 }
 
 // Writes the live keys to a new log beside the old one, then swaps it in
-// by rename: a crash at any point leaves one whole log, old or new.
-// Synchronous: the shard serves nothing meanwhile.
+// by rename: a crash at any point leaves one whole log, old or new. At
+// once: used by load, before the shard serves (the automatic rewrite goes
+// in steps, rewrite_continue).
 void shard::rewrite() {
-  const std::string tmp = path_ + ".rewrite";
-  const int out = open_nofollow(tmp, O_WRONLY | O_CREAT | O_TRUNC);
-  if (out < 0)
-    fail("create " + tmp);
-  std::uint64_t size = 0;
+  rewrite_begin();
   try {
-    std::string buf(aof::header);
-    const auto now = now_ms();
-    for (const node* n : all_) {
-      const entry& e = n->second;
-      if (e.expire_at_ms && *e.expire_at_ms <= now)
-        continue;
-      if (e.expire_at_ms)
-        aof::encode(buf, {"SET", n->first, e.value, "PXAT", std::to_string(*e.expire_at_ms)});
-      else
-        aof::encode(buf, {"SET", n->first, e.value});
-      if (buf.size() >= read_chunk) {
-        write_all(out, buf, "write " + tmp);
-        size += buf.size();
-        buf.clear();
-      }
+    while (!rewrite_some(npos)) {
     }
-    write_all(out, buf, "write " + tmp);
-    size += buf.size();
-    if (::fsync(out) != 0)
-      fail("fsync " + tmp);
+    rewrite_commit();
   } catch (...) {
-    ::close(out);
-    ::unlink(tmp.c_str());
+    rewrite_abandon();
     throw;
   }
-  ::close(out);
+  rewrite_installed();
+}
+
+// A rewrite writes the keys to the new log a chunk at a time, scanning all_
+// from the top down as a KEYS scan does (every key present for the whole
+// rewrite is visited), while write_log appends every record to the new log
+// too, in order. Records are absolute (SET of a value or of INCR's result,
+// PXAT a time, DEL), so replaying the two interleaved in time order gives
+// the current state: a key visited after a change is written with the new
+// value; a change after the visit follows it in the file; a key deleted
+// before its visit is never visited; a key added after the start has its SET.
+void shard::rewrite_begin() {
+  const std::string tmp = rewrite_path();
+  // O_TRUNC: a leftover of a failed rewrite is emptied. O_APPEND: this
+  // descriptor becomes the log's once renamed.
+  const int fd = open_nofollow(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND);
+  if (fd < 0)
+    fail("create " + tmp);
+  rw_ = rewriting{fd, all_.size(), 0, 0};
+  ++stats().rewrites_running;
+  try {
+    write_all(fd, aof::header, "write " + tmp);
+  } catch (...) {
+    rewrite_abandon();
+    throw;
+  }
+  rw_->size = aof::header.size();
+}
+
+// Writes up to `budget` more keys (and about a megabyte at most) to the new
+// log; true once every key is written.
+bool shard::rewrite_some(std::size_t budget) {
+  rewriting& w = *rw_;
+  const auto now = now_ms();
+  std::string buf;
+  w.unvisited = std::min(w.unvisited, all_.size());
+  for (; w.unvisited > 0 && budget > 0 && buf.size() < read_chunk; --budget) {
+    const node* n = all_[--w.unvisited];
+    const entry& e = n->second;
+    if (e.expire_at_ms && *e.expire_at_ms <= now)
+      continue;
+    if (e.expire_at_ms)
+      aof::encode(buf, {"SET", n->first, e.value, "PXAT", std::to_string(*e.expire_at_ms)});
+    else
+      aof::encode(buf, {"SET", n->first, e.value});
+  }
+  if (!buf.empty()) {
+    write_all(w.fd, buf, "write " + rewrite_path());
+    w.size += buf.size();
+  }
+  if (w.size - w.synced >= rewrite_sync_bytes) {
+    if (::fdatasync(w.fd) != 0)
+      fail("fsync " + rewrite_path());
+    w.synced = w.size;
+  }
+  return w.unvisited == 0;
+}
+
+// Makes the new log durable, then the log. Until the rename the old log is
+// the log, so a failure here leaves it as it was.
+void shard::rewrite_commit() {
+  const std::string tmp = rewrite_path();
+  if (::fsync(rw_->fd) != 0)
+    fail("fsync " + tmp);
   if (::rename(tmp.c_str(), path_.c_str()) != 0)
     fail("rename " + tmp + " to " + path_);
-  sync_dir(config_.data_dir);
+}
+
+// After the rename: the new log's descriptor is the log's. Past this point
+// a failure is fatal, as for any write to the log.
+void shard::rewrite_installed() {
   ::close(fd_);
-  fd_ = open_nofollow(path_, O_RDWR | O_APPEND);
-  if (fd_ < 0)
-    fail("open " + path_);
-  log_size_ = base_size_ = size;
-  dirty_ = false;
+  fd_ = rw_->fd;
+  log_size_ = base_size_ = rw_->size;
+  rw_.reset();
+  --stats().rewrites_running;
+  dirty_ = false; // the new log was synced whole
   last_sync_ = std::chrono::steady_clock::now();
+  sync_dir(config_.data_dir);
+}
+
+void shard::rewrite_abandon() noexcept {
+  if (!rw_)
+    return;
+  ::close(rw_->fd);
+  (void)::unlink(rewrite_path().c_str());
+  rw_.reset();
+  --stats().rewrites_running;
+}
+
+// An automatic rewrite failed (a full disk, say): the old log still holds
+// everything, so the shard goes on with it and tries again later, waiting
+// longer after each failure in a row.
+void shard::rewrite_failed(const std::string& why) {
+  rewrite_abandon();
+  ++rewrite_failures_;
+  const auto wait = std::chrono::seconds(std::min(60, 1 << std::min(rewrite_failures_ - 1, 6)));
+  rewrite_not_before_ = std::chrono::steady_clock::now() + wait;
+  otp::log(otp::log_level::warning, "kvstore", "aof_rewrite_failed",
+           "kvstore: shard " + std::to_string(config_.index) + ": the rewrite of " + path_ + " failed (" + why +
+             "); abandoned, the shard goes on with the old log; next try in " + std::to_string(wait.count()) + " s");
+}
+
+// One step of the automatic rewrite, then a message to ourselves for the
+// next (as KEYS does), so that requests run between steps.
+void shard::rewrite_continue(otp::context& ctx) {
+  if (!rw_)
+    return; // abandoned meanwhile
+  try {
+    if (!rewrite_some(static_cast<std::size_t>(config_.rewrite_chunk))) {
+      (void)otp::send_after(std::chrono::nanoseconds{0}, ctx.self(), rewrite_step{});
+      return;
+    }
+    rewrite_commit();
+  } catch (const std::exception& e) {
+    rewrite_failed(e.what());
+    return;
+  }
+  rewrite_installed();
+  ++stats().rewrites;
+  rewrite_failures_ = 0;
 }
 
 // `records`, then `big` and `tail` (a record written from where its large
 // value is, see aof::encode_split), in one write.
 void shard::write_log(std::string_view records, std::string_view big, std::string_view tail) {
-  std::array<iovec, 3> parts{iovec{const_cast<char*>(records.data()), records.size()},
-                             iovec{const_cast<char*>(big.data()), big.size()},
-                             iovec{const_cast<char*>(tail.data()), tail.size()}};
-  std::size_t first = 0;
-  while (first < parts.size()) {
-    if (parts[first].iov_len == 0) {
-      ++first;
-      continue;
-    }
-    const ssize_t n = ::writev(fd_, parts.data() + first, static_cast<int>(parts.size() - first));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      fail("write " + path_); // a crash: the clients get no OK
-    auto left = static_cast<std::size_t>(n);
-    log_size_ += left;
-    for (; first < parts.size() && left >= parts[first].iov_len; ++first)
-      left -= parts[first].iov_len;
-    if (first < parts.size()) {
-      parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + left;
-      parts[first].iov_len -= left;
+  log_size_ += writev_all(fd_, {records, big, tail}, "write " + path_); // a crash: the clients get no OK
+  if (rw_) { // the new log gets every record too (see rewrite_begin)
+    try {
+      rw_->size += writev_all(rw_->fd, {records, big, tail}, "write " + rewrite_path());
+    } catch (const std::exception& e) {
+      rewrite_failed(e.what());
     }
   }
   if (config_.appendfsync == "always") {
@@ -992,9 +1103,14 @@ void shard::expire_cycle() {
   }
 }
 
-void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step, otp::idle_timeout> m) {
+void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step, rewrite_step, otp::idle_timeout> m) {
   if (std::holds_alternative<otp::idle_timeout>(m)) {
     flush(); // the mailbox is empty
+    return;
+  }
+  if (std::holds_alternative<rewrite_step>(m)) {
+    settle(ctx);
+    rewrite_continue(ctx);
     return;
   }
   if (std::holds_alternative<scan_step>(m)) {
@@ -1017,11 +1133,20 @@ void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step, otp::id
   if (dirty_ && std::chrono::steady_clock::now() - last_sync_ >= 1s)
     sync_log();
   // Redis's auto-rewrite: when the log has doubled since the last rewrite.
-  if (log_size_ >= static_cast<std::uint64_t>(config_.rewrite_min_size) && log_size_ >= 2 * base_size_)
-    rewrite();
+  if (!rw_ && log_size_ >= static_cast<std::uint64_t>(config_.rewrite_min_size) && log_size_ >= 2 * base_size_ &&
+      std::chrono::steady_clock::now() >= rewrite_not_before_) {
+    try {
+      rewrite_begin();
+    } catch (const std::exception& e) {
+      rewrite_failed(e.what());
+      return;
+    }
+    rewrite_continue(ctx);
+  }
 }
 
 void shard::terminate(otp::context&, const otp::exit_reason&) {
+  rewrite_abandon(); // an unfinished new log is of no use
   // What was applied is logged and answered, even on a crash (the records
   // are whole: a request fails before its record is made).
   try {

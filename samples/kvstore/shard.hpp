@@ -47,6 +47,7 @@ struct shard_config {
   std::int64_t rewrite_min_size = 64LL * 1024 * 1024; ///< no automatic rewrite below this size (Redis's default)
   std::uint64_t maxmemory = 0; ///< this shard's share of --maxmemory in bytes; 0: no limit
   eviction_policy policy = eviction_policy::noeviction;
+  std::int64_t rewrite_chunk = 1024; ///< keys an automatic rewrite writes per step
 };
 
 /// Counters INFO reports, shared by the whole program.
@@ -61,6 +62,8 @@ struct server_stats {
   std::atomic<std::uint64_t> maxmemory{0}; ///< the whole server's limit (all shards)
   std::atomic<eviction_policy> policy{eviction_policy::noeviction};
   std::atomic<long> evicted_keys{0};
+  std::atomic<int> rewrites_running{0}; ///< shards rewriting their log now (INFO aof_rewrite_in_progress)
+  std::atomic<long> rewrites{0};        ///< automatic rewrites finished (INFO aof_rewrites)
 };
 server_stats& stats();
 
@@ -168,6 +171,8 @@ struct shard {
   struct tick {};
   /// Continues the oldest pending KEYS scan by one chunk.
   struct scan_step {};
+  /// Continues the log rewrite by one chunk.
+  struct rewrite_step {};
 
   /// Keys a KEYS scan looks at between two chances for other requests.
   static constexpr std::size_t scan_chunk = 256;
@@ -182,7 +187,7 @@ struct shard {
   otp::call_result<std::vector<std::string>> handle_call(otp::context& ctx, keys r);
   std::int64_t handle_call(otp::context& ctx, dbsize);
   void handle_cast(otp::context&, crash);
-  void handle_info(otp::context& ctx, std::variant<tick, scan_step, otp::idle_timeout> m);
+  void handle_info(otp::context& ctx, std::variant<tick, scan_step, rewrite_step, otp::idle_timeout> m);
   void terminate(otp::context&, const otp::exit_reason&);
 
 private:
@@ -218,6 +223,14 @@ private:
     std::uint64_t erases_at_start;
   };
 
+  /// A log rewrite under way: the new log, `<log>.rewrite`.
+  struct rewriting {
+    int fd = -1;
+    std::size_t unvisited = 0; ///< all_[0, unvisited) is still to write
+    std::uint64_t size = 0;    ///< bytes written to the new log
+    std::uint64_t synced = 0;  ///< of which fdatasync'd
+  };
+
   struct waiting {
     otp::from<batch> to;
     batch b;
@@ -238,6 +251,14 @@ private:
   void prepare_data_dir(int count);
   void load();
   void rewrite();
+  void rewrite_begin();
+  bool rewrite_some(std::size_t budget);
+  void rewrite_commit();
+  void rewrite_installed();
+  void rewrite_abandon() noexcept;
+  void rewrite_failed(const std::string& why);
+  void rewrite_continue(otp::context& ctx);
+  [[nodiscard]] std::string rewrite_path() const { return path_ + ".rewrite"; }
   void expire_cycle();
   bool scan_some(scan& s, std::size_t budget);
   std::size_t growth(std::string_view key, std::size_t value_size) const;
@@ -258,6 +279,9 @@ private:
   std::uint64_t base_size_ = 0; ///< the log's size after the last rewrite
   std::chrono::steady_clock::time_point last_sync_{};
   bool dirty_ = false;
+  std::optional<rewriting> rw_;
+  int rewrite_failures_ = 0; ///< in a row: the next try waits longer
+  std::chrono::steady_clock::time_point rewrite_not_before_{};
   std::uint64_t used_ = 0;  ///< estimated bytes of the data (see entry_overhead)
   std::uint32_t clock_ = 0; ///< counts reads and writes, for used_at
   // Group commit: the records of the requests handled since the mailbox

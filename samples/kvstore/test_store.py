@@ -239,13 +239,15 @@ def expiry():
     shutil.rmtree(data, ignore_errors=True)
 
 
-def small_rewrite_config(data, fsync="no"):
+def small_rewrite_config(data, fsync="no", chunk=None):
     with open(CONFIG) as f:
         doc = json.load(f)
     for child in doc["supervisor"]["children"]:
         if child["id"] == "shards":
             child["args"]["aof_rewrite_min_size"] = 4096
             child["args"]["appendfsync"] = fsync
+            if chunk is not None:
+                child["args"]["aof_rewrite_chunk"] = chunk
     path = os.path.join(data, "..", os.path.basename(data) + "-app.json")
     with open(path, "w") as f:
         json.dump(doc, f)
@@ -272,6 +274,312 @@ def rewrite():
           c.cmd("GET", "hot") == "v2999" and c.cmd("GET", "after") == "1" and c.cmd("DBSIZE") == 22)
     c.close()
     srv.stop()
+    os.unlink(config)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def info(conn):
+    """INFO's fields, as strings."""
+    return dict(re.findall(r"^(\w+):(.*?)\r?$", str(conn.cmd("INFO")), re.M))
+
+
+def rewriting(fields):
+    return fields.get("aof_rewrite_in_progress") == "1"
+
+
+def rewrites(fields):
+    return int(fields.get("aof_rewrites", -1))
+
+
+def read_log(path):
+    """The records of a checksummed log, checksums checked and removed."""
+    with open(path, "rb") as f:
+        body = f.read()
+    if not body.startswith(HEADER):
+        raise ValueError(path + " does not start with the header")
+    pos, out = len(HEADER), []
+    while pos < len(body):
+        start = pos
+        end = body.index(b"\r\n", pos)
+        count = int(body[pos + 1:end])
+        pos, args = end + 2, []
+        for _ in range(count):
+            end = body.index(b"\r\n", pos)
+            n = int(body[pos + 1:end])
+            if count - len(args) == 1:
+                last = pos
+            args.append(body[end + 2:end + 2 + n])
+            pos = end + 4 + n
+        if b"%08x" % zlib.crc32(body[start:last]) != args[-1]:
+            raise ValueError("%s: a bad checksum at byte %d" % (path, start))
+        out.append(args[:-1])
+    return out
+
+
+def replay(records):
+    """What a log holds: {key: (value, pxat or None)}, expired keys left out."""
+    now = int(time.time() * 1000)
+    state = {}
+    for r in records:
+        key = r[1].decode()
+        if r[0] == b"DEL" or (len(r) == 5 and int(r[4]) <= now):
+            state.pop(key, None)
+        else:
+            state[key] = (r[2].decode(), int(r[4]) if len(r) == 5 else None)
+    return state
+
+
+class Model:
+    """Random writes of every kind the log records, and what they leave."""
+
+    def __init__(self, seed, nkeys):
+        self.rnd = random.Random(seed)
+        self.keys = ["k%05d" % i for i in range(nkeys)]
+        self.values = {}   # key: expected value (None: absent)
+        self.ttl = set()   # keys set with a long deadline (the log must keep it)
+        self.serial = 0
+        self.writes = 0    # commands that wrote a record (an uncompacted log holds that many)
+
+    def fill(self, conn, tag):
+        """Sets every key (MSET, pipelined): the log grows by the store's size."""
+        cmds = []
+        for start in range(0, len(self.keys), 1000):
+            chunk = self.keys[start:start + 1000]
+            cmds.append(["MSET"] + [x for k in chunk for x in (k, "%s-%s" % (tag, k))])
+            for k in chunk:
+                self.values[k] = "%s-%s" % (tag, k)
+                self.ttl.discard(k)
+        self.writes += len(self.keys)
+        return all(r == "OK" for r in conn.pipeline(cmds))
+
+    def batch(self, conn, n):
+        """n random writes, pipelined; returns False if a reply is not the expected one."""
+        cmds, expect = [], []
+        for _ in range(n):
+            self.serial += 1
+            key = self.rnd.choice(self.keys) if self.rnd.random() < 0.8 else "new%d" % self.serial
+            kind = self.rnd.randrange(6)
+            if kind == 0:
+                cmds.append(("SET", key, "s%d" % self.serial))
+                self.values[key], res = "s%d" % self.serial, "OK"
+                self.ttl.discard(key)
+            elif kind == 1:
+                cmds.append(("DEL", key))
+                res = 1 if self.values.get(key) is not None else 0
+                self.values[key] = None
+                self.ttl.discard(key)
+            elif kind == 2:
+                key = "ctr%d" % self.rnd.randrange(10)
+                cmds.append(("INCR", key))
+                res = int(self.values.get(key) or 0) + 1
+                self.values[key] = str(res)
+            elif kind == 3:
+                cmds.append(("SET", key, "e%d" % self.serial, "EX", "100000"))
+                self.values[key], res = "e%d" % self.serial, "OK"
+                self.ttl.add(key)
+            elif kind == 4:
+                cmds.append(("SET", key, "p%d" % self.serial, "PX", "1"))  # gone by the check
+                self.values[key], res = None, "OK"
+                self.ttl.discard(key)
+            else:
+                cmds.append(("GET", key))
+                res = self.values.get(key, "?")
+            self.writes += kind not in (1, 5) or res == 1
+            expect.append(res)
+        got = conn.pipeline(cmds)
+        return all(e == "?" or g == e for g, e in zip(got, expect))
+
+    def wrong(self, conn):
+        """The keys whose value differs from the model's, and the live count."""
+        keys = sorted(self.values)
+        bad = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            bad += [(k, v, self.values[k]) for k, v in zip(chunk, conn.cmd("MGET", *chunk)) if v != self.values[k]]
+        return bad, sum(v is not None for v in self.values.values())
+
+
+def in_rewrite(conn, model, tag, seconds=15):
+    """Overwrites the model's keys until INFO shows a rewrite in progress (the log doubles, the next tick starts
+    one); returns INFO's fields then, or None."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        model.fill(conn, tag)
+        until = time.monotonic() + 0.3  # a few ticks: if none starts a rewrite, the log has not doubled yet
+        while time.monotonic() < until:
+            fields = info(conn)
+            if rewriting(fields):
+                return fields
+    return None
+
+
+def rewrite_in_steps():
+    """A rewrite in progress (1 key per step) does not stop the shard: other clients are answered meanwhile."""
+    data = new_dir()
+    config = small_rewrite_config(data, chunk=1)
+    srv = Server(data, "--config", config, "--shards", "1")
+    c, other = Conn(srv.port), Conn(srv.port)
+    model = Model(1, 20000)
+    interleaved = answered = 0
+    for attempt in range(10):
+        before = in_rewrite(c, model, "t%d" % attempt)
+        if before is None:
+            break
+        ok = (other.cmd("GET", "k00001") == model.values["k00001"] and other.cmd("SET", "probe", attempt) == "OK"
+              and other.cmd("GET", "probe") == str(attempt))
+        model.values["probe"] = str(attempt)
+        answered += ok
+        after = info(c)
+        interleaved += ok and rewriting(after) and rewrites(after) == rewrites(before)
+        if interleaved >= 3:
+            break
+    check("rewrite in steps: GET and SET from another client are answered between two INFOs that show the same"
+          " rewrite in progress (%d times, %d answered)" % (interleaved, answered), interleaved >= 3)
+    check("rewrite in steps: the rewrites finish (INFO aof_rewrites)",
+          wait_for(lambda: rewrites(info(c)) >= 1 and not rewriting(info(c)), 30), info(c).get("aof_rewrites"))
+    stopped_midway = in_rewrite(c, model, "stop") is not None
+    c.close()
+    other.close()
+    srv.stop()
+    leftovers = [f for f in os.listdir(data) if f.endswith(".rewrite")]
+    check("rewrite in steps: a stop in the middle of a rewrite leaves no temporary file", stopped_midway and not leftovers,
+          leftovers)
+    srv = Server(data, "--shards", "1")
+    c = Conn(srv.port)
+    bad, live = model.wrong(c)
+    check("rewrite in steps: after that stop every key is back", not bad and c.cmd("DBSIZE") == live,
+          (bad[:5], c.cmd("DBSIZE"), live))
+    c.close()
+    srv.stop()
+    os.unlink(config)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def writes_during_rewrite():
+    """SET, overwrite, DEL, INCR, SET EX/PX while a rewrite runs: the new log holds exactly the final state."""
+    data = new_dir()
+    config = small_rewrite_config(data, chunk=1)
+    srv = Server(data, "--config", config, "--shards", "1")
+    c = Conn(srv.port)
+    model = Model(2, 20000)
+    during = 0       # batches of writes with the same rewrite in progress before and after them
+    replies_ok = True
+    last = None      # aof_rewrites while the last such batch ran
+    model.fill(c, "a")
+    model.fill(c, "b")  # the log holds every key at least twice
+    for attempt in range(10):
+        before = in_rewrite(c, model, "f%d" % attempt)
+        if before is None:
+            break
+        while True:
+            replies_ok = model.batch(c, 20) and replies_ok
+            after = info(c)
+            if not (rewriting(after) and rewrites(after) == rewrites(before)):
+                break
+            during += 1
+            last = rewrites(before)
+        if during >= 5:
+            break
+    finished = last is not None and wait_for(lambda: rewrites(info(c)) > last, 30)
+    check("writes during a rewrite: %d batches of writes ran inside a rewrite, which then finished" % during,
+          during >= 5 and finished, info(c))
+    check("writes during a rewrite: every reply was the expected one", replies_ok)
+    wait_for(lambda: not rewriting(info(c)), 30)
+    c.close()
+    srv.stop()
+    try:
+        records = read_log(log_path(data))
+    except ValueError as e:
+        records = [[b"SET", b"unreadable", str(e).encode()]]
+    check("writes during a rewrite: the log was compacted (%d records for %d writes)" % (len(records), model.writes),
+          len(records) < model.writes)
+    state = replay(records)
+    expect = {k: v for k, v in model.values.items() if v is not None}
+    got = {k: v for k, (v, _) in state.items()}
+    check("writes during a rewrite: the log replays to exactly the values written (%d keys)" % len(expect),
+          got == expect, sorted(set(got.items()) ^ set(expect.items()))[:5])
+    lost = [k for k in model.ttl if model.values.get(k) is not None and (k not in state or state[k][1] is None)]
+    check("writes during a rewrite: keys set with EX keep their deadline in the log", not lost, lost[:5])
+    srv = Server(data, "--shards", "1")
+    c = Conn(srv.port)
+    bad, live = model.wrong(c)
+    check("writes during a rewrite: after a restart every key has its value",
+          not bad and c.cmd("DBSIZE") == live, (bad[:5], c.cmd("DBSIZE"), live))
+    c.close()
+    srv.stop()
+    os.unlink(config)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def rewrite_fails():
+    """A rewrite that cannot create its file is abandoned with a warning; the shard goes on, and retries later."""
+    data = new_dir()
+    config = small_rewrite_config(data)
+    srv = Server(data, "--config", config, "--shards", "1")
+    c = Conn(srv.port)
+    blocker = log_path(data) + ".rewrite"
+    os.mkdir(blocker)  # open(2) of it for writing fails (EISDIR)
+    model = Model(4, 2000)
+    model.fill(c, "a")
+    model.fill(c, "b")
+    warned = wait_for(lambda: "the rewrite of %s failed" % log_path(data) in srv.output(), 10)
+    check("a failing rewrite: a warning names the log and the error", warned and "Is a directory" in srv.output(),
+          srv.output()[-500:])
+    ok = model.batch(c, 50)
+    check("a failing rewrite: the shard goes on serving", ok and c.cmd("GET", "k00001") == model.values["k00001"])
+    os.rmdir(blocker)
+    check("a failing rewrite: it is tried again later, and succeeds",
+          wait_for(lambda: rewrites(info(c)) >= 1 and not rewriting(info(c)), 30), info(c))
+    c.close()
+    srv.stop()
+    srv = Server(data, "--shards", "1")
+    c = Conn(srv.port)
+    bad, live = model.wrong(c)
+    check("a failing rewrite: every key is back after a restart", not bad and c.cmd("DBSIZE") == live, bad[:5])
+    c.close()
+    srv.stop()
+    os.unlink(config)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def kill9_during_rewrite():
+    """kill -9 in the middle of a rewrite, or just after one that took writes, appendfsync always: every
+    acknowledged write is back, and the .rewrite file left behind is no log."""
+    data = new_dir()
+    config = small_rewrite_config(data, fsync="always", chunk=1)
+    model = Model(3, 3000)
+    tmp = log_path(data) + ".rewrite"
+    midway = after = 0
+    ok = True
+    for cycle in range(12):
+        srv = Server(data, "--config", config, "--shards", "1")
+        c = Conn(srv.port)
+        before = in_rewrite(c, model, "c%d" % cycle)
+        ok = model.batch(c, 20) and ok  # acknowledged writes while the rewrite goes on
+        wait_end = cycle % 2 == 1  # every other cycle: the kill comes after the rewrite's end
+        ended = before is not None and wait_end and wait_for(lambda: rewrites(info(c)) > rewrites(before), 30)
+        srv.kill()
+        c.close()
+        left = os.path.exists(tmp)  # only a rewrite in progress leaves it
+        midway += before is not None and not wait_end and left
+        after += ended
+        srv = Server(data, "--shards", "1")
+        c = Conn(srv.port)
+        bad, live = model.wrong(c)
+        if bad or c.cmd("DBSIZE") != live:
+            ok = False
+            check("kill -9 %s a rewrite, cycle %d: every acknowledged write is back" %
+                  ("after" if wait_end else "during", cycle), False, (bad[:5], c.cmd("DBSIZE"), live))
+        if left and os.path.exists(tmp):
+            ok = False
+            check("kill -9 during a rewrite: the leftover .rewrite file is removed at the start", False)
+        c.close()
+        srv.stop()
+        if (midway >= 3 and after >= 2) or before is None:
+            break
+    check("kill -9 in the middle of a rewrite x%d, after one x%d (appendfsync always): no acknowledged write lost,"
+          " %d keys" % (midway, after, sum(v is not None for v in model.values.values())),
+          ok and midway >= 3 and after >= 2)
     os.unlink(config)
     shutil.rmtree(data, ignore_errors=True)
 
@@ -614,8 +922,9 @@ def maxmemory_options():
 def main():
     started = time.monotonic()
     only = sys.argv[2:]
-    for t in [damaged_logs, old_format, everysec, expiry, rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks,
-              default_data_dir, maxmemory_noeviction, maxmemory_lru, maxmemory_volatile, maxmemory_options]:
+    for t in [damaged_logs, old_format, everysec, expiry, rewrite, rewrite_in_steps, writes_during_rewrite,
+              rewrite_fails, kill9_during_rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks, default_data_dir,
+              maxmemory_noeviction, maxmemory_lru, maxmemory_volatile, maxmemory_options]:
         if only and t.__name__ not in only:
             continue
         t0 = time.monotonic()
