@@ -81,7 +81,7 @@ public:
   explicit pipeline(const connection_config& config) : config_(config) {}
 
   /// Takes one command. `barrier`: it needs every shard (KEYS, DBSIZE,
-  /// INFO, DEBUG): run() what came before, then barrier(argv).
+  /// INFO, DEBUG): run() and assemble() what came before, then barrier(argv).
   step add(const std::vector<std::string_view>& argv);
 
   /// Sends the batches and waits for their replies.
@@ -484,7 +484,9 @@ otp::task<void> connection(int fd, connection_config config) {
       }
       const auto step = commands.add(argv);
       if (step == pipeline::step::barrier) {
+        // What came before it is run and answered first (a batch is sent once).
         co_await commands.run();
+        commands.assemble(out);
         co_await commands.barrier(argv);
       } else if (step == pipeline::step::quit) {
         open = false;
