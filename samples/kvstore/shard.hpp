@@ -202,9 +202,13 @@ private:
     std::size_t ttl_slot = npos; ///< index in ttl_, when it has a deadline
     std::uint32_t used_at = 0;   ///< clock_ at the last read or write (LRU)
   };
+  // Transparent, to look up a string_view without making a string. Not
+  // noexcept on purpose: libstdc++ then keeps each key's hash in its node
+  // (it does not for a "fast" nothrow hash), so a lookup compares hashes
+  // instead of hashing and comparing every key on the bucket's chain.
   struct key_hash {
     using is_transparent = void;
-    std::size_t operator()(std::string_view k) const noexcept { return std::hash<std::string_view>{}(k); }
+    std::size_t operator()(std::string_view k) const { return std::hash<std::string_view>{}(k); }
   };
   using map = std::unordered_map<std::string, entry, key_hash, std::equal_to<>>;
   using node = map::value_type; // map nodes do not move on rehash
