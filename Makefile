@@ -77,6 +77,7 @@ bench: bench-deps
 	python3 bench/run.py --otp-bin build-release/bench/otp_bench
 	python3 bench/scaling.py --otp-bin build-release/bench/otp_bench
 	python3 bench/redis_bench.py --kvstore build-release/samples/kvstore/kvstore
+	python3 bench/kvstore_memory.py --kvstore build-release/samples/kvstore/kvstore
 	python3 bench/table.py --update README.md --chart docs/bench-chart.svg
 
 clean:

@@ -32,10 +32,10 @@ def ratio(ours, theirs, unit):
         r = ours / theirs
     else:
         r = theirs / ours
-    word = "smaller" if unit == "bytes" else "faster"
+    memory = unit in ("bytes", "x the value")
     if r >= 1:
-        return f"{r:.1f}x {word}"
-    return f"{1 / r:.1f}x {'larger' if unit == 'bytes' else 'slower'}"
+        return f"{r:.1f}x {'smaller' if memory else 'faster'}"
+    return f"{1 / r:.1f}x {'larger' if memory else 'slower'}"
 
 
 def rows_by_bench(results):
