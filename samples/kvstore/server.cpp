@@ -57,6 +57,20 @@ std::uint64_t used_memory() {
   return sum;
 }
 
+// Redis refuses a write command whole when memory is over maxmemory (and
+// nothing could be evicted): an MSET whose keys fall in a shard already
+// over its share under noeviction is refused before any of it runs.
+bool over_memory(const std::vector<std::string_view>& argv) {
+  const std::uint64_t limit = stats().maxmemory.load();
+  if (limit == 0 || stats().policy.load() != eviction_policy::noeviction)
+    return false;
+  const std::uint64_t share = std::max<std::uint64_t>(1, limit / static_cast<unsigned>(shard_count()));
+  for (std::size_t i = 1; i < argv.size(); i += 2)
+    if (stats().shard_memory.at(static_cast<std::size_t>(shard_of(argv[i]))).load(std::memory_order_relaxed) > share)
+      return true;
+  return false;
+}
+
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
     .count();
@@ -127,10 +141,12 @@ private:
   }
   void wrong_arity(std::string_view cmd) { error_text("ERR wrong number of arguments for '" + lower(cmd) + "' command"); }
   bool set_command(const std::vector<std::string_view>& argv);
+  void group(std::uint32_t first);
 
   const connection_config& config_;
   std::vector<shard::batch> batches_;
   std::vector<std::string> failed_; // per shard: its error reply if its call failed
+  std::vector<std::uint32_t> order_; // the shards to call, in the order of their first command
   std::vector<part> parts_;
   std::vector<ref> refs_;
   std::string texts_;
@@ -158,6 +174,19 @@ void pipeline::op(shard::op::kind_t kind, std::string_view key, std::string_view
   o.expire_at_ms = expire_at_ms;
   refs_.push_back({s, static_cast<std::uint32_t>(b.ops.size())});
   b.ops.push_back(o);
+}
+
+// The ops of one command that fall in one shard are refused together when
+// that shard is short of memory (an MSET is not half done there).
+void pipeline::group(std::uint32_t first) {
+  std::array<std::uint32_t, server_stats::max_shards> count{};
+  std::array<std::uint32_t, server_stats::max_shards> head{};
+  for (std::uint32_t r = first; r < refs_.size(); ++r)
+    if (count[refs_[r].shard]++ == 0)
+      head[refs_[r].shard] = refs_[r].index;
+  for (std::size_t s = 0; s < count.size(); ++s)
+    if (count[s] > 1)
+      batches_[s].ops[head[s]].group = count[s];
 }
 
 // SET key value [EX s | PX ms]; false if it was refused here.
@@ -235,10 +264,13 @@ pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
   } else if (iequals(cmd, "MSET")) {
     if (n < 3 || n % 2 == 0) {
       wrong_arity(cmd);
+    } else if (over_memory(argv)) {
+      error_text(oom_message);
     } else {
       for (std::size_t i = 1; i + 1 < n; i += 2)
         op(shard::op::set, argv[i], argv[i + 1]);
       keyed(part::ok, first);
+      group(first);
     }
   } else if (iequals(cmd, "PING")) {
     if (n > 2)
@@ -291,13 +323,20 @@ pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
 
 otp::task<void> pipeline::run() {
   failed_.resize(batches_.size());
-  for (std::size_t s = 0; s < batches_.size(); ++s) {
-    failed_[s].clear();
-    if (batches_[s].ops.empty())
-      continue;
-    // (g++ 12: the request is a local, not built inside co_await.)
+  for (auto& f : failed_)
+    f.clear();
+  // The shards in the order the pipeline first named them: a client's
+  // write to one shard is in before its later read of another is asked.
+  order_.clear();
+  for (const ref& r : refs_)
+    if (std::find(order_.begin(), order_.end(), r.shard) == order_.end())
+      order_.push_back(r.shard);
+  for (const std::uint32_t s : order_) {
+    // (g++ 12: the request is a local, not built inside co_await.) No
+    // timeout: a batch that timed out would still run later (a retried
+    // INCR would count twice); a shard that dies answers `exited`.
     shard::batch req = std::move(batches_[s]);
-    auto r = co_await gs::call<shard>(shard_name(static_cast<int>(s)), std::move(req));
+    auto r = co_await gs::call<shard>(shard_name(static_cast<int>(s)), std::move(req), otp::infinity);
     if (r)
       batches_[s] = std::move(r).value();
     else

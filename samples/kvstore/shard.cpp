@@ -570,7 +570,7 @@ void shard::load() {
     std::optional<std::int64_t> at;
     if (argv.size() == 5)
       at = to_int64(argv[4]);
-    if (at && *at <= now) { // expired while we were down: never loaded
+    if (at && *at < now) { // expired while we were down: never loaded
       if (auto it = data_.find(argv[1]); it != data_.end())
         remove(it);
       return;
@@ -655,7 +655,7 @@ bool shard::rewrite_some(std::size_t budget) {
   for (; w.unvisited > 0 && budget > 0 && buf.size() < read_chunk; --budget) {
     const node* n = all_[--w.unvisited];
     const entry& e = n->second;
-    if (e.expire_at_ms && *e.expire_at_ms <= now)
+    if (e.expire_at_ms && *e.expire_at_ms < now)
       continue;
     if (e.expire_at_ms)
       aof::encode(buf, {"SET", n->first, e.value, "PXAT", std::to_string(*e.expire_at_ms)});
@@ -798,27 +798,48 @@ void shard::account(std::int64_t delta) {
   stats().shard_memory.at(static_cast<std::size_t>(config_.index)).store(used_, std::memory_order_relaxed);
 }
 
+namespace {
+// What a value holds on the heap: its room (capacity), not its size, since
+// that is what a value overwritten by a shorter one keeps; none when short
+// enough to sit inside the string (counted in entry_overhead).
+std::int64_t heap_bytes(const std::string& v) {
+  return v.capacity() > std::string().capacity() ? static_cast<std::int64_t>(v.capacity()) + 1 : 0;
+}
+} // namespace
+
 void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value) {
-  place(key, expire_at_ms, value.size()).value.assign(value); // reuses the old value's room
+  std::string& v = place(key, expire_at_ms).value;
+  const std::int64_t before = heap_bytes(v);
+  if (v.capacity() > 2 * value.size() + 64) {
+    // A much shorter value does not keep the old one's room (a swap: a
+    // short string move-assigned into a long one keeps the long one's room).
+    std::string fresh(value);
+    v.swap(fresh);
+  } else {
+    v.assign(value); // reuses the old value's room
+  }
+  account(heap_bytes(v) - before);
 }
 
 void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value) {
-  place(key, expire_at_ms, value.size()).value = std::move(value);
+  std::string& v = place(key, expire_at_ms).value;
+  const std::int64_t before = heap_bytes(v);
+  v = std::move(value);
+  account(heap_bytes(v) - before);
 }
 
-// The key's entry (made if new), its deadline set and its size counted;
-// the caller stores the value.
-shard::entry& shard::place(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::size_t value_size) {
+// The key's entry (made if new, and counted), its deadline set; the
+// caller stores the value (and counts it).
+shard::entry& shard::place(std::string_view key, std::optional<std::int64_t> expire_at_ms) {
   auto it = data_.find(key);
   const bool fresh = it == data_.end();
   if (fresh) {
     it = data_.try_emplace(std::string(key)).first;
     it->second.slot = all_.size();
     all_.push_back(&*it);
+    account(static_cast<std::int64_t>(entry_overhead + key.size()));
   }
   entry& e = it->second;
-  account(fresh ? static_cast<std::int64_t>(entry_overhead + key.size() + value_size)
-                : static_cast<std::int64_t>(value_size) - static_cast<std::int64_t>(e.value.size()));
   e.used_at = ++clock_;
   e.expire_at_ms = expire_at_ms;
   if (expire_at_ms && e.ttl_slot == npos) {
@@ -846,14 +867,14 @@ void shard::remove(map::iterator it) {
   all_[e.slot] = last;
   last->second.slot = e.slot;
   all_.pop_back();
-  account(-static_cast<std::int64_t>(entry_overhead + it->first.size() + e.value.size()));
+  account(-static_cast<std::int64_t>(entry_overhead + it->first.size()) - heap_bytes(e.value));
   data_.erase(it);
   ++erases_;
 }
 
 shard::map::iterator shard::find_live(std::string_view key, std::int64_t now) {
   auto it = data_.find(key);
-  if (it != data_.end() && it->second.expire_at_ms && *it->second.expire_at_ms <= now) {
+  if (it != data_.end() && it->second.expire_at_ms && *it->second.expire_at_ms < now) {
     remove(it); // expired: gone (the log keeps the absolute deadline)
     return data_.end();
   }
@@ -862,7 +883,9 @@ shard::map::iterator shard::find_live(std::string_view key, std::int64_t now) {
   return it;
 }
 
-void shard::run(op& o, batch& b, std::int64_t now) {
+// `room_checked`: its command's room was made already (room_for), so it is
+// not refused alone (an MSET is done whole or not at all, as in Redis).
+void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
   const std::string_view key = b.key(o);
   const std::size_t at = b.out.size();
   auto fail_with = [&](std::string_view text) {
@@ -877,7 +900,7 @@ void shard::run(op& o, batch& b, std::int64_t now) {
         null_bulk(b.out);
       break;
     case op::set: {
-      if (!make_room(growth(key, o.value_len))) {
+      if (!room_checked && !make_room(growth(key, o.value_len))) {
         fail_with(oom_message);
         break;
       }
@@ -902,7 +925,7 @@ void shard::run(op& o, batch& b, std::int64_t now) {
       break;
     }
     case op::incr: {
-      if (!make_room(growth(key, 20))) { // 20: the longest int64 in digits
+      if (!room_checked && !make_room(growth(key, 20))) { // 20: the longest int64 in digits
         fail_with(oom_message);
         break;
       }
@@ -941,13 +964,28 @@ void shard::run(op& o, batch& b, std::int64_t now) {
 otp::call_result<shard::batch> shard::handle_call(otp::context& ctx, batch b) {
   b.out.clear();
   const auto now = now_ms();
-  for (op& o : b.ops)
-    run(o, b, now);
+  for (std::size_t i = 0; i < b.ops.size();) {
+    const std::size_t group = std::min<std::size_t>(std::max<std::uint32_t>(b.ops[i].group, 1), b.ops.size() - i);
+    if (group > 1 && !room_for(b, i, group)) {
+      // As Redis refuses a whole command over maxmemory: none of its writes.
+      for (std::size_t k = i; k < i + group; ++k) {
+        const std::size_t at = b.out.size();
+        error(b.out, oom_message);
+        b.ops[k].error = true;
+        b.ops[k].out_off = at;
+        b.ops[k].out_len = b.out.size() - at;
+      }
+    } else {
+      for (std::size_t k = i; k < i + group; ++k)
+        run(b.ops[k], b, now, group > 1);
+    }
+    i += group;
+  }
   b.big.clear();
   // Replies wait behind records not yet written, so that nobody hears of
   // a write before it is in the log, whoever asked.
   if (pending_log_.empty() && waiting_.empty())
-    return std::move(b);
+    return b; // (moved: a by-value parameter)
   waiting_.push_back({ctx.defer_reply<batch>(), std::move(b)});
   if (pending_log_.size() >= group_commit_bytes || waiting_.size() >= group_commit_replies)
     flush();
@@ -987,7 +1025,7 @@ bool shard::scan_some(scan& s, std::size_t budget) {
   for (; s.unvisited > 0 && budget > 0; --budget) {
     const node* n = all_[--s.unvisited];
     const entry& e = n->second;
-    if ((!e.expire_at_ms || *e.expire_at_ms > now) && glob_match(s.pattern, n->first))
+    if ((!e.expire_at_ms || *e.expire_at_ms >= now) && glob_match(s.pattern, n->first))
       s.out.push_back(n->first);
   }
   if (s.unvisited > 0)
@@ -999,8 +1037,10 @@ bool shard::scan_some(scan& s, std::size_t budget) {
   return true;
 }
 
+// KEYS and DBSIZE tell of every write in memory: those are written first
+// (flush), so that nobody hears of a write that is not in the log.
 otp::call_result<std::vector<std::string>> shard::handle_call(otp::context& ctx, keys r) {
-  settle(ctx);
+  flush();
   scan s{{}, std::move(r.pattern), all_.size(), {}, erases_};
   if (all_.size() <= scan_chunk) {
     scan_some(s, scan_chunk);
@@ -1016,17 +1056,27 @@ otp::call_result<std::vector<std::string>> shard::handle_call(otp::context& ctx,
   return otp::noreply;
 }
 
-std::int64_t shard::handle_call(otp::context& ctx, dbsize) {
-  settle(ctx);
+std::int64_t shard::handle_call(otp::context&, dbsize) {
+  flush();
   const auto now = now_ms();
   std::int64_t n = 0;
   for (const auto& [k, e] : data_)
-    n += (!e.expire_at_ms || *e.expire_at_ms > now) ? 1 : 0;
+    n += (!e.expire_at_ms || *e.expire_at_ms >= now) ? 1 : 0;
   return n;
 }
 
 void shard::handle_cast(otp::context&, crash) {
   throw std::runtime_error("shard " + std::to_string(config_.index) + " crashed on purpose (DEBUG CRASH)");
+}
+
+// Whether the writes of ops [first, first + count) of `b` fit (evicting by
+// the policy if need be), all together.
+bool shard::room_for(const batch& b, std::size_t first, std::size_t count) {
+  std::size_t adding = 0;
+  for (std::size_t k = first; k < first + count; ++k)
+    if (b.ops[k].kind == op::set || b.ops[k].kind == op::incr)
+      adding += growth(b.key(b.ops[k]), b.ops[k].kind == op::set ? b.ops[k].value_len : 20);
+  return make_room(adding);
 }
 
 // What a write of `value_size` bytes to `key` adds to used_, at most.
@@ -1092,7 +1142,7 @@ void shard::expire_cycle() {
     int expired = 0;
     for (; sampled < 20 && !ttl_.empty(); ++sampled) {
       node* n = ttl_[rng_() % ttl_.size()];
-      if (*n->second.expire_at_ms > now)
+      if (*n->second.expire_at_ms >= now)
         continue;
       aof::encode(pending_log_, {"DEL", n->first});
       remove(data_.find(n->first));
@@ -1118,6 +1168,7 @@ void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step, rewrite
     scan s = std::move(scans_.front());
     scans_.pop_front();
     if (scan_some(s, scan_chunk)) {
+      flush(); // as in handle_call(keys)
       otp::reply(s.to, std::move(s.out));
     } else {
       scans_.push_back(std::move(s));

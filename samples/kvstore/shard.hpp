@@ -127,6 +127,9 @@ struct shard {
     std::size_t value_len = 0;
     bool value_big = false;
     std::int64_t expire_at_ms = no_expiry; ///< SET: absolute, Unix ms
+    /// The first op of a command's ops in this batch (an MSET's) says how
+    /// many there are: they are refused together when memory is short.
+    std::uint32_t group = 1;
     // Results: the reply as RESP bytes in batch::out, and its number
     // (DEL/EXISTS: 0 or 1; an error reply: error is set).
     bool error = false;
@@ -212,7 +215,8 @@ private:
   };
   using map = std::unordered_map<std::string, entry, key_hash, std::equal_to<>>;
   using node = map::value_type; // map nodes do not move on rehash
-  /// What an entry costs in used_ besides its key's and value's size():
+  /// What an entry costs in used_ besides its key's size() and its value's
+  /// heap room:
   /// the node, plus libstdc++'s next pointer and cached hash in it, the
   /// allocator's header, its bucket pointer and its slot in all_. Short
   /// strings' characters sit inside the node, so they are counted twice
@@ -243,8 +247,8 @@ private:
   map::iterator find_live(std::string_view key, std::int64_t now);
   void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value);
   void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value);
-  entry& place(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::size_t value_size);
-  void run(op& o, batch& b, std::int64_t now);
+  entry& place(std::string_view key, std::optional<std::int64_t> expire_at_ms);
+  void run(op& o, batch& b, std::int64_t now, bool room_checked);
   void log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms);
   void flush();
   void settle(otp::context& ctx);
@@ -267,6 +271,7 @@ private:
   bool scan_some(scan& s, std::size_t budget);
   std::size_t growth(std::string_view key, std::size_t value_size) const;
   bool make_room(std::size_t adding);
+  bool room_for(const batch& b, std::size_t first, std::size_t count);
   node* eviction_candidate();
   void account(std::int64_t delta);
 
