@@ -493,8 +493,85 @@ void from_json(const otp::json& j, acceptor_config& c) {
   c.port = j.value("port", c.port);
 }
 
+namespace {
+
+// Replies that could not be sent at once (the client is not reading yet:
+// a client may send a whole pipeline before it reads, as redis-py does).
+// A writer process, linked and on the connection's scheduler (the socket's
+// io_context), sends them while the connection goes on reading; past
+// `output_limit` of backlog the connection stops reading until it drains.
+struct output {
+  explicit output(tcp::socket s) : socket(std::move(s)) {}
+  tcp::socket socket;
+  std::size_t backlog = 0; // bytes handed to the writer, not yet sent
+  bool waiting = false;    // the connection waits for the backlog to drain
+  bool failed = false;     // a send failed: the client is gone
+  otp::pid connection;
+  std::optional<otp::pid> writer;
+};
+struct outgoing {
+  std::string bytes;
+};
+struct drained {};
+constexpr std::size_t output_limit = 64 * 1024 * 1024;
+
+otp::task<void> writer(std::shared_ptr<output> o) {
+  for (;;) {
+    outgoing next = co_await otp::receive<outgoing>();
+    auto [ec, sent] = co_await asio::async_write(o->socket, asio::buffer(next.bytes), otp::use_process_nothrow);
+    (void)sent;
+    o->backlog -= next.bytes.size();
+    if (ec)
+      o->failed = true;
+    if (o->waiting && (o->failed || o->backlog <= output_limit / 2)) {
+      o->waiting = false;
+      otp::send(o->connection, drained{});
+    }
+    if (o->failed)
+      co_return;
+  }
+}
+
+// Sends `out` (and empties it): at once if the socket takes it all, else
+// the rest through the writer, behind what it already has.
+void send_replies(const std::shared_ptr<output>& o, std::string& out) {
+  std::size_t done = 0;
+  if (o->backlog == 0) {
+    asio::error_code ec;
+    done = o->socket.write_some(asio::buffer(out), ec);
+    if (ec && ec != asio::error::would_block) {
+      o->failed = true;
+      out.clear();
+      return;
+    }
+  }
+  if (done < out.size()) {
+    if (!o->writer)
+      o->writer = otp::spawn_opt({.scheduler = otp::this_scheduler().index(), .link = true}, writer, o).pid;
+    out.erase(0, done);
+    o->backlog += out.size();
+    otp::send(*o->writer, outgoing{std::move(out)});
+  }
+  out.clear();
+  if (out.capacity() > 64 * 1024)
+    std::string().swap(out); // a large reply's room is not kept while idle
+}
+
+// Waits until the writer's backlog is at most `most` (0: all sent).
+otp::task<void> drain(const std::shared_ptr<output>& o, std::size_t most) {
+  while (o->backlog > most && !o->failed) {
+    o->waiting = true;
+    co_await otp::receive<drained>();
+  }
+}
+
+} // namespace
+
 otp::task<void> connection(int fd, connection_config config) {
-  tcp::socket socket(otp::this_scheduler().get_executor(), tcp::v4(), fd);
+  auto io = std::make_shared<output>(tcp::socket(otp::this_scheduler().get_executor(), tcp::v4(), fd));
+  tcp::socket& socket = io->socket;
+  socket.non_blocking(true); // send_replies writes what the socket takes at once
+  io->connection = otp::self();
   ++stats().connections;
   struct gone {
     ~gone() { --stats().connections; }
@@ -509,7 +586,7 @@ otp::task<void> connection(int fd, connection_config config) {
     char* room = parser.prepare(4096);
     auto [ec, got] = co_await socket.async_read_some(asio::buffer(room, parser.room()), otp::use_process_nothrow);
     if (ec)
-      co_return; // the client went away (mid-command or not): nothing to answer
+      break; // the client went away (mid-command or not): nothing to answer
     parser.commit(got);
     bool open = true;
     for (;;) {
@@ -543,18 +620,18 @@ otp::task<void> connection(int fd, connection_config config) {
       open = false;
     }
     // One write per read: pipelined commands get their replies together.
-    if (!out.empty()) {
-      auto [wec, written] = co_await asio::async_write(socket, asio::buffer(out), otp::use_process_nothrow);
-      (void)written;
-      if (wec)
-        co_return;
-      out.clear();
-      if (out.capacity() > 64 * 1024)
-        std::string().swap(out); // a large reply's room is not kept while idle
-    }
+    if (!out.empty())
+      send_replies(io, out);
     if (!open)
-      co_return;
+      co_await drain(io, 0); // the replies go out before the close
+    else
+      co_await drain(io, output_limit);
+    if (!open || io->failed)
+      break;
   }
+  // A normal exit does not end a linked process: the writer is told to.
+  if (io->writer)
+    otp::exit(*io->writer, otp::exit_reason::shutdown());
 }
 
 namespace {

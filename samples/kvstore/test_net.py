@@ -518,6 +518,32 @@ def pipeline_edges(port):
     c.close()
 
 
+def unread_pipeline(port):
+    """A client that sends its whole pipeline before it reads (as redis-py does) is answered, not deadlocked."""
+    value = b"v" * 100000
+    c = Client(port, timeout=20)
+    payload = b"".join(resp("SET", "u%d" % i, value) + resp("GET", "u%d" % i) for i in range(200))
+    try:
+        c.sock.sendall(payload)  # 20 MB: more than the socket buffers hold, both ways
+        replies = [c.reply() for _ in range(400)]
+        ok = all(r == (b"OK" if i % 2 == 0 else value) for i, r in enumerate(replies))
+    except (socket.timeout, OSError) as e:
+        ok, replies = False, [repr(e)]
+    check("a 20 MB pipeline sent before reading gets its 400 replies", ok, replies[:1])
+    c.close()
+    c = Client(port)
+    deadline = time.monotonic() + 10
+    clients = None
+    while time.monotonic() < deadline:  # the closed client's connection (and its writer) go away
+        info = c.call("INFO")
+        clients = int(info.split(b"connected_clients:")[1].split(b"\r\n")[0])
+        if clients == 1:
+            break
+    check("its connection is gone once it closes (connected_clients %s)" % clients, clients == 1)
+    c.call("DEL", *["u%d" % i for i in range(200)])
+    c.close()
+
+
 def memory_kib(pid, key):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -568,6 +594,7 @@ def main():
             big_command(srv.port)
             pipeline_model(srv.port)
             pipeline_edges(srv.port)
+            unread_pipeline(srv.port)
             glob(srv.port)  # last: before the fix its KEYS never ends
             check("the server survived every check", srv.alive())
         finally:
