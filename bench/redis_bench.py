@@ -13,7 +13,8 @@ scheduler), "otp_default" (kvstore, default schedulers) and "redis"
 
 With --before BIN (an older kvstore binary), it runs too, with one
 scheduler, as impl "otp_before": a change is measured against its base in
-the same run.
+the same run. With --redis-io-threads N, redis-server with N I/O threads
+runs too (impl "redis_io_threads"), the fair match for kvstore on many cores.
 
 usage: redis_bench.py --kvstore BIN [--before BIN] [--runs 3] [--requests 200000] [--out FILE]
 """
@@ -68,6 +69,8 @@ def main():
     ap.add_argument("--kvstore", required=True)
     ap.add_argument("--before", help="an older kvstore binary, measured alongside (one scheduler)")
     ap.add_argument("--tests", default="set,get", help="redis-benchmark tests, comma-separated")
+    ap.add_argument("--redis-io-threads", type=int, default=0,
+                    help="also run redis-server with this many I/O threads (impl redis_io_threads)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "latest.json"))
@@ -86,6 +89,14 @@ def main():
                               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     servers = [("otp", kv_port, kv), ("otp_default", kvd_port, kvd), ("redis", redis_port, redis)]
+    if args.redis_io_threads > 1:
+        rio_port = free_port()
+        rio = subprocess.Popen(["redis-server", "--port", str(rio_port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data,
+                                "--appendfilename", "io.aof", "--io-threads", str(args.redis_io_threads),
+                                "--io-threads-do-reads", "yes"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.append(("redis_io_threads", rio_port, rio))
     if args.before:
         before_port = free_port()
         before = subprocess.Popen([args.before, "--port", str(before_port), "--data", os.path.join(data, "before"),
