@@ -180,6 +180,7 @@ task<void> gs_core::run(from<init_ack> starter, std::optional<server_name> name,
           co_await std::move(*t);
       } else {
         message_ptr m;
+        const auto armed = ctx_.timeout_;
         if (ctx_.timeout_) {
           const auto d = *ctx_.timeout_;
           ctx_.timeout_.reset();
@@ -187,6 +188,12 @@ task<void> gs_core::run(from<init_ack> starter, std::optional<server_name> name,
         } else {
           m = co_await receive_any();
         }
+        // OTP: a system message (get_state, statistics) or a refused
+        // request reaches no callback, and the wait after it has the same
+        // timeout again, whole (sys's system_continue re-enters the loop
+        // with its Time).
+        if (armed && m != nullptr && is_system(m))
+          ctx_.timeout_ = armed;
         bool timed_call = false;
         const auto started = timing_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         if (auto t = dispatch(m, timed_call))
@@ -238,6 +245,13 @@ void gs_core::finish_reply(const pid& caller, message* reply) noexcept {
 void gs_core::unexpected() noexcept {
   ++stats_.unexpected;
   report_unexpected_info(ctx_.self_);
+}
+
+// Whether `m` is handled by the loop itself, without a callback.
+bool gs_core::is_system(const message_ptr& m) const noexcept {
+  if (m->type == ops_->request_tag)
+    return static_cast<const gs_request*>(m.get())->info->kind == gs_kind::get_state;
+  return (m->flags & item_flag_request) != 0 || m->type == tag_of<system_msg>();
 }
 
 // Takes one message (or the idle timeout) and hands it to its callback.

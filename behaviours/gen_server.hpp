@@ -540,6 +540,7 @@ protected:
 
 private:
   std::optional<task<void>> dispatch(message_ptr& m, bool& timed_call);
+  bool is_system(const message_ptr& m) const noexcept;
   task<void> run_terminate(exit_reason why);
   void report(const exit_reason& why) noexcept;
 

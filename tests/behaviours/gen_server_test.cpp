@@ -452,6 +452,33 @@ TEST_CASE("an idle timeout delivers idle_timeout unless a message comes first") 
   CHECK(seen == std::vector<std::string>{"timeout"});
 }
 
+TEST_CASE("get_state and statistics do not cancel an idle timeout; it starts over after them, as in OTP") {
+  // OTP 25: {ok, S, 100}, sys:get_state at 60 ms: the timeout comes at
+  // 160 ms (sys's system_continue re-enters the loop with the same Time).
+  otp::node n({.deterministic = true});
+  otp::server_ref<infos> server;
+  run(n, [&]() -> otp::task<void> {
+    auto s = co_await gs::start<infos>();
+    server = s.value();
+    (void)co_await gs::call(s.value(), counter::get{}); // sets a 50 ms timeout
+  });
+  n.advance(30ms);
+  n.run_until_idle();
+  run(n, [&]() -> otp::task<void> {
+    (void)co_await gs::get_state(server);
+    (void)co_await gs::statistics(server);
+  });
+  n.advance(40ms); // 70 ms since the call, 40 since get_state: not yet
+  n.run_until_idle();
+  std::vector<std::string> before, after;
+  run(n, [&]() -> otp::task<void> { before = (co_await gs::get_state(server)).value().seen; });
+  n.advance(60ms); // 60 ms after the last get_state: the timeout, once
+  n.run_until_idle();
+  run(n, [&]() -> otp::task<void> { after = (co_await gs::get_state(server)).value().seen; });
+  CHECK(before.empty());
+  CHECK(after == std::vector<std::string>{"timeout"});
+}
+
 namespace {
 
 struct continues {
