@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -101,7 +102,8 @@ public:
   /// Sends the batches and waits for their replies.
   otp::task<void> run();
 
-  /// A command that needs every shard, after run().
+  /// A command that needs every shard, after run(). (Its calls wait as
+  /// long as the shards take: a long KEYS scan is no failure.)
   otp::task<void> barrier(const std::vector<std::string_view>& argv);
 
   /// Appends the replies, in order, and starts over.
@@ -360,14 +362,14 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
     for (int s = 0; s < shards; ++s) {
       if (keys) {
         shard::keys req{std::string(argv[1])};
-        auto r = co_await gs::call<shard>(shard_name(s), std::move(req));
+        auto r = co_await gs::call<shard>(shard_name(s), std::move(req), otp::infinity);
         if (!r) {
           text(unavailable(s, r.error()));
           co_return;
         }
         all.insert(all.end(), std::make_move_iterator(r.value().begin()), std::make_move_iterator(r.value().end()));
       } else {
-        auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
+        auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{}, otp::infinity);
         if (!r) {
           text(unavailable(s, r.error()));
           co_return;
@@ -396,7 +398,7 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
                        + std::to_string(stats().rewrites.load()) + "\r\n# Shards\r\n";
     std::int64_t total = 0;
     for (int s = 0; s < shards; ++s) {
-      auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{});
+      auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{}, otp::infinity);
       const int starts = stats().shard_starts.at(static_cast<std::size_t>(s)).load();
       info += "shard_" + std::to_string(s) + ":keys=" + (r ? std::to_string(r.value()) : std::string("unavailable"))
               + ",restarts=" + std::to_string(std::max(0, starts - 1)) + "\r\n";
@@ -503,19 +505,38 @@ namespace {
 struct output {
   explicit output(tcp::socket s) : socket(std::move(s)) {}
   tcp::socket socket;
+  std::atomic<int> refs{0};
   std::size_t backlog = 0; // bytes handed to the writer, not yet sent
   bool waiting = false;    // the connection waits for the backlog to drain
   bool failed = false;     // a send failed: the client is gone
   otp::pid connection;
   std::optional<otp::pid> writer;
 };
+// Shared by the connection and its writer. Not a shared_ptr: its control
+// block is polymorphic, and UBSan's check of a vtable needs a free file
+// descriptor (docs/design.md), which a server out of descriptors has not.
+class output_ref {
+public:
+  explicit output_ref(output* o) noexcept : o_(o) { ++o_->refs; }
+  output_ref(const output_ref& r) noexcept : o_(r.o_) { ++o_->refs; }
+  output_ref& operator=(const output_ref&) = delete;
+  ~output_ref() {
+    if (--o_->refs == 0)
+      delete o_;
+  }
+  output* operator->() const noexcept { return o_; }
+
+private:
+  output* o_;
+};
+
 struct outgoing {
   std::string bytes;
 };
 struct drained {};
 constexpr std::size_t output_limit = 64 * 1024 * 1024;
 
-otp::task<void> writer(std::shared_ptr<output> o) {
+otp::task<void> writer(output_ref o) {
   for (;;) {
     outgoing next = co_await otp::receive<outgoing>();
     auto [ec, sent] = co_await asio::async_write(o->socket, asio::buffer(next.bytes), otp::use_process_nothrow);
@@ -534,7 +555,7 @@ otp::task<void> writer(std::shared_ptr<output> o) {
 
 // Sends `out` (and empties it): at once if the socket takes it all, else
 // the rest through the writer, behind what it already has.
-void send_replies(const std::shared_ptr<output>& o, std::string& out) {
+void send_replies(const output_ref& o, std::string& out) {
   std::size_t done = 0;
   if (o->backlog == 0) {
     asio::error_code ec;
@@ -558,7 +579,7 @@ void send_replies(const std::shared_ptr<output>& o, std::string& out) {
 }
 
 // Waits until the writer's backlog is at most `most` (0: all sent).
-otp::task<void> drain(const std::shared_ptr<output>& o, std::size_t most) {
+otp::task<void> drain(const output_ref& o, std::size_t most) {
   while (o->backlog > most && !o->failed) {
     o->waiting = true;
     co_await otp::receive<drained>();
@@ -568,7 +589,7 @@ otp::task<void> drain(const std::shared_ptr<output>& o, std::size_t most) {
 } // namespace
 
 otp::task<void> connection(int fd, connection_config config) {
-  auto io = std::make_shared<output>(tcp::socket(otp::this_scheduler().get_executor(), tcp::v4(), fd));
+  const output_ref io(new output(tcp::socket(otp::this_scheduler().get_executor(), tcp::v4(), fd)));
   tcp::socket& socket = io->socket;
   socket.non_blocking(true); // send_replies writes what the socket takes at once
   io->connection = otp::self();
