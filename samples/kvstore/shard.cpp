@@ -835,17 +835,17 @@ shard::entry& shard::place(std::string_view key, std::optional<std::int64_t> exp
   const bool fresh = it == data_.end();
   if (fresh) {
     it = data_.try_emplace(std::string(key)).first;
-    it->second.slot = all_.size();
+    it->second.slot = static_cast<std::uint32_t>(all_.size());
     all_.push_back(&*it);
     account(static_cast<std::int64_t>(entry_overhead + key.size()));
   }
   entry& e = it->second;
   e.used_at = ++clock_;
   e.expire_at_ms = expire_at_ms;
-  if (expire_at_ms && e.ttl_slot == npos) {
-    e.ttl_slot = ttl_.size();
+  if (expire_at_ms && e.ttl_slot == no_slot) {
+    e.ttl_slot = static_cast<std::uint32_t>(ttl_.size());
     ttl_.push_back(&*it);
-  } else if (!expire_at_ms && e.ttl_slot != npos) {
+  } else if (!expire_at_ms && e.ttl_slot != no_slot) {
     drop_ttl(e);
   }
   return e;
@@ -856,12 +856,12 @@ void shard::drop_ttl(entry& e) {
   ttl_[e.ttl_slot] = last;
   last->second.ttl_slot = e.ttl_slot;
   ttl_.pop_back();
-  e.ttl_slot = npos;
+  e.ttl_slot = no_slot;
 }
 
 void shard::remove(map::iterator it) {
   entry& e = it->second;
-  if (e.ttl_slot != npos)
+  if (e.ttl_slot != no_slot)
     drop_ttl(e);
   node* last = all_.back();
   all_[e.slot] = last;
