@@ -90,9 +90,7 @@ otp::start_fn make_shards(shards_config c) {
   kv::stats().shards = c.count;
   kv::stats().maxmemory = c.maxmemory;
   kv::stats().policy = c.policy;
-  // Each shard keeps to an equal share (at least a byte: 0 would be no limit).
-  const std::uint64_t share =
-    c.maxmemory == 0 ? 0 : std::max<std::uint64_t>(1, c.maxmemory / static_cast<unsigned>(c.count));
+  const std::uint64_t share = kv::maxmemory_share(c.maxmemory, c.count);
   std::vector<otp::child_spec> children;
   for (int i = 0; i < c.count; ++i)
     children.push_back({.id = kv::shard_name(i),

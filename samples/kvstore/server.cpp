@@ -65,7 +65,7 @@ bool over_memory(const std::vector<std::string_view>& argv) {
   const std::uint64_t limit = stats().maxmemory.load();
   if (limit == 0 || stats().policy.load() != eviction_policy::noeviction)
     return false;
-  const std::uint64_t share = std::max<std::uint64_t>(1, limit / static_cast<unsigned>(shard_count()));
+  const std::uint64_t share = maxmemory_share(limit, shard_count());
   for (std::size_t i = 1; i < argv.size(); i += 2)
     if (stats().shard_memory.at(static_cast<std::size_t>(shard_of(argv[i]))).load(std::memory_order_relaxed) > share)
       return true;
@@ -75,6 +75,19 @@ bool over_memory(const std::vector<std::string_view>& argv) {
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
     .count();
+}
+
+// Redis's text: the name and the arguments are cut at a NUL (C strings)
+// and at 128 bytes (and error() turns CR and LF into spaces).
+std::string unknown_command(const std::vector<std::string_view>& argv) {
+  auto c_string = [](std::string_view s) { return s.substr(0, s.find('\0')); };
+  std::string args;
+  for (std::size_t i = 1; i < argv.size() && args.size() < 128; ++i) {
+    const std::size_t room = 128 - args.size();
+    args.append("'").append(c_string(argv[i]).substr(0, room)).append("' ");
+  }
+  return "ERR unknown command '" + std::string(c_string(argv[0]).substr(0, 128)) + "', with args beginning with: " +
+         args;
 }
 
 // A shard that cannot answer (it is restarting): the client may retry.
@@ -109,20 +122,10 @@ public:
   /// Appends the replies, in order, and starts over.
   void assemble(std::string& out);
 
-  void text(std::string_view s) {
-    parts_.push_back({part::raw, static_cast<std::uint32_t>(texts_.size()), static_cast<std::uint32_t>(s.size())});
-    texts_ += s;
-  }
-  void bulk_text(std::string_view s) {
-    const std::size_t at = texts_.size();
-    bulk(texts_, s);
-    parts_.push_back({part::raw, static_cast<std::uint32_t>(at), static_cast<std::uint32_t>(texts_.size() - at)});
-  }
-  void error_text(std::string_view s) {
-    const std::size_t at = texts_.size();
-    error(texts_, s);
-    parts_.push_back({part::raw, static_cast<std::uint32_t>(at), static_cast<std::uint32_t>(texts_.size() - at)});
-  }
+  // A reply made here, as RESP bytes (as is, a bulk string, an error).
+  void text(std::string_view s) { raw(&append_raw, s); }
+  void bulk_text(std::string_view s) { raw(&bulk, s); }
+  void error_text(std::string_view s) { raw(&error, s); }
 
 private:
   struct part {
@@ -142,7 +145,14 @@ private:
     parts_.push_back({kind, first, static_cast<std::uint32_t>(refs_.size()) - first});
   }
   void wrong_arity(std::string_view cmd) { error_text("ERR wrong number of arguments for '" + lower(cmd) + "' command"); }
-  bool set_command(const std::vector<std::string_view>& argv);
+  void set_command(const std::vector<std::string_view>& argv);
+  static void append_raw(std::string& out, std::string_view s) { out += s; }
+  // Encodes `s` into texts_ and makes it the next part.
+  void raw(void (*encode)(std::string&, std::string_view), std::string_view s) {
+    const std::size_t at = texts_.size();
+    encode(texts_, s);
+    parts_.push_back({part::raw, static_cast<std::uint32_t>(at), static_cast<std::uint32_t>(texts_.size() - at)});
+  }
   void group(std::uint32_t first);
 
   const connection_config& config_;
@@ -191,8 +201,8 @@ void pipeline::group(std::uint32_t first) {
       batches_[s].ops[head[s]].group = count[s];
 }
 
-// SET key value [EX s | PX ms]; false if it was refused here.
-bool pipeline::set_command(const std::vector<std::string_view>& argv) {
+// SET key value [EX s | PX ms] (or its error).
+void pipeline::set_command(const std::vector<std::string_view>& argv) {
   const std::size_t n = argv.size();
   // As Redis 7.0: EX and PX exclude each other, a repeated one wins, and
   // only the final value is checked; a time whose absolute milliseconds do
@@ -204,7 +214,7 @@ bool pipeline::set_command(const std::vector<std::string_view>& argv) {
     const bool is_ex = iequals(argv[i], "EX");
     if ((!is_ex && !iequals(argv[i], "PX")) || i + 1 >= n || (is_ex ? px : ex)) {
       error_text("ERR syntax error");
-      return false;
+      return;
     }
     (is_ex ? ex : px) = true;
     value = argv[i + 1];
@@ -214,19 +224,18 @@ bool pipeline::set_command(const std::vector<std::string_view>& argv) {
     const auto v = to_int64(value);
     if (!v) {
       error_text("ERR value is not an integer or out of range");
-      return false;
+      return;
     }
     std::int64_t ms = *v;
     if (ms <= 0 || (ex && __builtin_mul_overflow(ms, 1000, &ms)) || __builtin_add_overflow(ms, now_ms(), &expire_at)
         || expire_at == shard::op::no_expiry) {
       error_text("ERR invalid expire time in 'set' command");
-      return false;
+      return;
     }
   }
   const auto first = static_cast<std::uint32_t>(refs_.size());
   op(shard::op::set, argv[1], argv[2], expire_at);
   keyed(part::one, first);
-  return true;
 }
 
 pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
@@ -309,16 +318,7 @@ pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
     }
     text(r);
   } else {
-    // Redis's text: the name and the arguments are cut at a NUL (C strings)
-    // and at 128 bytes, and error() turns CR and LF into spaces.
-    auto c_string = [](std::string_view s) { return s.substr(0, s.find('\0')); };
-    std::string args;
-    for (std::size_t i = 1; i < n && args.size() < 128; ++i) {
-      const std::size_t room = 128 - args.size();
-      args.append("'").append(c_string(argv[i]).substr(0, room)).append("' ");
-    }
-    error_text("ERR unknown command '" + std::string(c_string(argv[0]).substr(0, 128))
-               + "', with args beginning with: " + args);
+    error_text(unknown_command(argv));
   }
   return step::more;
 }
@@ -418,10 +418,7 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
     gs::cast<shard>(shard_name(static_cast<int>(*s)), shard::crash{});
     simple(out, "OK");
   } else {
-    std::string args;
-    for (std::size_t i = 1; i < n && args.size() < 128; ++i)
-      args.append("'").append(argv[i].substr(0, std::min(argv[i].find('\0'), 128 - args.size()))).append("' ");
-    error_text("ERR unknown command '" + std::string(cmd) + "', with args beginning with: " + args);
+    error_text(unknown_command(argv));
     co_return;
   }
   text(out);

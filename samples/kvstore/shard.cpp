@@ -315,6 +315,22 @@ void put_bulk(std::string& out, std::string_view a) {
   out += "\r\n";
 }
 
+// The digits of n, in `buf`.
+std::string_view digits(char (&buf)[24], std::int64_t n) {
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+  (void)ec;
+  return {buf, static_cast<std::size_t>(end - buf)};
+}
+
+// A SET record, with PXAT when the key has a deadline.
+void encode_set(std::string& out, std::string_view key, std::string_view value, std::optional<std::int64_t> at) {
+  char ms[24];
+  if (at)
+    aof::encode(out, {"SET", key, value, "PXAT", digits(ms, *at)});
+  else
+    aof::encode(out, {"SET", key, value});
+}
+
 void put_checksum(std::string& out, std::uint32_t crc) {
   out += "$8\r\n";
   const std::size_t at = out.size();
@@ -570,7 +586,7 @@ void shard::load() {
     std::optional<std::int64_t> at;
     if (argv.size() == 5)
       at = to_int64(argv[4]);
-    if (at && *at < now) { // expired while we were down: never loaded
+    if (deadline(at).passed(now)) { // expired while we were down: never loaded
       if (auto it = data_.find(argv[1]); it != data_.end())
         remove(it);
       return;
@@ -655,12 +671,9 @@ bool shard::rewrite_some(std::size_t budget) {
   for (; w.unvisited > 0 && budget > 0 && buf.size() < read_chunk; --budget) {
     const node* n = all_[--w.unvisited];
     const entry& e = n->second;
-    if (e.expire_at_ms && *e.expire_at_ms < now)
+    if (e.expire_at_ms.passed(now))
       continue;
-    if (e.expire_at_ms)
-      aof::encode(buf, {"SET", n->first, e.value, "PXAT", std::to_string(*e.expire_at_ms)});
-    else
-      aof::encode(buf, {"SET", n->first, e.value});
+    encode_set(buf, n->first, e.value, e.expire_at_ms);
   }
   if (!buf.empty()) {
     write_all(w.fd, buf, "write " + rewrite_path());
@@ -772,21 +785,12 @@ void shard::sync_log() {
 // A SET record, into the pending records; one with a large value is
 // written at once from where the value is, after the records before it.
 void shard::log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms) {
-  char ms[24];
-  std::string_view at;
-  if (expire_at_ms) {
-    const auto [end, ec] = std::to_chars(ms, ms + sizeof ms, *expire_at_ms);
-    (void)ec;
-    at = std::string_view(ms, static_cast<std::size_t>(end - ms));
-  }
   if (value.size() < big_value) {
-    if (expire_at_ms)
-      aof::encode(pending_log_, {"SET", key, value, "PXAT", at});
-    else
-      aof::encode(pending_log_, {"SET", key, value});
+    encode_set(pending_log_, key, value, expire_at_ms);
     return;
   }
-  aof::split_record r = expire_at_ms ? aof::encode_split({"SET", key}, value, {"PXAT", at})
+  char ms[24];
+  aof::split_record r = expire_at_ms ? aof::encode_split({"SET", key}, value, {"PXAT", digits(ms, *expire_at_ms)})
                                      : aof::encode_split({"SET", key}, value, {});
   pending_log_ += r.head;
   write_log(pending_log_, value, r.tail);
@@ -874,7 +878,7 @@ void shard::remove(map::iterator it) {
 
 shard::map::iterator shard::find_live(std::string_view key, std::int64_t now) {
   auto it = data_.find(key);
-  if (it != data_.end() && it->second.expire_at_ms && *it->second.expire_at_ms < now) {
+  if (it != data_.end() && it->second.expire_at_ms.passed(now)) {
     remove(it); // expired: gone (the log keeps the absolute deadline)
     return data_.end();
   }
@@ -900,7 +904,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
         null_bulk(b.out);
       break;
     case op::set: {
-      if (!room_checked && !make_room(growth(key, o.value_len))) {
+      if (!room_checked && !make_room(growth(b, o))) {
         fail_with(oom_message);
         break;
       }
@@ -925,7 +929,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
       break;
     }
     case op::incr: {
-      if (!room_checked && !make_room(growth(key, 20))) { // 20: the longest int64 in digits
+      if (!room_checked && !make_room(growth(b, o))) {
         fail_with(oom_message);
         break;
       }
@@ -946,10 +950,8 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
         expire = it->second.expire_at_ms; // INCR keeps the time to live
       }
       ++v;
-      char digits[24];
-      const auto [end, ec] = std::to_chars(digits, digits + sizeof digits, v);
-      (void)ec;
-      const std::string_view text(digits, static_cast<std::size_t>(end - digits));
+      char buf[24];
+      const std::string_view text = digits(buf, v);
       log_set(key, text, expire); // logged as the resulting SET
       put(key, expire, text);
       o.n = v;
@@ -1025,7 +1027,7 @@ bool shard::scan_some(scan& s, std::size_t budget) {
   for (; s.unvisited > 0 && budget > 0; --budget) {
     const node* n = all_[--s.unvisited];
     const entry& e = n->second;
-    if ((!e.expire_at_ms || *e.expire_at_ms >= now) && glob_match(s.pattern, n->first))
+    if (!e.expire_at_ms.passed(now) && glob_match(s.pattern, n->first))
       s.out.push_back(n->first);
   }
   if (s.unvisited > 0)
@@ -1061,7 +1063,7 @@ std::int64_t shard::handle_call(otp::context&, dbsize) {
   const auto now = now_ms();
   std::int64_t n = 0;
   for (const auto& [k, e] : data_)
-    n += (!e.expire_at_ms || *e.expire_at_ms >= now) ? 1 : 0;
+    n += e.expire_at_ms.passed(now) ? 0 : 1;
   return n;
 }
 
@@ -1074,9 +1076,16 @@ void shard::handle_cast(otp::context&, crash) {
 bool shard::room_for(const batch& b, std::size_t first, std::size_t count) {
   std::size_t adding = 0;
   for (std::size_t k = first; k < first + count; ++k)
-    if (b.ops[k].kind == op::set || b.ops[k].kind == op::incr)
-      adding += growth(b.key(b.ops[k]), b.ops[k].kind == op::set ? b.ops[k].value_len : 20);
+    adding += growth(b, b.ops[k]);
   return make_room(adding);
+}
+
+// What op `o` of `b` adds to used_ at most: a SET its value, an INCR the
+// longest int64 in digits (20), the others nothing.
+std::size_t shard::growth(const batch& b, const op& o) const {
+  if (o.kind != op::set && o.kind != op::incr)
+    return 0;
+  return growth(b.key(o), o.kind == op::set ? o.value_len : 20);
 }
 
 // What a write of `value_size` bytes to `key` adds to used_, at most.
@@ -1142,7 +1151,7 @@ void shard::expire_cycle() {
     int expired = 0;
     for (; sampled < 20 && !ttl_.empty(); ++sampled) {
       node* n = ttl_[rng_() % ttl_.size()];
-      if (*n->second.expire_at_ms >= now)
+      if (!n->second.expire_at_ms.passed(now))
         continue;
       aof::encode(pending_log_, {"DEL", n->first});
       remove(data_.find(n->first));

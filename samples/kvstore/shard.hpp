@@ -6,6 +6,7 @@
 
 #include "behaviours/gen_server.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -33,6 +34,12 @@ enum class eviction_policy { noeviction, allkeys_lru, volatile_lru, allkeys_rand
 /// unit b, k (1000), kb (1024), m, mb, g, gb, any case. Nothing on a bad
 /// value or an overflow.
 [[nodiscard]] std::optional<std::uint64_t> parse_memory(std::string_view s) noexcept;
+
+/// Each shard's part of a --maxmemory of `total` bytes (0: no limit; else
+/// at least a byte, since 0 would be none).
+[[nodiscard]] inline std::uint64_t maxmemory_share(std::uint64_t total, int shards) noexcept {
+  return total == 0 ? 0 : std::max<std::uint64_t>(1, total / static_cast<unsigned>(std::max(shards, 1)));
+}
 
 /// Redis's refusal of a write over maxmemory (the reply's text after '-').
 inline constexpr std::string_view oom_message = "OOM command not allowed when used memory > 'maxmemory'.";
@@ -128,6 +135,9 @@ public:
   operator std::optional<std::int64_t>() const noexcept { // NOLINT
     return v_ != none ? std::optional<std::int64_t>(v_) : std::nullopt;
   }
+  /// Whether a key with this deadline has expired at `now_ms`: as Redis,
+  /// once now > deadline (never, without one). The one place of the rule.
+  [[nodiscard]] bool passed(std::int64_t now_ms) const noexcept { return v_ != none && v_ < now_ms; }
 
 private:
   static constexpr std::int64_t none = INT64_MIN;
@@ -294,6 +304,7 @@ private:
   void expire_cycle();
   bool scan_some(scan& s, std::size_t budget);
   std::size_t growth(std::string_view key, std::size_t value_size) const;
+  std::size_t growth(const batch& b, const op& o) const;
   bool make_room(std::size_t adding);
   bool room_for(const batch& b, std::size_t first, std::size_t count);
   node* eviction_candidate();
