@@ -398,6 +398,16 @@ class Model:
         got = conn.pipeline(cmds)
         return all(e == "?" or g == e for g, e in zip(got, expect))
 
+    def check_restart(self, data, what):
+        """Restarts a 1-shard server on `data`: every key as the model says, and DBSIZE the live count."""
+        srv = Server(data, "--shards", "1")
+        c = Conn(srv.port)
+        bad, live = self.wrong(c)
+        size = c.cmd("DBSIZE")
+        check(what, not bad and size == live, (bad[:5], size, live))
+        c.close()
+        srv.stop()
+
     def wrong(self, conn):
         """The keys whose value differs from the model's, and the live count."""
         keys = sorted(self.values)
@@ -453,13 +463,7 @@ def rewrite_in_steps():
     leftovers = [f for f in os.listdir(data) if f.endswith(".rewrite")]
     check("rewrite in steps: a stop in the middle of a rewrite leaves no temporary file", stopped_midway and not leftovers,
           leftovers)
-    srv = Server(data, "--shards", "1")
-    c = Conn(srv.port)
-    bad, live = model.wrong(c)
-    check("rewrite in steps: after that stop every key is back", not bad and c.cmd("DBSIZE") == live,
-          (bad[:5], c.cmd("DBSIZE"), live))
-    c.close()
-    srv.stop()
+    model.check_restart(data, "rewrite in steps: after that stop every key is back")
     os.unlink(config)
     shutil.rmtree(data, ignore_errors=True)
 
@@ -510,13 +514,7 @@ def writes_during_rewrite():
           got == expect, sorted(set(got.items()) ^ set(expect.items()))[:5])
     lost = [k for k in model.ttl if model.values.get(k) is not None and (k not in state or state[k][1] is None)]
     check("writes during a rewrite: keys set with EX keep their deadline in the log", not lost, lost[:5])
-    srv = Server(data, "--shards", "1")
-    c = Conn(srv.port)
-    bad, live = model.wrong(c)
-    check("writes during a rewrite: after a restart every key has its value",
-          not bad and c.cmd("DBSIZE") == live, (bad[:5], c.cmd("DBSIZE"), live))
-    c.close()
-    srv.stop()
+    model.check_restart(data, "writes during a rewrite: after a restart every key has its value")
     os.unlink(config)
     shutil.rmtree(data, ignore_errors=True)
 
@@ -542,12 +540,7 @@ def rewrite_fails():
           wait_for(lambda: rewrites(info(c)) >= 1 and not rewriting(info(c)), 30), info(c))
     c.close()
     srv.stop()
-    srv = Server(data, "--shards", "1")
-    c = Conn(srv.port)
-    bad, live = model.wrong(c)
-    check("a failing rewrite: every key is back after a restart", not bad and c.cmd("DBSIZE") == live, bad[:5])
-    c.close()
-    srv.stop()
+    model.check_restart(data, "a failing rewrite: every key is back after a restart")
     os.unlink(config)
     shutil.rmtree(data, ignore_errors=True)
 

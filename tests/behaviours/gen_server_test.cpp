@@ -432,14 +432,24 @@ TEST_CASE("plain messages reach handle_info by type; others are dropped and coun
   CHECK(stats->calls == 1);
 }
 
-TEST_CASE("an idle timeout delivers idle_timeout unless a message comes first") {
-  otp::node n({.deterministic = true});
+namespace {
+
+// Starts an `infos` server and makes it set a 50 ms idle timeout.
+otp::server_ref<infos> start_with_timeout(otp::node& n) {
   otp::server_ref<infos> server;
   run(n, [&]() -> otp::task<void> {
     auto s = co_await gs::start<infos>();
     server = s.value();
     (void)co_await gs::call(s.value(), counter::get{}); // sets a 50 ms timeout
   });
+  return server;
+}
+
+} // namespace
+
+TEST_CASE("an idle timeout delivers idle_timeout unless a message comes first") {
+  otp::node n({.deterministic = true});
+  const otp::server_ref<infos> server = start_with_timeout(n);
   n.advance(30ms);
   n.run_until_idle();
   n.advance(30ms); // 60 ms since the call: the timeout fired once
@@ -456,12 +466,7 @@ TEST_CASE("get_state and statistics do not cancel an idle timeout; it starts ove
   // OTP 25: {ok, S, 100}, sys:get_state at 60 ms: the timeout comes at
   // 160 ms (sys's system_continue re-enters the loop with the same Time).
   otp::node n({.deterministic = true});
-  otp::server_ref<infos> server;
-  run(n, [&]() -> otp::task<void> {
-    auto s = co_await gs::start<infos>();
-    server = s.value();
-    (void)co_await gs::call(s.value(), counter::get{}); // sets a 50 ms timeout
-  });
+  const otp::server_ref<infos> server = start_with_timeout(n);
   n.advance(30ms);
   n.run_until_idle();
   run(n, [&]() -> otp::task<void> {
