@@ -30,18 +30,12 @@ import tempfile
 import threading
 import time
 
+from redis_bench import free_port  # bench/, beside this script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = 4000
 KEYS = 1_000_000
 BIG = 48 << 20
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def status(pid, key):
@@ -197,4 +191,5 @@ def main():
     print("results added to %s" % args.out)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -144,4 +144,5 @@ def main():
     print(f"results added to {args.out}")
 
 
-main()
+if __name__ == "__main__":
+    main()
