@@ -473,6 +473,8 @@ read_result read(int fd, const std::function<void(std::vector<std::string>&)>& a
 shard::shard(shard_config c) : config_(std::move(c)) {}
 
 shard::~shard() {
+  for (record* r : all_)
+    record::destroy(r);
   rewrite_abandon();
   if (fd_ >= 0)
     ::close(fd_);
@@ -579,16 +581,16 @@ void shard::load() {
   const auto now = now_ms();
   const aof::read_result r = aof::read(fd_, [&](std::vector<std::string>& argv) {
     if (argv[0] == "DEL") {
-      if (auto it = data_.find(argv[1]); it != data_.end())
-        remove(it);
+      if (record* r = find(argv[1]))
+        remove(r);
       return;
     }
     std::optional<std::int64_t> at;
     if (argv.size() == 5)
       at = to_int64(argv[4]);
     if (deadline(at).passed(now)) { // expired while we were down: never loaded
-      if (auto it = data_.find(argv[1]); it != data_.end())
-        remove(it);
+      if (record* r = find(argv[1]))
+        remove(r);
       return;
     }
     put(argv[1], at, std::move(argv[2]));
@@ -669,11 +671,11 @@ bool shard::rewrite_some(std::size_t budget) {
   std::string buf;
   w.unvisited = std::min(w.unvisited, all_.size());
   for (; w.unvisited > 0 && budget > 0 && buf.size() < read_chunk; --budget) {
-    const node* n = all_[--w.unvisited];
-    const entry& e = n->second;
-    if (e.expire_at_ms.passed(now))
+    const record* r = all_[--w.unvisited];
+    const deadline at = r->expire_at();
+    if (at.passed(now))
       continue;
-    encode_set(buf, n->first, e.value, e.expire_at_ms);
+    encode_set(buf, r->key(), r->value(), at);
   }
   if (!buf.empty()) {
     write_all(w.fd, buf, "write " + rewrite_path());
@@ -802,89 +804,113 @@ void shard::account(std::int64_t delta) {
   stats().shard_memory.at(static_cast<std::size_t>(config_.index)).store(used_, std::memory_order_relaxed);
 }
 
-namespace {
-// What a value holds on the heap: its room (capacity), not its size, since
-// that is what a value overwritten by a shorter one keeps; none when short
-// enough to sit inside the string (counted in entry_overhead).
-std::int64_t heap_bytes(const std::string& v) {
-  return v.capacity() > std::string().capacity() ? static_cast<std::int64_t>(v.capacity()) + 1 : 0;
-}
-} // namespace
+// A value at least this long, moved in, stays in its own string (no copy);
+// shorter ones are copied into their record.
+constexpr std::size_t own_string_from = 64 * 1024;
 
 void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value) {
-  std::string& v = place(key, expire_at_ms).value;
-  const std::int64_t before = heap_bytes(v);
-  if (v.capacity() > 2 * value.size() + 64) {
-    // A much shorter value does not keep the old one's room (a swap: a
-    // short string move-assigned into a long one keeps the long one's room).
-    std::string fresh(value);
-    v.swap(fresh);
-  } else {
-    v.assign(value); // reuses the old value's room
+  const std::uint32_t h = hash_key(key);
+  record* r = index_.find(key, h);
+  if (r != nullptr) {
+    const std::size_t before = r->heap_bytes();
+    if (r->assign(value, expire_at_ms)) {
+      r->used_at = ++clock_;
+      account(static_cast<std::int64_t>(r->heap_bytes()) - static_cast<std::int64_t>(before));
+      return;
+    }
   }
-  account(heap_bytes(v) - before);
+  install(r, record::make(key, h, expire_at_ms, value));
 }
 
 void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value) {
-  std::string& v = place(key, expire_at_ms).value;
-  const std::int64_t before = heap_bytes(v);
-  v = std::move(value);
-  account(heap_bytes(v) - before);
+  if (value.size() < own_string_from) {
+    put(key, expire_at_ms, std::string_view(value));
+    return;
+  }
+  const std::uint32_t h = hash_key(key);
+  install(index_.find(key, h), record::make(key, h, expire_at_ms, std::move(value)));
 }
 
-// The key's entry (made if new, and counted), its deadline set; the
-// caller stores the value (and counts it).
-shard::entry& shard::place(std::string_view key, std::optional<std::int64_t> expire_at_ms) {
-  auto it = data_.find(key);
-  const bool fresh = it == data_.end();
-  if (fresh) {
-    it = data_.try_emplace(std::string(key)).first;
-    it->second.slot = static_cast<std::uint32_t>(all_.size());
-    all_.push_back(&*it);
-    account(static_cast<std::int64_t>(entry_overhead + key.size()));
+// Puts the new record `now` in place of `old` (the same key), or adds it
+// when `old` is null, and counts it. The steps that can fail come first.
+void shard::install(record* old, record* now) {
+  now->used_at = ++clock_;
+  const bool timed = bool(now->expire_at());
+  if (old == nullptr) {
+    try {
+      index_.reserve_one();
+      all_.push_back(now);
+      if (timed) {
+        try {
+          ttl_.push_back(now);
+        } catch (...) {
+          all_.pop_back();
+          throw;
+        }
+      }
+    } catch (...) {
+      record::destroy(now);
+      throw;
+    }
+    now->slot = static_cast<std::uint32_t>(all_.size() - 1);
+    if (timed)
+      now->ttl_slot = static_cast<std::uint32_t>(ttl_.size() - 1);
+    index_.insert(now);
+    account(static_cast<std::int64_t>(now->heap_bytes() + key_overhead));
+    return;
   }
-  entry& e = it->second;
-  e.used_at = ++clock_;
-  e.expire_at_ms = expire_at_ms;
-  if (expire_at_ms && e.ttl_slot == no_slot) {
-    e.ttl_slot = static_cast<std::uint32_t>(ttl_.size());
-    ttl_.push_back(&*it);
-  } else if (!expire_at_ms && e.ttl_slot != no_slot) {
-    drop_ttl(e);
+  if (timed && old->ttl_slot == record::no_slot) {
+    try {
+      ttl_.push_back(old); // re-pointed below
+    } catch (...) {
+      record::destroy(now);
+      throw;
+    }
+    old->ttl_slot = static_cast<std::uint32_t>(ttl_.size() - 1);
+  } else if (!timed && old->ttl_slot != record::no_slot) {
+    drop_ttl(old);
   }
-  return e;
+  now->slot = old->slot;
+  all_[now->slot] = now;
+  now->ttl_slot = old->ttl_slot;
+  if (now->ttl_slot != record::no_slot)
+    ttl_[now->ttl_slot] = now;
+  index_.replace(old, now);
+  account(static_cast<std::int64_t>(now->heap_bytes()) - static_cast<std::int64_t>(old->heap_bytes()));
+  record::destroy(old);
 }
 
-void shard::drop_ttl(entry& e) {
-  node* last = ttl_.back();
-  ttl_[e.ttl_slot] = last;
-  last->second.ttl_slot = e.ttl_slot;
+void shard::drop_ttl(record* r) noexcept {
+  record* last = ttl_.back();
+  ttl_[r->ttl_slot] = last;
+  last->ttl_slot = r->ttl_slot;
   ttl_.pop_back();
-  e.ttl_slot = no_slot;
+  r->ttl_slot = record::no_slot;
 }
 
-void shard::remove(map::iterator it) {
-  entry& e = it->second;
-  if (e.ttl_slot != no_slot)
-    drop_ttl(e);
-  node* last = all_.back();
-  all_[e.slot] = last;
-  last->second.slot = e.slot;
+void shard::remove(record* r) noexcept {
+  if (r->ttl_slot != record::no_slot)
+    drop_ttl(r);
+  record* last = all_.back();
+  all_[r->slot] = last;
+  last->slot = r->slot;
   all_.pop_back();
-  account(-static_cast<std::int64_t>(entry_overhead + it->first.size()) - heap_bytes(e.value));
-  data_.erase(it);
+  index_.erase(r);
+  account(-static_cast<std::int64_t>(r->heap_bytes() + key_overhead));
+  record::destroy(r);
   ++erases_;
 }
 
-shard::map::iterator shard::find_live(std::string_view key, std::int64_t now) {
-  auto it = data_.find(key);
-  if (it != data_.end() && it->second.expire_at_ms.passed(now)) {
-    remove(it); // expired: gone (the log keeps the absolute deadline)
-    return data_.end();
+record* shard::find_live(std::string_view key, std::int64_t now) {
+  record* r = find(key);
+  if (r == nullptr)
+    return nullptr;
+  if (r->expire_at().passed(now)) {
+    remove(r); // expired: gone (the log keeps the absolute deadline)
+    return nullptr;
   }
-  if (it != data_.end())
-    it->second.used_at = ++clock_;
-  return it;
+  r->used_at = ++clock_;
+  return r;
 }
 
 // `room_checked`: its command's room was made already (room_for), so it is
@@ -898,8 +924,8 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
   };
   switch (o.kind) {
     case op::get:
-      if (auto it = find_live(key, now); it != data_.end())
-        bulk(b.out, it->second.value);
+      if (const record* r = find_live(key, now))
+        bulk(b.out, r->value());
       else
         null_bulk(b.out);
       break;
@@ -919,11 +945,11 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
     }
     case op::del:
     case op::exists: {
-      auto it = find_live(key, now);
-      o.n = it != data_.end() ? 1 : 0;
-      if (o.kind == op::del && it != data_.end()) {
+      record* r = find_live(key, now);
+      o.n = r != nullptr ? 1 : 0;
+      if (o.kind == op::del && r != nullptr) {
         aof::encode(pending_log_, {"DEL", key});
-        remove(it);
+        remove(r);
       }
       integer(b.out, o.n);
       break;
@@ -933,11 +959,11 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
         fail_with(oom_message);
         break;
       }
-      auto it = find_live(key, now);
+      const record* r = find_live(key, now);
       std::int64_t v = 0;
       std::optional<std::int64_t> expire;
-      if (it != data_.end()) {
-        const auto n = to_int64(it->second.value);
+      if (r != nullptr) {
+        const auto n = to_int64(r->value());
         if (!n) {
           fail_with("ERR value is not an integer or out of range");
           break;
@@ -947,7 +973,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
           break;
         }
         v = *n;
-        expire = it->second.expire_at_ms; // INCR keeps the time to live
+        expire = r->expire_at(); // INCR keeps the time to live
       }
       ++v;
       char buf[24];
@@ -1025,10 +1051,9 @@ bool shard::scan_some(scan& s, std::size_t budget) {
   const auto now = now_ms();
   s.unvisited = std::min(s.unvisited, all_.size());
   for (; s.unvisited > 0 && budget > 0; --budget) {
-    const node* n = all_[--s.unvisited];
-    const entry& e = n->second;
-    if (!e.expire_at_ms.passed(now) && glob_match(s.pattern, n->first))
-      s.out.push_back(n->first);
+    const record* r = all_[--s.unvisited];
+    if (!r->expire_at().passed(now) && glob_match(s.pattern, r->key()))
+      s.out.emplace_back(r->key());
   }
   if (s.unvisited > 0)
     return false;
@@ -1062,8 +1087,8 @@ std::int64_t shard::handle_call(otp::context&, dbsize) {
   flush();
   const auto now = now_ms();
   std::int64_t n = 0;
-  for (const auto& [k, e] : data_)
-    n += e.expire_at_ms.passed(now) ? 0 : 1;
+  for (const record* r : all_)
+    n += r->expire_at().passed(now) ? 0 : 1;
   return n;
 }
 
@@ -1090,10 +1115,11 @@ std::size_t shard::growth(const batch& b, const op& o) const {
 
 // What a write of `value_size` bytes to `key` adds to used_, at most.
 std::size_t shard::growth(std::string_view key, std::size_t value_size) const {
-  const auto it = data_.find(key);
-  if (it == data_.end())
-    return entry_overhead + key.size() + value_size;
-  return value_size > it->second.value.size() ? value_size - it->second.value.size() : 0;
+  const record* r = find(key);
+  if (r == nullptr)
+    return record::footprint(key.size(), value_size, false) + key_overhead;
+  const std::size_t now = r->value().size();
+  return value_size > now ? value_size - now : 0;
 }
 
 // Called before every write that may add data. Evicts by the policy until
@@ -1106,11 +1132,11 @@ bool shard::make_room(std::size_t adding) {
   if (limit == 0 || used_ + adding <= limit)
     return true;
   while (used_ + adding > limit) {
-    node* victim = eviction_candidate();
+    record* victim = eviction_candidate();
     if (victim == nullptr)
       break;
-    aof::encode(pending_log_, {"DEL", victim->first});
-    remove(data_.find(victim->first));
+    aof::encode(pending_log_, {"DEL", victim->key()});
+    remove(victim);
     ++stats().evicted_keys;
   }
   return used_ <= limit;
@@ -1118,7 +1144,7 @@ bool shard::make_room(std::size_t adding) {
 
 // Redis's approximation: the best of a few keys sampled from all_ or ttl_
 // (the least recently used, or the nearest deadline), or any one of them.
-shard::node* shard::eviction_candidate() {
+record* shard::eviction_candidate() {
   using enum eviction_policy;
   const eviction_policy p = config_.policy;
   if (p == noeviction)
@@ -1126,16 +1152,15 @@ shard::node* shard::eviction_candidate() {
   const auto& pool = p == allkeys_lru || p == allkeys_random ? all_ : ttl_;
   if (pool.empty())
     return nullptr; // volatile-* without volatile keys: as noeviction
-  node* best = pool[rng_() % pool.size()];
+  record* best = pool[rng_() % pool.size()];
   if (p == allkeys_random || p == volatile_random)
     return best;
   for (int i = 1; i < eviction_samples; ++i) {
-    node* n = pool[rng_() % pool.size()];
-    const entry& e = n->second;
-    if (p == volatile_ttl ? *e.expire_at_ms < *best->second.expire_at_ms
+    record* r = pool[rng_() % pool.size()];
+    if (p == volatile_ttl ? *r->expire_at() < *best->expire_at()
                           // Ages in unsigned arithmetic, right across the clock's wrap.
-                          : clock_ - e.used_at > clock_ - best->second.used_at)
-      best = n;
+                          : clock_ - r->used_at > clock_ - best->used_at)
+      best = r;
   }
   return best;
 }
@@ -1150,11 +1175,11 @@ void shard::expire_cycle() {
     int sampled = 0;
     int expired = 0;
     for (; sampled < 20 && !ttl_.empty(); ++sampled) {
-      node* n = ttl_[rng_() % ttl_.size()];
-      if (!n->second.expire_at_ms.passed(now))
+      record* r = ttl_[rng_() % ttl_.size()];
+      if (!r->expire_at().passed(now))
         continue;
-      aof::encode(pending_log_, {"DEL", n->first});
-      remove(data_.find(n->first));
+      aof::encode(pending_log_, {"DEL", r->key()});
+      remove(r);
       ++expired;
     }
     if (sampled == 0 || expired * 4 <= sampled || std::chrono::steady_clock::now() - start > 25ms)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "behaviours/gen_server.hpp"
+#include "keyspace.hpp"
 
 #include <algorithm>
 #include <array>
@@ -18,7 +19,6 @@
 #include <random>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace kv {
@@ -120,30 +120,6 @@ split_record encode_split(std::initializer_list<std::string_view> before, std::s
 
 } // namespace aof
 
-/// An optional deadline (absolute, Unix ms) in 8 bytes instead of 16,
-/// read as a std::optional is: every key has one, so it counts.
-class deadline {
-public:
-  deadline() = default;
-  deadline(std::optional<std::int64_t> v) noexcept { *this = v; } // NOLINT: as the optional it stands for
-  deadline& operator=(std::optional<std::int64_t> v) noexcept {
-    v_ = !v ? none : *v == none ? none + 1 : *v; // (INT64_MIN, long past, stays past)
-    return *this;
-  }
-  explicit operator bool() const noexcept { return v_ != none; }
-  std::int64_t operator*() const noexcept { return v_; }
-  operator std::optional<std::int64_t>() const noexcept { // NOLINT
-    return v_ != none ? std::optional<std::int64_t>(v_) : std::nullopt;
-  }
-  /// Whether a key with this deadline has expired at `now_ms`: as Redis,
-  /// once now > deadline (never, without one). The one place of the rule.
-  [[nodiscard]] bool passed(std::int64_t now_ms) const noexcept { return v_ != none && v_ < now_ms; }
-
-private:
-  static constexpr std::int64_t none = INT64_MIN;
-  std::int64_t v_ = none;
-};
-
 struct shard {
   /// One key's part of a command (GET, SET, DEL, EXISTS, INCR; MGET, MSET
   /// and multi-key DEL/EXISTS are one per key). Its key and value are bytes
@@ -226,36 +202,13 @@ struct shard {
 
 private:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
-  static constexpr std::uint32_t no_slot = UINT32_MAX;
   // A group commit is written early past these (bounds the replies' wait).
   static constexpr std::size_t group_commit_bytes = 1 << 20;
   static constexpr std::size_t group_commit_replies = 1024;
-  // Small on purpose (a node of 112 bytes with glibc's malloc, from 128):
-  // 1 M keys are 1 M of these.
-  struct entry {
-    std::string value;
-    deadline expire_at_ms;
-    std::uint32_t slot = no_slot;     ///< index in all_
-    std::uint32_t ttl_slot = no_slot; ///< index in ttl_, when it has a deadline
-    std::uint32_t used_at = 0;        ///< clock_ at the last read or write (LRU)
-  };
-  // Transparent, to look up a string_view without making a string. Not
-  // noexcept on purpose: libstdc++ then keeps each key's hash in its node
-  // (it does not for a "fast" nothrow hash), so a lookup compares hashes
-  // instead of hashing and comparing every key on the bucket's chain.
-  struct key_hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view k) const { return std::hash<std::string_view>{}(k); }
-  };
-  using map = std::unordered_map<std::string, entry, key_hash, std::equal_to<>>;
-  using node = map::value_type; // map nodes do not move on rehash
-  /// What an entry costs in used_ besides its key's size() and its value's
-  /// heap room:
-  /// the node, plus libstdc++'s next pointer and cached hash in it, the
-  /// allocator's header, its bucket pointer and its slot in all_. Short
-  /// strings' characters sit inside the node, so they are counted twice
-  /// (a small overestimate); ttl_'s slots and spare capacity are left out.
-  static constexpr std::size_t entry_overhead = sizeof(node) + 5 * sizeof(void*);
+  /// What a key costs in used_ besides its record's heap_bytes(): its
+  /// index slot (9 bytes, at most 80% full, so about 15 on average) and
+  /// its place in all_ (8), rounded up.
+  static constexpr std::size_t key_overhead = 24;
 
   struct scan {
     otp::from<std::vector<std::string>> to;
@@ -278,16 +231,17 @@ private:
     batch b;
   };
 
-  map::iterator find_live(std::string_view key, std::int64_t now);
+  [[nodiscard]] record* find(std::string_view key) const noexcept { return index_.find(key, hash_key(key)); }
+  record* find_live(std::string_view key, std::int64_t now);
   void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value);
   void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value);
-  entry& place(std::string_view key, std::optional<std::int64_t> expire_at_ms);
+  void install(record* old, record* now);
   void run(op& o, batch& b, std::int64_t now, bool room_checked);
   void log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms);
   void flush();
   void settle(otp::context& ctx);
-  void remove(map::iterator it);
-  void drop_ttl(entry& e);
+  void remove(record* r) noexcept;
+  void drop_ttl(record* r) noexcept;
   void write_log(std::string_view records, std::string_view big = {}, std::string_view tail = {});
   void sync_log();
   void prepare_data_dir(int count);
@@ -307,14 +261,14 @@ private:
   std::size_t growth(const batch& b, const op& o) const;
   bool make_room(std::size_t adding);
   bool room_for(const batch& b, std::size_t first, std::size_t count);
-  node* eviction_candidate();
+  record* eviction_candidate();
   void account(std::int64_t delta);
 
   shard_config config_;
   std::string path_;
-  map data_;
-  std::vector<node*> all_; ///< every key, dense: KEYS scans and samples it
-  std::vector<node*> ttl_; ///< keys with a deadline, dense: active expiry samples it
+  key_index index_;
+  std::vector<record*> all_; ///< every key (owned), dense: KEYS scans and samples it
+  std::vector<record*> ttl_; ///< keys with a deadline, dense: active expiry samples it
   std::uint64_t erases_ = 0;
   std::deque<scan> scans_;
   std::minstd_rand rng_{12345};
@@ -326,7 +280,7 @@ private:
   std::optional<rewriting> rw_;
   int rewrite_failures_ = 0; ///< in a row: the next try waits longer
   std::chrono::steady_clock::time_point rewrite_not_before_{};
-  std::uint64_t used_ = 0;  ///< estimated bytes of the data (see entry_overhead)
+  std::uint64_t used_ = 0;  ///< estimated bytes of the data (see key_overhead)
   std::uint32_t clock_ = 0; ///< counts reads and writes, for used_at
   // Group commit: the records of the requests handled since the mailbox
   // was last empty, and their replies, which wait for the records' write

@@ -41,7 +41,7 @@ mkdir -p "$build/corpus" "$build/artifacts"
 # as damage, never a crash (samples/kvstore/shard.cpp, built in here).
 $cxx -std=c++20 -g -O1 -D_GLIBCXX_ASSERTIONS -Isamples/kvstore \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  tests/fuzz/replay_fuzz.cpp samples/kvstore/shard.cpp samples/kvstore/resp.cpp -o "$build/replay_fuzz" $flags
+  tests/fuzz/replay_fuzz.cpp samples/kvstore/shard.cpp samples/kvstore/keyspace.cpp samples/kvstore/resp.cpp -o "$build/replay_fuzz" $flags
 mkdir -p "$build/replay_corpus"
 "$build/replay_fuzz" -max_total_time="$per" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
   -artifact_prefix="$build/artifacts/replay-" "$build/replay_corpus" tests/fuzz/replay_corpus

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+// samples/kvstore/keyspace.hpp - a shard's keys in memory: one allocation
+// per key (its record) and an open-addressing index of the records.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kv {
+
+/// An optional deadline (absolute, Unix ms) in 8 bytes instead of 16,
+/// read as a std::optional is.
+class deadline {
+public:
+  deadline() = default;
+  deadline(std::optional<std::int64_t> v) noexcept { *this = v; } // NOLINT: as the optional it stands for
+  deadline& operator=(std::optional<std::int64_t> v) noexcept {
+    v_ = !v ? none : *v == none ? none + 1 : *v; // (INT64_MIN, long past, stays past)
+    return *this;
+  }
+  explicit operator bool() const noexcept { return v_ != none; }
+  std::int64_t operator*() const noexcept { return v_; }
+  operator std::optional<std::int64_t>() const noexcept { // NOLINT
+    return v_ != none ? std::optional<std::int64_t>(v_) : std::nullopt;
+  }
+  /// Whether a key with this deadline has expired at `now_ms`: as Redis,
+  /// once now > deadline (never, without one). The one place of the rule.
+  [[nodiscard]] bool passed(std::int64_t now_ms) const noexcept { return v_ != none && v_ < now_ms; }
+
+private:
+  static constexpr std::int64_t none = INT64_MIN;
+  std::int64_t v_ = none;
+};
+
+/// The 32-bit hash of a key that records keep and the index places by.
+[[nodiscard]] std::uint32_t hash_key(std::string_view key) noexcept;
+
+/// A key and its value in one allocation: this header, the deadline when
+/// there is one, the key's bytes, then the value's bytes; a large value
+/// moved in whole stays in its own string, and the record points at it (no
+/// copy of a 48 MiB value). One allocation instead of a map node, a key
+/// string and a value string: 1 M keys of 100 bytes take about 170 bytes a
+/// key instead of 243, and a GET touches the index and one record.
+class record {
+public:
+  static constexpr std::uint32_t no_slot = UINT32_MAX;
+
+  /// A new record (throws std::bad_alloc).
+  static record* make(std::string_view key, std::uint32_t hash, deadline d, std::string_view value);
+  /// A new record that keeps `value`'s string, without copying it.
+  static record* make(std::string_view key, std::uint32_t hash, deadline d, std::string&& value);
+  static void destroy(record* r) noexcept;
+  /// What a record for this key and value takes on the heap, about.
+  [[nodiscard]] static std::size_t footprint(std::size_t key_size, std::size_t value_size, bool with_deadline) noexcept;
+
+  record(const record&) = delete;
+  record& operator=(const record&) = delete;
+
+  [[nodiscard]] std::string_view key() const noexcept { return {bytes() + deadline_room(), key_size()}; }
+  [[nodiscard]] std::string_view value() const noexcept;
+  [[nodiscard]] deadline expire_at() const noexcept;
+  /// Overwrites the value and the deadline in place if the value fits the
+  /// record's room (without keeping much more room than it needs) and the
+  /// deadline's presence does not change; false otherwise (nothing done).
+  bool assign(std::string_view value, deadline d) noexcept;
+  /// Bytes of heap it holds, the allocator's headers included.
+  [[nodiscard]] std::size_t heap_bytes() const noexcept;
+
+  std::uint32_t slot = no_slot;     ///< index in the shard's all_
+  std::uint32_t ttl_slot = no_slot; ///< index in the shard's ttl_, when it has a deadline
+  std::uint32_t used_at = 0;        ///< the shard's clock at the last read or write (LRU)
+  const std::uint32_t hash;         ///< hash_key(key())
+
+private:
+  static constexpr std::uint32_t has_deadline = 1U << 31;
+  static constexpr std::uint32_t big = 1U << 30;
+  static constexpr std::uint32_t size_mask = big - 1; // keys are at most 512 MB
+
+  record(std::uint32_t hash, std::uint32_t flags, std::size_t key_size, std::size_t value_size) noexcept;
+  static record* allocate(std::string_view key, std::uint32_t hash, deadline d, std::uint32_t flags,
+                          std::size_t value_room);
+
+  [[nodiscard]] std::uint32_t key_size() const noexcept { return key_size_ & size_mask; }
+  [[nodiscard]] std::size_t deadline_room() const noexcept { return (key_size_ & has_deadline) != 0 ? 8 : 0; }
+  [[nodiscard]] char* bytes() noexcept { return reinterpret_cast<char*>(this + 1); }
+  [[nodiscard]] const char* bytes() const noexcept { return reinterpret_cast<const char*>(this + 1); }
+  [[nodiscard]] char* value_bytes() noexcept { return bytes() + deadline_room() + key_size(); }
+  [[nodiscard]] const char* value_bytes() const noexcept { return bytes() + deadline_room() + key_size(); }
+  [[nodiscard]] std::string* big_value() const noexcept;
+
+  std::uint32_t key_size_;   ///< the key's size, and the two flags
+  std::uint32_t value_size_; ///< unused for a big value (its string has it)
+};
+static_assert(sizeof(record) == 24);
+
+/// The records of a shard by key: linear probing over a power-of-two table
+/// of one-byte tags (seven bits of the hash) and record pointers, at most
+/// 80% full, with backward-shift deletion (no tombstones). A lookup reads
+/// the tags, then only the records whose tag matches.
+class key_index {
+public:
+  key_index() = default;
+  key_index(const key_index&) = delete;
+  key_index& operator=(const key_index&) = delete;
+
+  [[nodiscard]] record* find(std::string_view key, std::uint32_t hash) const noexcept;
+  /// Makes room for one more record (may rehash; throws std::bad_alloc).
+  void reserve_one();
+  /// Adds a record whose key is not in the index, after reserve_one().
+  void insert(record* r) noexcept;
+  void erase(const record* r) noexcept;
+  /// Puts `now` where `old` was (the same key).
+  void replace(const record* old, record* now) noexcept;
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+private:
+  [[nodiscard]] std::size_t home(std::uint32_t hash) const noexcept {
+    return static_cast<std::uint32_t>(hash * 0x9E3779B1U) >> shift_;
+  }
+  static std::uint8_t tag(std::uint32_t hash) noexcept { return static_cast<std::uint8_t>(0x80U | (hash & 0x7FU)); }
+  [[nodiscard]] std::size_t slot_of(const record* r) const noexcept;
+  void place(record* r) noexcept;
+
+  std::vector<std::uint8_t> tags_; ///< 0: empty
+  std::vector<record*> records_;
+  std::size_t mask_ = 0;
+  unsigned shift_ = 32;
+  std::size_t size_ = 0;
+};
+
+} // namespace kv
