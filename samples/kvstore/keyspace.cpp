@@ -53,6 +53,8 @@ record* record::make(std::string_view key, std::uint32_t h, deadline d, std::str
 }
 
 record* record::make(std::string_view key, std::uint32_t h, deadline d, std::string&& value) {
+  if (value.size() < own_string_from)
+    return make(key, h, d, std::string_view(value));
   auto* s = new std::string(std::move(value));
   record* r = nullptr;
   try {

@@ -48,10 +48,13 @@ private:
 class record {
 public:
   static constexpr std::uint32_t no_slot = UINT32_MAX;
+  /// A value at least this long, moved in, stays in its own string.
+  static constexpr std::size_t own_string_from = 64 * 1024;
 
   /// A new record (throws std::bad_alloc).
   static record* make(std::string_view key, std::uint32_t hash, deadline d, std::string_view value);
-  /// A new record that keeps `value`'s string, without copying it.
+  /// A new record that keeps `value`'s string, without copying it, when
+  /// it is long (own_string_from); a short one is copied in.
   static record* make(std::string_view key, std::uint32_t hash, deadline d, std::string&& value);
   static void destroy(record* r) noexcept;
   /// What a record for this key and value takes on the heap, about.

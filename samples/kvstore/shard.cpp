@@ -581,16 +581,16 @@ void shard::load() {
   const auto now = now_ms();
   const aof::read_result r = aof::read(fd_, [&](std::vector<std::string>& argv) {
     if (argv[0] == "DEL") {
-      if (record* r = find(argv[1]))
-        remove(r);
+      if (record* gone = find(argv[1]))
+        remove(gone);
       return;
     }
     std::optional<std::int64_t> at;
     if (argv.size() == 5)
       at = to_int64(argv[4]);
     if (deadline(at).passed(now)) { // expired while we were down: never loaded
-      if (record* r = find(argv[1]))
-        remove(r);
+      if (record* gone = find(argv[1]))
+        remove(gone);
       return;
     }
     put(argv[1], at, std::move(argv[2]));
@@ -804,10 +804,6 @@ void shard::account(std::int64_t delta) {
   stats().shard_memory.at(static_cast<std::size_t>(config_.index)).store(used_, std::memory_order_relaxed);
 }
 
-// A value at least this long, moved in, stays in its own string (no copy);
-// shorter ones are copied into their record.
-constexpr std::size_t own_string_from = 64 * 1024;
-
 void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value) {
   const std::uint32_t h = hash_key(key);
   record* r = index_.find(key, h);
@@ -823,8 +819,8 @@ void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, 
 }
 
 void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value) {
-  if (value.size() < own_string_from) {
-    put(key, expire_at_ms, std::string_view(value));
+  if (value.size() < record::own_string_from) {
+    put(key, expire_at_ms, std::string_view(value)); // copied: may overwrite in place
     return;
   }
   const std::uint32_t h = hash_key(key);
