@@ -16,6 +16,12 @@ scheduler, as impl "otp_before": a change is measured against its base in
 the same run. With --redis-io-threads N, redis-server with N I/O threads
 runs too (impl "redis_io_threads"), the fair match for kvstore on many cores.
 
+On a many-core machine, give the servers and the load generator cores of
+their own: --schedulers N (kvstore's default row), --server-cores and
+--client-cores (taskset lists), --client-threads and --clients (e.g.
+--schedulers 8 --redis-io-threads 8 --server-cores 0-7 --client-cores 8-15
+--client-threads 8 --clients 400; scripts/device-run.sh does this).
+
 usage: redis_bench.py --kvstore BIN [--before BIN] [--runs 3] [--requests 200000] [--out FILE]
 """
 import argparse
@@ -62,8 +68,17 @@ PIN_SERVER = ["taskset", "-c", "0"] if CORES > 1 and shutil.which("taskset") els
 PIN_CLIENT = ["taskset", "-c", str(CORES - 1)] if PIN_SERVER else []
 
 
-def bench(port, test, pipeline, requests):
-    cmd = PIN_CLIENT + ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(requests), "-c", "50", "-r", "100000", "-q"]
+def pin(cores):
+    """taskset's prefix for a core list ("8-15"), or none without taskset."""
+    return ["taskset", "-c", cores] if cores and shutil.which("taskset") else []
+
+
+def bench(port, test, pipeline, requests, client=None):
+    client = client or {}
+    cmd = client.get("pin", PIN_CLIENT) + ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(requests),
+                                           "-c", str(client.get("clients", 50)), "-r", "100000", "-q"]
+    if client.get("threads", 1) > 1:
+        cmd += ["--threads", str(client["threads"])]
     if pipeline > 1:
         cmd += ["-P", str(pipeline)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
@@ -83,7 +98,15 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "latest.json"))
+    ap.add_argument("--schedulers", type=int, default=0,
+                    help="schedulers of the otp_default row (default: the node's, one per core)")
+    ap.add_argument("--server-cores", default="", help="taskset list for redis-server with I/O threads")
+    ap.add_argument("--client-cores", default="", help="taskset list for redis-benchmark (default: the last core)")
+    ap.add_argument("--client-threads", type=int, default=1, help="redis-benchmark --threads")
+    ap.add_argument("--clients", type=int, default=50, help="redis-benchmark -c")
     args = ap.parse_args()
+    client = {"clients": args.clients, "threads": args.client_threads,
+              "pin": pin(args.client_cores) if args.client_cores else PIN_CLIENT}
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: make bench-deps installs redis-server and redis-tools")
@@ -93,14 +116,15 @@ def main():
     kv = subprocess.Popen([args.kvstore, "--port", str(kv_port), "--data", os.path.join(data, "kv"),
                            "--appendfsync", "everysec", "--schedulers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kvd = subprocess.Popen([args.kvstore, "--port", str(kvd_port), "--data", os.path.join(data, "kvd"),
-                            "--appendfsync", "everysec"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            "--appendfsync", "everysec"] + (["--schedulers", str(args.schedulers)] if args.schedulers else []),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     redis = subprocess.Popen(PIN_SERVER + ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     servers = [("otp", kv_port, kv), ("otp_default", kvd_port, kvd), ("redis", redis_port, redis)]
     if args.redis_io_threads > 1:
         rio_port = free_port()
-        rio = subprocess.Popen(["redis-server", "--port", str(rio_port), "--bind", "127.0.0.1", "--save", "",
+        rio = subprocess.Popen(pin(args.server_cores) + ["redis-server", "--port", str(rio_port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "yes", "--appendfsync", "everysec", "--dir", data,
                                 "--appendfilename", "io.aof", "--io-threads", str(args.redis_io_threads),
                                 "--io-threads-do-reads", "yes"],
@@ -122,7 +146,7 @@ def main():
                 got = {impl: [] for impl, _, _ in servers}
                 for r in range(args.runs):
                     for impl, port, _ in servers:
-                        v = bench(port, test, pipeline, args.requests)
+                        v = bench(port, test, pipeline, args.requests, client)
                         got[impl].append(v)
                         print(f"{name:34} {impl:11} run {r + 1}/{args.runs}: {v:,.0f}", flush=True)
                 for impl, vals in got.items():
