@@ -11,8 +11,11 @@
 #include "registry/registry.hpp"
 #include "supervisor/supervisor.hpp"
 
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -22,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -142,6 +146,50 @@ void ping_pong(unsigned schedulers, const char* name) {
     ns = ns_since(t0);
   });
   result(name, ns / n, "ns");
+}
+
+// As the schedulers' spin (otp/scheduler.cpp).
+void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// The floor under ping_pong_cross_ns: two threads pinned as schedulers 0
+// and 1 are, bouncing a counter through two cache lines and nothing else.
+// ping_pong_cross_ns / this = about how many line transfers a round trip of
+// two messages costs (docs/design.md, "Where ping_pong_cross_ns goes").
+void cache_line_round_trip() {
+  constexpr int n = 2000000;
+  struct alignas(64) line {
+    std::atomic<int> v{0};
+  };
+  static line a, b;
+  auto pin = [](unsigned core) {
+    const unsigned cores = std::thread::hardware_concurrency();
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cores > 0 ? core % cores : 0, &set);
+    (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  };
+  std::thread peer([&] {
+    pin(1);
+    for (int i = 1; i <= n; ++i) {
+      while (a.v.load(std::memory_order_acquire) != i)
+        cpu_relax();
+      b.v.store(i, std::memory_order_release);
+    }
+  });
+  pin(0);
+  const auto t0 = clock_type::now();
+  for (int i = 1; i <= n; ++i) {
+    a.v.store(i, std::memory_order_release);
+    while (b.v.load(std::memory_order_acquire) != i)
+      cpu_relax();
+  }
+  const double ns = ns_since(t0);
+  peer.join();
+  result("cache_line_round_trip_ns", ns / n, "ns");
 }
 
 otp::task<void> ring_node() {
@@ -621,6 +669,7 @@ const std::map<std::string, std::function<void()>>& benches() {
     {"spawn_exit_ns", spawn_exit},
     {"ping_pong_ns", [] { ping_pong(1, "ping_pong_ns"); }},
     {"ping_pong_cross_ns", [] { ping_pong(2, "ping_pong_cross_ns"); }},
+    {"cache_line_round_trip_ns", cache_line_round_trip},
     {"ring_hop_ns", ring},
     {"fan_in_msgs_per_s", fan_in},
     {"skynet_ms", skynet_bench},

@@ -30,7 +30,7 @@ fi
 timeout 300 python3 bench/scaling.py --otp-bin "$d/bin/otp_bench" --build-dir "$d/build-bench" --impl otp,erlang \
   --schedulers "$counts" --runs "$runs" --out "$out/scaling.json" 2>&1 | tee "$out/scaling.txt"
 
-for name in ping_pong_cross_ns ping_pong_ns ring_hop_ns spawn_exit_ns gen_server_call_ns skynet_ms; do
+for name in cache_line_round_trip_ns ping_pong_cross_ns ping_pong_ns ring_hop_ns spawn_exit_ns gen_server_call_ns skynet_ms; do
   for _ in 1 2 3; do timeout 60 "$d/bin/otp_bench" "$name" 2>&1 | grep RESULT; done
 done | tee "$out/single.txt"
 
