@@ -1101,21 +1101,21 @@ bool shard::room_for(const batch& b, std::size_t first, std::size_t count) {
   return make_room(adding);
 }
 
-// What op `o` of `b` adds to used_ at most: a SET its value, an INCR the
-// longest int64 in digits (20), the others nothing.
+// What op `o` of `b` adds to used_ at most: a SET its value (and its
+// deadline), an INCR the longest int64 in digits (20), the others nothing.
 std::size_t shard::growth(const batch& b, const op& o) const {
   if (o.kind != op::set && o.kind != op::incr)
     return 0;
-  return growth(b.key(o), o.kind == op::set ? o.value_len : 20);
-}
-
-// What a write of `value_size` bytes to `key` adds to used_, at most.
-std::size_t shard::growth(std::string_view key, std::size_t value_size) const {
+  const std::string_view key = b.key(o);
+  const std::size_t size = o.kind == op::set ? o.value_len : 20;
   const record* r = find(key);
+  // INCR keeps the key's deadline; SET sets its own or none.
+  const bool timed = o.kind == op::set ? o.expire_at_ms != op::no_expiry : r != nullptr && bool(r->expire_at());
   if (r == nullptr)
-    return record::footprint(key.size(), value_size, false) + key_overhead;
-  const std::size_t now = r->value().size();
-  return value_size > now ? value_size - now : 0;
+    return record::footprint(key.size(), size, timed) + key_overhead;
+  const std::size_t now = r->value().size() + (r->expire_at() ? 8 : 0);
+  const std::size_t then = size + (timed ? 8 : 0);
+  return then > now ? then - now : 0;
 }
 
 // Called before every write that may add data. Evicts by the policy until

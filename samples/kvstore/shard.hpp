@@ -257,7 +257,6 @@ private:
   [[nodiscard]] std::string rewrite_path() const { return path_ + ".rewrite"; }
   void expire_cycle();
   bool scan_some(scan& s, std::size_t budget);
-  std::size_t growth(std::string_view key, std::size_t value_size) const;
   std::size_t growth(const batch& b, const op& o) const;
   bool make_room(std::size_t adding);
   bool room_for(const batch& b, std::size_t first, std::size_t count);
