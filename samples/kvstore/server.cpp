@@ -589,6 +589,10 @@ otp::task<void> connection(int fd, connection_config config) {
   const output_ref io(new output(tcp::socket(otp::this_scheduler().get_executor(), tcp::v4(), fd)));
   tcp::socket& socket = io->socket;
   socket.non_blocking(true); // send_replies writes what the socket takes at once
+  // As Redis: no Nagle. A reply written while an earlier one is unacknowledged
+  // would otherwise wait for the client's (delayed) ACK.
+  asio::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
   io->connection = otp::self();
   ++stats().connections;
   struct gone {
