@@ -68,6 +68,17 @@ record* record::make(std::string_view key, std::uint32_t h, deadline d, std::str
   return r;
 }
 
+record* record::with_deadline(record& old, deadline d) {
+  if ((old.key_size_ & big) == 0)
+    return make(old.key(), old.hash, d, old.value());
+  std::string* s = old.big_value();
+  record* r = allocate(old.key(), old.hash, d, big, sizeof s);
+  std::memcpy(r->value_bytes(), &s, sizeof s);
+  std::string* none = nullptr;
+  std::memcpy(old.value_bytes(), &none, sizeof none);
+  return r;
+}
+
 void record::destroy(record* r) noexcept {
   if (r == nullptr)
     return;
@@ -89,8 +100,10 @@ std::string* record::big_value() const noexcept {
 }
 
 std::string_view record::value() const noexcept {
-  if ((key_size_ & big) != 0)
-    return *big_value();
+  if ((key_size_ & big) != 0) {
+    const std::string* s = big_value();
+    return s != nullptr ? std::string_view(*s) : std::string_view();
+  }
   return {value_bytes(), value_size_};
 }
 
@@ -122,10 +135,20 @@ bool record::assign(std::string_view value, deadline d) noexcept {
 std::size_t record::heap_bytes() const noexcept {
   std::size_t n = malloc_usable_size(const_cast<record*>(this)) + malloc_header;
   if ((key_size_ & big) != 0) {
-    const std::string* s = big_value();
-    n += sizeof(std::string) + malloc_header + s->capacity() + 1 + malloc_header;
+    if (const std::string* s = big_value())
+      n += sizeof(std::string) + malloc_header + s->capacity() + 1 + malloc_header;
   }
   return n;
+}
+
+bool record::retime(deadline d) noexcept {
+  if (bool(d) != ((key_size_ & has_deadline) != 0))
+    return false;
+  if (d) {
+    const std::int64_t at = *d;
+    std::memcpy(bytes(), &at, sizeof at);
+  }
+  return true;
 }
 
 // ---- key_index

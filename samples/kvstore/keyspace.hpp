@@ -56,6 +56,10 @@ public:
   /// A new record that keeps `value`'s string, without copying it, when
   /// it is long (own_string_from); a short one is copied in.
   static record* make(std::string_view key, std::uint32_t hash, deadline d, std::string&& value);
+  /// A new record with `old`'s key and value and the deadline `d`. A large
+  /// value's string passes to it: `old` is left without a value, to be
+  /// destroyed (throws std::bad_alloc, and then leaves `old` as it was).
+  static record* with_deadline(record& old, deadline d);
   static void destroy(record* r) noexcept;
   /// What a record for this key and value takes on the heap, about.
   [[nodiscard]] static std::size_t footprint(std::size_t key_size, std::size_t value_size, bool with_deadline) noexcept;
@@ -70,6 +74,9 @@ public:
   /// record's room (without keeping much more room than it needs) and the
   /// deadline's presence does not change; false otherwise (nothing done).
   bool assign(std::string_view value, deadline d) noexcept;
+  /// Sets the deadline in place if its presence does not change; false
+  /// otherwise (nothing done: with_deadline makes the new record).
+  bool retime(deadline d) noexcept;
   /// Bytes of heap it holds, the allocator's headers included.
   [[nodiscard]] std::size_t heap_bytes() const noexcept;
 

@@ -137,3 +137,31 @@ TEST_CASE("footprint is what a record of that size takes") {
     record::destroy(r);
   }
 }
+
+TEST_CASE("a deadline changes in place, or a new record takes the value (a large one without a copy)") {
+  record* r = record::make("k", 9, std::optional<std::int64_t>(10), std::string_view("value"));
+  CHECK(r->retime(std::optional<std::int64_t>(20)));
+  CHECK(*r->expire_at() == 20);
+  CHECK_FALSE(r->retime({})); // the presence changes: a new record
+  record* n = record::with_deadline(*r, {});
+  CHECK(n->key() == "k");
+  CHECK(n->value() == "value");
+  CHECK(n->hash == 9);
+  CHECK_FALSE(bool(n->expire_at()));
+  CHECK(r->value() == "value"); // a small value is copied: the old record is still whole
+  record::destroy(r);
+  record::destroy(n);
+
+  std::string big(1 << 20, 'q');
+  const char* bytes = big.data();
+  record* b = record::make("big", 4, {}, std::move(big));
+  const std::size_t held = b->heap_bytes();
+  record* t = record::with_deadline(*b, std::optional<std::int64_t>(99));
+  CHECK(t->value().data() == bytes); // the string passed over
+  CHECK(*t->expire_at() == 99);
+  CHECK(b->value().empty()); // the old record holds nothing more
+  CHECK(b->heap_bytes() < held);
+  record::destroy(b);
+  CHECK(t->value().size() == (1U << 20));
+  record::destroy(t);
+}

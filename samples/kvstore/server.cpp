@@ -140,12 +140,13 @@ private:
   };
 
   void op(shard::op::kind_t kind, std::string_view key, std::string_view value = {},
-          std::int64_t expire_at_ms = shard::op::no_expiry);
+          std::int64_t expire_at_ms = shard::op::no_expiry, std::uint8_t cond = shard::op::any);
   void keyed(part::kind_t kind, std::uint32_t first) {
     parts_.push_back({kind, first, static_cast<std::uint32_t>(refs_.size()) - first});
   }
   void wrong_arity(std::string_view cmd) { error_text("ERR wrong number of arguments for '" + lower(cmd) + "' command"); }
   void set_command(const std::vector<std::string_view>& argv);
+  void expire_command(const std::vector<std::string_view>& argv, bool seconds);
   static void append_raw(std::string& out, std::string_view s) { out += s; }
   // Encodes `s` into texts_ and makes it the next part.
   void raw(void (*encode)(std::string&, std::string_view), std::string_view s) {
@@ -164,7 +165,8 @@ private:
   std::string texts_;
 };
 
-void pipeline::op(shard::op::kind_t kind, std::string_view key, std::string_view value, std::int64_t expire_at_ms) {
+void pipeline::op(shard::op::kind_t kind, std::string_view key, std::string_view value, std::int64_t expire_at_ms,
+                  std::uint8_t cond) {
   const auto s = static_cast<std::uint32_t>(shard_of(key));
   if (batches_.size() < static_cast<std::size_t>(shard_count()))
     batches_.resize(static_cast<std::size_t>(shard_count()));
@@ -184,6 +186,7 @@ void pipeline::op(shard::op::kind_t kind, std::string_view key, std::string_view
   }
   o.value_len = value.size();
   o.expire_at_ms = expire_at_ms;
+  o.cond = cond;
   refs_.push_back({s, static_cast<std::uint32_t>(b.ops.size())});
   b.ops.push_back(o);
 }
@@ -238,6 +241,49 @@ void pipeline::set_command(const std::vector<std::string_view>& argv) {
   keyed(part::one, first);
 }
 
+// EXPIRE/PEXPIRE key time [NX|XX|GT|LT ...] (or its error), checked in
+// Redis 7.0's order: the options, the number, then the time's range.
+void pipeline::expire_command(const std::vector<std::string_view>& argv, bool seconds) {
+  std::uint8_t cond = shard::op::any;
+  for (std::size_t i = 3; i < argv.size(); ++i) {
+    if (iequals(argv[i], "NX"))
+      cond |= shard::op::nx;
+    else if (iequals(argv[i], "XX"))
+      cond |= shard::op::xx;
+    else if (iequals(argv[i], "GT"))
+      cond |= shard::op::gt;
+    else if (iequals(argv[i], "LT"))
+      cond |= shard::op::lt;
+    else {
+      error_text("ERR Unsupported option " + std::string(argv[i]));
+      return;
+    }
+  }
+  if ((cond & shard::op::nx) != 0 && (cond & (shard::op::xx | shard::op::gt | shard::op::lt)) != 0) {
+    error_text("ERR NX and XX, GT or LT options at the same time are not compatible");
+    return;
+  }
+  if ((cond & shard::op::gt) != 0 && (cond & shard::op::lt) != 0) {
+    error_text("ERR GT and LT options at the same time are not compatible");
+    return;
+  }
+  const auto v = to_int64(argv[2]);
+  if (!v) {
+    error_text("ERR value is not an integer or out of range");
+    return;
+  }
+  // A time already past deletes the key; one that overflows is refused.
+  std::int64_t when = *v;
+  if ((seconds && __builtin_mul_overflow(when, 1000, &when)) || __builtin_add_overflow(when, now_ms(), &when)
+      || when == shard::op::no_expiry) {
+    error_text("ERR invalid expire time in '" + lower(argv[0]) + "' command");
+    return;
+  }
+  const auto first = static_cast<std::uint32_t>(refs_.size());
+  op(shard::op::expire, argv[1], {}, when, cond);
+  keyed(part::one, first);
+}
+
 pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
   ++stats().commands;
   const std::string_view cmd = argv[0];
@@ -255,6 +301,18 @@ pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
       wrong_arity(cmd);
     else
       set_command(argv);
+  } else if (iequals(cmd, "TTL") || iequals(cmd, "PTTL") || iequals(cmd, "PERSIST")) {
+    if (n != 2)
+      wrong_arity(cmd);
+    else {
+      op(iequals(cmd, "TTL") ? shard::op::ttl : iequals(cmd, "PTTL") ? shard::op::pttl : shard::op::persist, argv[1]);
+      keyed(part::one, first);
+    }
+  } else if (iequals(cmd, "EXPIRE") || iequals(cmd, "PEXPIRE")) {
+    if (n < 3)
+      wrong_arity(cmd);
+    else
+      expire_command(argv, iequals(cmd, "EXPIRE"));
   } else if (iequals(cmd, "DEL") || iequals(cmd, "EXISTS")) {
     if (n < 2) {
       wrong_arity(cmd);

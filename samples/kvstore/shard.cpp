@@ -829,7 +829,11 @@ void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, 
 
 // Puts the new record `now` in place of `old` (the same key), or adds it
 // when `old` is null, and counts it. The steps that can fail come first.
-void shard::install(record* old, record* now) {
+void shard::install(record* old, record* now) { install(old, now, old != nullptr ? old->heap_bytes() : 0); }
+
+// `old_bytes`: what `old` held when counted (with_deadline takes a large
+// value's string from it before this).
+void shard::install(record* old, record* now, std::size_t old_bytes) {
   now->used_at = ++clock_;
   const bool timed = bool(now->expire_at());
   if (old == nullptr) {
@@ -872,7 +876,7 @@ void shard::install(record* old, record* now) {
   if (now->ttl_slot != record::no_slot)
     ttl_[now->ttl_slot] = now;
   index_.replace(old, now);
-  account(static_cast<std::int64_t>(now->heap_bytes()) - static_cast<std::int64_t>(old->heap_bytes()));
+  account(static_cast<std::int64_t>(now->heap_bytes()) - static_cast<std::int64_t>(old_bytes));
   record::destroy(old);
 }
 
@@ -897,7 +901,9 @@ void shard::remove(record* r) noexcept {
   ++erases_;
 }
 
-record* shard::find_live(std::string_view key, std::int64_t now) {
+// The key's record unless it has expired (then removed). `touch`: counts
+// as a use for LRU (TTL does not, as in Redis).
+record* shard::find_live(std::string_view key, std::int64_t now, bool touch) {
   record* r = find(key);
   if (r == nullptr)
     return nullptr;
@@ -905,8 +911,45 @@ record* shard::find_live(std::string_view key, std::int64_t now) {
     remove(r); // expired: gone (the log keeps the absolute deadline)
     return nullptr;
   }
-  r->used_at = ++clock_;
+  if (touch)
+    r->used_at = ++clock_;
   return r;
+}
+
+// A new deadline (or none) for a live key, its value unchanged.
+void shard::retime(record* r, deadline d) {
+  if (r->retime(d)) {
+    r->used_at = ++clock_;
+    return;
+  }
+  const std::size_t before = r->heap_bytes();
+  install(r, record::with_deadline(*r, d), before);
+}
+
+// EXPIRE/PEXPIRE (the absolute time and the conditions come parsed), as
+// Redis 7.0: 0 for a missing key or an unmet condition; a time already
+// past deletes the key. Logged as the SET (PXAT) of the key's value, or as
+// its DEL, so that replay needs no other kind of record.
+void shard::expire(op& o, batch& b, std::int64_t now) {
+  const std::string_view key = b.key(o);
+  record* r = find_live(key, now);
+  const deadline current = r != nullptr ? r->expire_at() : deadline{};
+  const std::int64_t when = o.expire_at_ms;
+  const bool refused = r == nullptr || ((o.cond & op::nx) != 0 && current) || ((o.cond & op::xx) != 0 && !current)
+                       || ((o.cond & op::gt) != 0 && (!current || when <= *current))
+                       || ((o.cond & op::lt) != 0 && current && when >= *current);
+  if (refused) {
+    integer(b.out, 0);
+    return;
+  }
+  if (when <= now) {
+    aof::encode(pending_log_, {"DEL", key});
+    remove(r);
+  } else {
+    log_set(key, r->value(), when);
+    retime(r, std::optional(when));
+  }
+  integer(b.out, 1);
 }
 
 // `room_checked`: its command's room was made already (room_for), so it is
@@ -948,6 +991,33 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
         remove(r);
       }
       integer(b.out, o.n);
+      break;
+    }
+    case op::ttl:
+    case op::pttl: {
+      const record* r = find_live(key, now, false);
+      if (r == nullptr) {
+        integer(b.out, -2);
+      } else if (const deadline due = r->expire_at(); !due) {
+        integer(b.out, -1);
+      } else {
+        const std::int64_t ms = std::max<std::int64_t>(*due - now, 0);
+        integer(b.out, o.kind == op::pttl ? ms : (ms + 500) / 1000);
+      }
+      break;
+    }
+    case op::expire:
+      expire(o, b, now);
+      break;
+    case op::persist: {
+      record* r = find_live(key, now);
+      if (r == nullptr || !r->expire_at()) {
+        integer(b.out, 0);
+        break;
+      }
+      log_set(key, r->value(), std::nullopt);
+      retime(r, {});
+      integer(b.out, 1);
       break;
     }
     case op::incr: {

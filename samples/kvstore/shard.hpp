@@ -121,11 +121,15 @@ split_record encode_split(std::initializer_list<std::string_view> before, std::s
 } // namespace aof
 
 struct shard {
-  /// One key's part of a command (GET, SET, DEL, EXISTS, INCR; MGET, MSET
-  /// and multi-key DEL/EXISTS are one per key). Its key and value are bytes
-  /// of its batch; the shard fills in the result.
+  /// One key's part of a command (GET, SET, DEL, EXISTS, INCR, TTL, PTTL,
+  /// EXPIRE and PEXPIRE, PERSIST; MGET, MSET and multi-key DEL/EXISTS are
+  /// one per key). Its key and value are bytes of its batch; the shard
+  /// fills in the result.
   struct op {
-    enum kind_t : std::uint8_t { get, set, del, exists, incr };
+    enum kind_t : std::uint8_t { get, set, del, exists, incr, ttl, pttl, expire, persist };
+    /// EXPIRE's conditions (Redis 7): only without a deadline, only with
+    /// one, only a later one, only an earlier one.
+    enum cond_t : std::uint8_t { any = 0, nx = 1, xx = 2, gt = 4, lt = 8 };
     static constexpr std::int64_t no_expiry = INT64_MIN;
     kind_t kind = get;
     std::uint32_t key_len = 0;
@@ -133,7 +137,8 @@ struct shard {
     std::size_t value_off = 0; ///< into bytes, or into big when value_big
     std::size_t value_len = 0;
     bool value_big = false;
-    std::int64_t expire_at_ms = no_expiry; ///< SET: absolute, Unix ms
+    std::uint8_t cond = any;               ///< EXPIRE: cond_t bits
+    std::int64_t expire_at_ms = no_expiry; ///< SET, EXPIRE: absolute, Unix ms
     /// The first op of a command's ops in this batch (an MSET's) says how
     /// many there are: they are refused together when memory is short.
     std::uint32_t group = 1;
@@ -232,10 +237,13 @@ private:
   };
 
   [[nodiscard]] record* find(std::string_view key) const noexcept { return index_.find(key, hash_key(key)); }
-  record* find_live(std::string_view key, std::int64_t now);
+  record* find_live(std::string_view key, std::int64_t now, bool touch = true);
   void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value);
   void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value);
   void install(record* old, record* now);
+  void install(record* old, record* now, std::size_t old_bytes);
+  void retime(record* r, deadline d);
+  void expire(op& o, batch& b, std::int64_t now);
   void run(op& o, batch& b, std::int64_t now, bool room_checked);
   void log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms);
   void flush();

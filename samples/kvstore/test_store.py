@@ -239,6 +239,76 @@ def expiry():
     shutil.rmtree(data, ignore_errors=True)
 
 
+# Each command and the reply redis-server 7.0 gives, in order (key k has no
+# deadline at first; "pttl" stands for a number of milliseconds in (0, limit]).
+EXPIRE_SCRIPT = [
+    (("SET", "k", "v"), "OK"), (("TTL", "k"), -1), (("PTTL", "k"), -1), (("TTL", "nokey"), -2),
+    (("EXPIRE", "nokey", "10"), 0), (("EXPIRE", "k", "100"), 1), (("TTL", "k"), 100), (("PTTL", "k"), ("pttl", 100000)),
+    (("EXPIRE", "k", "100", "nx"), 0), (("EXPIRE", "k", "200", "xx"), 1), (("TTL", "k"), 200),
+    (("EXPIRE", "k", "50", "gt"), 0), (("EXPIRE", "k", "500", "gt"), 1), (("EXPIRE", "k", "1000", "lt"), 0),
+    (("TTL", "k"), 500),
+    (("EXPIRE", "k", "10", "nx", "xx"), "-ERR NX and XX, GT or LT options at the same time are not compatible"),
+    (("EXPIRE", "k", "10", "gt", "lt"), "-ERR GT and LT options at the same time are not compatible"),
+    (("EXPIRE", "k", "10", "foo"), "-ERR Unsupported option foo"),
+    (("EXPIRE", "k", "abc"), "-ERR value is not an integer or out of range"),
+    (("EXPIRE", "k", "abc", "foo"), "-ERR Unsupported option foo"),
+    (("EXPIRE", "k", "9223372036854775807"), "-ERR invalid expire time in 'expire' command"),
+    (("PEXPIRE", "k", "9223372036854775807"), "-ERR invalid expire time in 'pexpire' command"),
+    (("EXPIRE", "k"), "-ERR wrong number of arguments for 'expire' command"),
+    (("TTL",), "-ERR wrong number of arguments for 'ttl' command"),
+    (("TTL", "a", "b"), "-ERR wrong number of arguments for 'ttl' command"),
+    (("PERSIST", "k"), 1), (("PERSIST", "k"), 0), (("TTL", "k"), -1), (("PERSIST", "nokey"), 0),
+    (("EXPIRE", "k", "10", "gt"), 0), (("EXPIRE", "k", "10", "lt"), 1), (("TTL", "k"), 10),
+    (("EXPIRE", "k", "-1"), 1), (("EXISTS", "k"), 0),
+    (("SET", "k2", "v"), "OK"), (("PEXPIRE", "k2", "0"), 1), (("EXISTS", "k2"), 0),
+    (("SET", "k3", "v"), "OK"), (("EXPIRE", "k3", "10", "NX"), 1),
+    (("PERSIST", "k3", "extra"), "-ERR wrong number of arguments for 'persist' command"),
+    (("EXPIRE", "k3", "1.5"), "-ERR value is not an integer or out of range"),
+    (("EXPIRE", "k3", "-9223372036854775808"), "-ERR invalid expire time in 'expire' command"),
+    (("EXISTS", "k3"), 1),
+    (("SET", "k4", "v"), "OK"), (("EXPIRE", "k4", "-9223372036854775"), 1), (("EXISTS", "k4"), 0),
+    (("SET", "k5", "v"), "OK"), (("PEXPIRE", "k5", "9223372036854775000"), "-ERR invalid expire time in 'pexpire' command"),
+    (("SET", "k6", "v"), "OK"), (("EXPIRE", "k6", "9223372036854775"), "-ERR invalid expire time in 'expire' command"),
+]
+
+
+def expire_commands():
+    """TTL, PTTL, EXPIRE, PEXPIRE (NX, XX, GT, LT) and PERSIST answer as redis-server 7.0, and survive a restart."""
+    data = new_dir()
+    srv = Server(data, "--shards", "2", "--appendfsync", "always")
+    c = Conn(srv.port)
+    got = c.pipeline([cmd for cmd, _ in EXPIRE_SCRIPT])
+    for (cmd, want), reply in zip(EXPIRE_SCRIPT, got):
+        ok = (isinstance(reply, int) and 0 < reply <= want[1]) if isinstance(want, tuple) else reply == want
+        check("%s -> %r" % (" ".join(cmd), want), ok, reply)
+    # Deadlines set, moved and removed by these commands are what a restart
+    # loads, also for a value large enough to be kept in its own string.
+    big = "b" * 100000
+    c.pipeline([("SET", "e", "1"), ("EXPIRE", "e", "1000"), ("SET", "p", "2", "EX", "1000"), ("PERSIST", "p"),
+                ("SET", "gone", "3"), ("PEXPIRE", "gone", "-5"), ("SET", "big", big), ("EXPIRE", "big", "2000"),
+                ("SET", "bigp", big, "EX", "3000"), ("PERSIST", "bigp")])
+    before = used_memory(c)
+    check("a large value keeps its value through EXPIRE and PERSIST",
+          c.cmd("GET", "big") == big and c.cmd("GET", "bigp") == big and c.cmd("TTL", "big") == 2000
+          and c.cmd("TTL", "bigp") == -1)
+    c.close()
+    srv.stop()
+    srv = Server(data, "--shards", "2", "--appendfsync", "always")
+    c = Conn(srv.port)
+    got = c.pipeline([("TTL", "e"), ("GET", "e"), ("TTL", "p"), ("EXISTS", "gone"), ("GET", "big"), ("TTL", "big"),
+                      ("GET", "bigp"), ("TTL", "bigp")])
+    check("after a restart: EXPIRE's deadline, PERSIST's none, a key EXPIRE deleted is gone, large values intact",
+          got[0] in (999, 1000) and got[1] == "1" and got[2] == -1 and got[3] == 0 and got[4] == big
+          and got[5] in (1999, 2000) and got[6] == big and got[7] == -1, [g if len(str(g)) < 20 else "..." for g in got])
+    check("used_memory after the restart is what it was (%d, %d)" % (before, used_memory(c)),
+          abs(used_memory(c) - before) < 1024)
+    c.cmd("DEL", "e", "p", "big", "bigp", "k3", "k5", "k6")
+    check("every byte is given back once the keys are deleted (used_memory %d)" % used_memory(c), used_memory(c) == 0)
+    c.close()
+    srv.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def small_rewrite_config(data, fsync="no", chunk=None):
     with open(CONFIG) as f:
         doc = json.load(f)
@@ -950,7 +1020,7 @@ def maxmemory_options():
 def main():
     started = time.monotonic()
     only = sys.argv[2:]
-    for t in [damaged_logs, old_format, everysec, expiry, rewrite, rewrite_in_steps, writes_during_rewrite,
+    for t in [damaged_logs, old_format, everysec, expiry, expire_commands, rewrite, rewrite_in_steps, writes_during_rewrite,
               rewrite_fails, kill9_during_rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks, default_data_dir,
               maxmemory_noeviction, maxmemory_accounting, maxmemory_lru, maxmemory_volatile, maxmemory_options]:
         if only and t.__name__ not in only:
