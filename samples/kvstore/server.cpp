@@ -147,6 +147,7 @@ private:
   void wrong_arity(std::string_view cmd) { error_text("ERR wrong number of arguments for '" + lower(cmd) + "' command"); }
   void set_command(const std::vector<std::string_view>& argv);
   void expire_command(const std::vector<std::string_view>& argv, bool seconds);
+  void incr_command(const std::vector<std::string_view>& argv);
   static void append_raw(std::string& out, std::string_view s) { out += s; }
   // Encodes `s` into texts_ and makes it the next part.
   void raw(void (*encode)(std::string&, std::string_view), std::string_view s) {
@@ -204,40 +205,96 @@ void pipeline::group(std::uint32_t first) {
       batches_[s].ops[head[s]].group = count[s];
 }
 
-// SET key value [EX s | PX ms] (or its error).
+// SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] (or its
+// error), parsed as Redis 7.0 does: an option is refused where one it
+// excludes came before (so a repeated EX wins), then the time is checked;
+// a time whose absolute milliseconds do not fit an int64 is refused (it
+// was a signed overflow).
 void pipeline::set_command(const std::vector<std::string_view>& argv) {
   const std::size_t n = argv.size();
-  // As Redis 7.0: EX and PX exclude each other, a repeated one wins, and
-  // only the final value is checked; a time whose absolute milliseconds do
-  // not fit an int64 is refused (it was a signed overflow).
-  bool ex = false;
-  bool px = false;
+  enum : unsigned { ex = 1, px = 2, exat = 4, pxat = 8 };
+  unsigned timed = 0;
+  std::uint8_t cond = shard::op::any;
   std::string_view value;
-  for (std::size_t i = 3; i < n; i += 2) {
-    const bool is_ex = iequals(argv[i], "EX");
-    if ((!is_ex && !iequals(argv[i], "PX")) || i + 1 >= n || (is_ex ? px : ex)) {
+  for (std::size_t i = 3; i < n; ++i) {
+    const std::string_view opt = argv[i];
+    // A time option needs its number, no KEEPTTL and no time of another kind before it.
+    const auto time_ok = [&](unsigned unit) {
+      return i + 1 < n && (cond & shard::op::keepttl) == 0 && (timed & ~unit) == 0;
+    };
+    unsigned unit = 0;
+    if (iequals(opt, "NX") && (cond & shard::op::xx) == 0)
+      cond |= shard::op::nx;
+    else if (iequals(opt, "XX") && (cond & shard::op::nx) == 0)
+      cond |= shard::op::xx;
+    else if (iequals(opt, "GET"))
+      cond |= shard::op::get_old;
+    else if (iequals(opt, "KEEPTTL") && timed == 0)
+      cond |= shard::op::keepttl;
+    else if (iequals(opt, "EX") && time_ok(ex))
+      unit = ex;
+    else if (iequals(opt, "PX") && time_ok(px))
+      unit = px;
+    else if (iequals(opt, "EXAT") && time_ok(exat))
+      unit = exat;
+    else if (iequals(opt, "PXAT") && time_ok(pxat))
+      unit = pxat;
+    else {
       error_text("ERR syntax error");
       return;
     }
-    (is_ex ? ex : px) = true;
-    value = argv[i + 1];
+    if (unit != 0) {
+      timed = unit;
+      value = argv[++i];
+    }
   }
   std::int64_t expire_at = shard::op::no_expiry;
-  if (ex || px) {
+  if (timed != 0) {
     const auto v = to_int64(value);
     if (!v) {
       error_text("ERR value is not an integer or out of range");
       return;
     }
     std::int64_t ms = *v;
-    if (ms <= 0 || (ex && __builtin_mul_overflow(ms, 1000, &ms)) || __builtin_add_overflow(ms, now_ms(), &expire_at)
-        || expire_at == shard::op::no_expiry) {
+    const bool seconds = timed == ex || timed == exat;
+    const bool relative = timed == ex || timed == px;
+    if (ms <= 0 || (seconds && __builtin_mul_overflow(ms, 1000, &ms))
+        || (relative && __builtin_add_overflow(ms, now_ms(), &ms)) || ms == shard::op::no_expiry) {
       error_text("ERR invalid expire time in 'set' command");
       return;
     }
+    expire_at = ms;
   }
   const auto first = static_cast<std::uint32_t>(refs_.size());
-  op(shard::op::set, argv[1], argv[2], expire_at);
+  op(shard::op::set, argv[1], argv[2], expire_at, cond);
+  keyed(part::one, first);
+}
+
+// INCR, DECR, INCRBY and DECRBY (or their error), as Redis 7.0.
+void pipeline::incr_command(const std::vector<std::string_view>& argv) {
+  const std::string_view cmd = argv[0];
+  const bool by = iequals(cmd, "INCRBY") || iequals(cmd, "DECRBY");
+  if (argv.size() != (by ? 3U : 2U)) {
+    wrong_arity(cmd);
+    return;
+  }
+  const bool down = iequals(cmd, "DECR") || iequals(cmd, "DECRBY");
+  std::int64_t delta = 1;
+  if (by) {
+    const auto v = to_int64(argv[2]);
+    if (!v) {
+      error_text("ERR value is not an integer or out of range");
+      return;
+    }
+    if (down && *v == INT64_MIN) {
+      error_text("ERR decrement would overflow");
+      return;
+    }
+    delta = *v;
+  }
+  const auto first = static_cast<std::uint32_t>(refs_.size());
+  op(shard::op::incr, argv[1]);
+  batches_[refs_.back().shard].ops.back().n = down ? -delta : delta;
   keyed(part::one, first);
 }
 
@@ -289,13 +346,15 @@ pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
   const std::string_view cmd = argv[0];
   const std::size_t n = argv.size();
   const auto first = static_cast<std::uint32_t>(refs_.size());
-  if (iequals(cmd, "GET") || iequals(cmd, "INCR")) {
+  if (iequals(cmd, "GET")) {
     if (n != 2)
       wrong_arity(cmd);
     else {
-      op(iequals(cmd, "GET") ? shard::op::get : shard::op::incr, argv[1]);
+      op(shard::op::get, argv[1]);
       keyed(part::one, first);
     }
+  } else if (iequals(cmd, "INCR") || iequals(cmd, "DECR") || iequals(cmd, "INCRBY") || iequals(cmd, "DECRBY")) {
+    incr_command(argv);
   } else if (iequals(cmd, "SET")) {
     if (n < 3)
       wrong_arity(cmd);

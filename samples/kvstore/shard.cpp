@@ -926,6 +926,46 @@ void shard::retime(record* r, deadline d) {
   install(r, record::with_deadline(*r, d), before);
 }
 
+// SET with its options (parsed: NX, XX, GET, KEEPTTL, and the deadline as
+// an absolute time), as Redis 7.0: GET replies with the value the key had;
+// an unmet NX or XX sets nothing (and replies nil without GET); a deadline
+// already past (EXAT, PXAT) deletes the key.
+void shard::set(op& o, batch& b, std::int64_t now) {
+  const std::string_view key = b.key(o);
+  record* r = find_live(key, now);
+  const bool get_old = (o.cond & op::get_old) != 0;
+  if (get_old) {
+    if (r != nullptr)
+      bulk(b.out, r->value());
+    else
+      null_bulk(b.out);
+  }
+  if (((o.cond & op::nx) != 0 && r != nullptr) || ((o.cond & op::xx) != 0 && r == nullptr)) {
+    if (!get_old)
+      null_bulk(b.out);
+    return;
+  }
+  std::optional<std::int64_t> expire;
+  if (o.expire_at_ms != op::no_expiry)
+    expire = o.expire_at_ms;
+  else if ((o.cond & op::keepttl) != 0 && r != nullptr)
+    expire = r->expire_at();
+  if (expire && *expire <= now) {
+    if (r != nullptr) {
+      aof::encode(pending_log_, {"DEL", key});
+      remove(r);
+    }
+  } else {
+    log_set(key, b.value(o), expire); // before the store: a failed write leaves it as it was
+    if (o.value_big)
+      put(key, expire, std::move(b.big[o.value_off]));
+    else
+      put(key, expire, b.value(o));
+  }
+  if (!get_old)
+    simple(b.out, "OK");
+}
+
 // EXPIRE/PEXPIRE (the absolute time and the conditions come parsed), as
 // Redis 7.0: 0 for a missing key or an unmet condition; a time already
 // past deletes the key. Logged as the SET (PXAT) of the key's value, or as
@@ -968,20 +1008,13 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
       else
         null_bulk(b.out);
       break;
-    case op::set: {
+    case op::set:
       if (!room_checked && !make_room(growth(b, o))) {
         fail_with(oom_message);
         break;
       }
-      const auto expire = o.expire_at_ms != op::no_expiry ? std::optional(o.expire_at_ms) : std::nullopt;
-      log_set(key, b.value(o), expire); // before the store: a failed write leaves it as it was
-      if (o.value_big)
-        put(key, expire, std::move(b.big[o.value_off]));
-      else
-        put(key, expire, b.value(o));
-      simple(b.out, "OK");
+      set(o, b, now);
       break;
-    }
     case op::del:
     case op::exists: {
       record* r = find_live(key, now);
@@ -1034,14 +1067,13 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
           fail_with("ERR value is not an integer or out of range");
           break;
         }
-        if (*n == INT64_MAX) {
-          fail_with("ERR increment or decrement would overflow");
-          break;
-        }
         v = *n;
         expire = r->expire_at(); // INCR keeps the time to live
       }
-      ++v;
+      if (__builtin_add_overflow(v, o.n, &v)) {
+        fail_with("ERR increment or decrement would overflow");
+        break;
+      }
       char buf[24];
       const std::string_view text = digits(buf, v);
       log_set(key, text, expire); // logged as the resulting SET
@@ -1179,8 +1211,10 @@ std::size_t shard::growth(const batch& b, const op& o) const {
   const std::string_view key = b.key(o);
   const std::size_t size = o.kind == op::set ? o.value_len : 20;
   const record* r = find(key);
-  // INCR keeps the key's deadline; SET sets its own or none.
-  const bool timed = o.kind == op::set ? o.expire_at_ms != op::no_expiry : r != nullptr && bool(r->expire_at());
+  // INCR and SET KEEPTTL keep the key's deadline; SET sets its own or none.
+  const bool keeps = o.kind == op::incr || (o.cond & op::keepttl) != 0;
+  const bool timed =
+    (o.kind == op::set && o.expire_at_ms != op::no_expiry) || (keeps && r != nullptr && bool(r->expire_at()));
   if (r == nullptr)
     return record::footprint(key.size(), size, timed) + key_overhead;
   const std::size_t now = r->value().size() + (r->expire_at() ? 8 : 0);

@@ -127,9 +127,11 @@ struct shard {
   /// fills in the result.
   struct op {
     enum kind_t : std::uint8_t { get, set, del, exists, incr, ttl, pttl, expire, persist };
-    /// EXPIRE's conditions (Redis 7): only without a deadline, only with
-    /// one, only a later one, only an earlier one.
-    enum cond_t : std::uint8_t { any = 0, nx = 1, xx = 2, gt = 4, lt = 8 };
+    /// Conditions and options. EXPIRE (Redis 7): only without a deadline,
+    /// only with one, only a later one, only an earlier one. SET: only a
+    /// new key (nx), only an existing one (xx), keep its deadline, reply
+    /// with the value it had.
+    enum cond_t : std::uint8_t { any = 0, nx = 1, xx = 2, gt = 4, lt = 8, keepttl = 16, get_old = 32 };
     static constexpr std::int64_t no_expiry = INT64_MIN;
     kind_t kind = get;
     std::uint32_t key_len = 0;
@@ -137,13 +139,14 @@ struct shard {
     std::size_t value_off = 0; ///< into bytes, or into big when value_big
     std::size_t value_len = 0;
     bool value_big = false;
-    std::uint8_t cond = any;               ///< EXPIRE: cond_t bits
+    std::uint8_t cond = any;               ///< SET, EXPIRE: cond_t bits
     std::int64_t expire_at_ms = no_expiry; ///< SET, EXPIRE: absolute, Unix ms
     /// The first op of a command's ops in this batch (an MSET's) says how
     /// many there are: they are refused together when memory is short.
     std::uint32_t group = 1;
     // Results: the reply as RESP bytes in batch::out, and its number
-    // (DEL/EXISTS: 0 or 1; an error reply: error is set).
+    // (DEL/EXISTS: 0 or 1; an error reply: error is set). INCR: n is the
+    // increment in, and the result out.
     bool error = false;
     std::int64_t n = 0;
     std::size_t out_off = 0;
@@ -244,6 +247,7 @@ private:
   void install(record* old, record* now, std::size_t old_bytes);
   void retime(record* r, deadline d);
   void expire(op& o, batch& b, std::int64_t now);
+  void set(op& o, batch& b, std::int64_t now);
   void run(op& o, batch& b, std::int64_t now, bool room_checked);
   void log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms);
   void flush();

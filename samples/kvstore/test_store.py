@@ -272,6 +272,106 @@ EXPIRE_SCRIPT = [
 ]
 
 
+# SET's options and INCRBY/DECR/DECRBY, with the replies redis-server 7.0 gives.
+SET_SCRIPT = [
+    (('SET', 'a', '1', 'nx'), 'OK'),
+    (('SET', 'a', '2', 'nx'), None),
+    (('GET', 'a'), '1'),
+    (('SET', 'a', '3', 'xx'), 'OK'),
+    (('SET', 'b', '3', 'xx'), None),
+    (('SET', 'a', '4', 'nx', 'xx'), '-ERR syntax error'),
+    (('SET', 'a', '5', 'get'), '3'),
+    (('SET', 'c', '5', 'get'), None),
+    (('GET', 'c'), '5'),
+    (('SET', 'a', '6', 'nx', 'get'), '5'),
+    (('SET', 'd', '6', 'nx', 'get'), None),
+    (('GET', 'd'), '6'),
+    (('SET', 'a', '7', 'xx', 'get'), '5'),
+    (('SET', 'e', '7', 'xx', 'get'), None),
+    (('GET', 'e'), None),
+    (('SET', 'a', '8', 'ex', '100'), 'OK'),
+    (('TTL', 'a'), 100),
+    (('SET', 'a', '9', 'keepttl'), 'OK'),
+    (('TTL', 'a'), 100),
+    (('SET', 'a', '10'), 'OK'),
+    (('TTL', 'a'), -1),
+    (('SET', 'a', '11', 'keepttl', 'ex', '10'), '-ERR syntax error'),
+    (('SET', 'a', '12', 'ex', '10', 'keepttl'), '-ERR syntax error'),
+    (('SET', 'a', '13', 'exat', '99999999999'), 'OK'),
+    (('SET', 'a', '14', 'pxat', '1'), 'OK'),
+    (('EXISTS', 'a'), 0),
+    (('SET', 'a', '15', 'exat', '0'), "-ERR invalid expire time in 'set' command"),
+    (('SET', 'a', '16', 'exat', '-5'), "-ERR invalid expire time in 'set' command"),
+    (('SET', 'a', '17', 'px', '0'), "-ERR invalid expire time in 'set' command"),
+    (('SET', 'a', '18', 'ex', '9223372036854775'), "-ERR invalid expire time in 'set' command"),
+    (('SET', 'a', '19', 'exat', '9223372036854775'), 'OK'),
+    (('SET', 'a', '20', 'pxat', '9223372036854775807'), 'OK'),
+    (('SET', 'a', '21', 'ex', '5', 'px', '5'), '-ERR syntax error'),
+    (('SET', 'a', '22', 'ex', '5', 'ex', '50'), 'OK'),
+    (('TTL', 'a'), 50),
+    (('SET', 'a', '23', 'exat', '1', 'ex', '5'), '-ERR syntax error'),
+    (('SET', 'a', '24', 'get', 'get'), '22'),
+    (('SET', 'a', '25', 'nx', 'nx'), None),
+    (('SET', 'a', '26', 'foo'), '-ERR syntax error'),
+    (('SET', 'a', '27', 'ex'), '-ERR syntax error'),
+    (('SET', 'a', '28', 'ex', 'abc'), '-ERR value is not an integer or out of range'),
+    (('SET', 'a', '29', 'exat', 'abc'), '-ERR value is not an integer or out of range'),
+    (('SET', 'a', '30', 'keepttl', 'keepttl'), 'OK'),
+    (('SET', 'a', '31', 'px', '5', 'keepttl'), '-ERR syntax error'),
+    (('SET', 'a', '32', 'nx'), None),
+    (('SET', 'a', '33', 'EXAT', '1', 'get'), '30'),
+    (('GET', 'a'), None),
+    (('SET', 'f', '1', 'pxat', '1', 'get'), None),
+    (('INCRBY', 'n', '5'), 5),
+    (('INCRBY', 'n', 'x'), '-ERR value is not an integer or out of range'),
+    (('DECR', 'n'), 4),
+    (('DECRBY', 'n', '10'), -6),
+    (('DECRBY', 'n', '-9223372036854775808'), '-ERR decrement would overflow'),
+    (('INCRBY', 'n', '9223372036854775807'), 9223372036854775801),
+    (('DECR',), "-ERR wrong number of arguments for 'decr' command"),
+    (('INCRBY', 'n'), "-ERR wrong number of arguments for 'incrby' command"),
+    (('INCRBY', 'n', '1', '2'), "-ERR wrong number of arguments for 'incrby' command"),
+    (('SET', 's', 'abc'), 'OK'),
+    (('DECR', 's'), '-ERR value is not an integer or out of range'),
+    (('INCRBY', 'n', '1.5'), '-ERR value is not an integer or out of range'),
+    (('SET', 'big', '9223372036854775807'), 'OK'),
+    (('INCRBY', 'big', '1'), '-ERR increment or decrement would overflow'),
+    (('SET', 'small', '-9223372036854775808'), 'OK'),
+    (('DECR', 'small'), '-ERR increment or decrement would overflow'),
+    (('DECRBY', 'small', '1'), '-ERR increment or decrement would overflow'),
+    (('INCRBY', 'small', '-1'), '-ERR increment or decrement would overflow'),
+    (('INCR', 'small'), -9223372036854775807),
+    (('DECRBY', 'big', '-1'), '-ERR increment or decrement would overflow'),
+    (('SET', 't', '5', 'ex', '100'), 'OK'),
+    (('INCRBY', 't', '3'), 8),
+    (('TTL', 't'), 100),
+    (('DECR', 't'), 7),
+    (('GET', 't'), '7'),
+]
+
+
+def set_options():
+    """SET with NX, XX, GET, KEEPTTL, EX, PX, EXAT and PXAT, and INCRBY, DECR and DECRBY answer as redis-server 7.0; their effects survive a restart."""
+    data = new_dir()
+    srv = Server(data, "--shards", "2", "--appendfsync", "always")
+    c = Conn(srv.port)
+    got = c.pipeline([cmd for cmd, _ in SET_SCRIPT])
+    for (cmd, want), reply in zip(SET_SCRIPT, got):
+        check("%s -> %r" % (" ".join(cmd), want), reply == want, reply)
+    c.close()
+    srv.stop()
+    srv = Server(data, "--shards", "2", "--appendfsync", "always")
+    c = Conn(srv.port)
+    got = c.pipeline([("GET", "a"), ("GET", "c"), ("GET", "d"), ("EXISTS", "e"), ("EXISTS", "f"), ("GET", "n"),
+                      ("GET", "small"), ("GET", "t"), ("TTL", "t")])
+    check("after a restart: what the script left (a gone by EXAT in the past, t's deadline kept by INCRBY and DECR)",
+          got[:8] == [None, "5", "6", 0, 0, "9223372036854775801", "-9223372036854775807", "7"] and got[8] in (99, 100),
+          got)
+    c.close()
+    srv.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def expire_commands():
     """TTL, PTTL, EXPIRE, PEXPIRE (NX, XX, GT, LT) and PERSIST answer as redis-server 7.0, and survive a restart."""
     data = new_dir()
@@ -1020,7 +1120,7 @@ def maxmemory_options():
 def main():
     started = time.monotonic()
     only = sys.argv[2:]
-    for t in [damaged_logs, old_format, everysec, expiry, expire_commands, rewrite, rewrite_in_steps, writes_during_rewrite,
+    for t in [damaged_logs, old_format, everysec, expiry, expire_commands, set_options, rewrite, rewrite_in_steps, writes_during_rewrite,
               rewrite_fails, kill9_during_rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks, default_data_dir,
               maxmemory_noeviction, maxmemory_accounting, maxmemory_lru, maxmemory_volatile, maxmemory_options]:
         if only and t.__name__ not in only:
