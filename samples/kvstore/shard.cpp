@@ -932,7 +932,9 @@ void shard::retime(record* r, deadline d) {
 // already past (EXAT, PXAT) deletes the key.
 void shard::set(op& o, batch& b, std::int64_t now) {
   const std::string_view key = b.key(o);
-  record* r = find_live(key, now);
+  // A plain SET needs no lookup of its own (put() makes the one it needs).
+  const bool needs_old = (o.cond & (op::nx | op::xx | op::get_old | op::keepttl)) != 0;
+  record* r = needs_old ? find_live(key, now) : nullptr;
   const bool get_old = (o.cond & op::get_old) != 0;
   if (get_old) {
     if (r != nullptr)
@@ -951,6 +953,8 @@ void shard::set(op& o, batch& b, std::int64_t now) {
   else if ((o.cond & op::keepttl) != 0 && r != nullptr)
     expire = r->expire_at();
   if (expire && *expire <= now) {
+    if (!needs_old)
+      r = find_live(key, now);
     if (r != nullptr) {
       aof::encode(pending_log_, {"DEL", key});
       remove(r);
