@@ -341,7 +341,8 @@ void pipeline::expire_command(const std::vector<std::string_view>& argv, bool se
   keyed(part::one, first);
 }
 
-pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
+// Not inlined into the connection: its locals would grow every connection's frame.
+[[gnu::noinline]] pipeline::step pipeline::add(const std::vector<std::string_view>& argv) {
   ++stats().commands;
   const std::string_view cmd = argv[0];
   const std::size_t n = argv.size();
@@ -706,10 +707,12 @@ otp::task<void> connection(int fd, connection_config config) {
   const output_ref io(new output(tcp::socket(otp::this_scheduler().get_executor(), tcp::v4(), fd)));
   tcp::socket& socket = io->socket;
   socket.non_blocking(true); // send_replies writes what the socket takes at once
-  // As Redis: no Nagle. A reply written while an earlier one is unacknowledged
-  // would otherwise wait for the client's (delayed) ACK.
-  asio::error_code ignored;
-  socket.set_option(tcp::no_delay(true), ignored);
+  {
+    // As Redis: no Nagle. A reply written while an earlier one is
+    // unacknowledged would otherwise wait for the client's (delayed) ACK.
+    asio::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+  }
   io->connection = otp::self();
   ++stats().connections;
   struct gone {
