@@ -124,6 +124,12 @@ otp::task<void> write(tcp::socket& s, std::string text) {
 
 otp::task<void> session(int fd, session_config config) {
   auto socket = std::make_shared<tcp::socket>(otp::this_scheduler().get_executor(), tcp::v4(), fd);
+  {
+    // No Nagle: a second line written before the client acknowledged the
+    // first would wait for its delayed ACK (tens of milliseconds).
+    asio::error_code ignored;
+    socket->set_option(tcp::no_delay(true), ignored);
+  }
   // The reader awaits the same socket: it must run on this scheduler, whose
   // io_context the socket belongs to (a plain spawn may move it away).
   otp::spawn_opt({.scheduler = otp::this_scheduler().index(), .link = true}, reader, socket, otp::self(),

@@ -1,8 +1,12 @@
 # Drives samples/chat with three clients: rooms, messages, and two misbehaving
 # clients (a /crash and an over-long line) that take down only themselves.
+import os
 import socket
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from socket_probe import server_no_delay  # noqa: E402  (samples/socket_probe.py)
 
 
 def free_port():
@@ -64,6 +68,13 @@ try:
     e.send("/join lobby")
     print(e.expect("ada: hello bob"))  # the room's history
     a.send("/who"); print(a.expect("3 in lobby"))
+    # As the kvstore: no Nagle, or a second broadcast in a row waits for
+    # the client's delayed ACK of the first.
+    no_delay = server_no_delay(server.pid, port, b.s)
+    if no_delay is None:
+        print("skipped: cannot reach the server's socket here (pidfd_getfd not allowed)")
+    else:
+        assert no_delay, "a session's socket has no TCP_NODELAY"
     a.send("/quit"); a.expect("bye")
 except Exception as ex:  # noqa: BLE001
     print("FAILED:", ex)

@@ -18,6 +18,9 @@ import time
 import kvtest
 from kvtest import check, failures, resp
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from socket_probe import server_no_delay  # noqa: E402  (samples/socket_probe.py)
+
 BIN = sys.argv[1]
 SANITIZED = "--sanitized" in sys.argv[2:]  # RSS figures mean little under ASan or TSan
 
@@ -544,49 +547,17 @@ def unread_pipeline(port):
     c.close()
 
 
-def server_socket(pid, server_port, client_port):
-    """A duplicate of the server's end of a connection (pidfd_getfd: our own child), or None where not allowed."""
-    import ctypes
-    inode = None
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
-                inode = fields[9]
-    if inode is None:
-        return None
-    fd = None
-    for name in os.listdir("/proc/%d/fd" % pid):
-        try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, name)) == "socket:[%s]" % inode:
-                fd = int(name)
-        except OSError:
-            pass
-    if fd is None:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = libc.syscall(434, pid, 0)  # pidfd_open
-    if pidfd < 0:
-        return None
-    mine = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
-    os.close(pidfd)
-    return socket.socket(fileno=mine) if mine >= 0 else None
-
-
 def no_delay(srv):
     """As Redis, the server's sockets have TCP_NODELAY: a client that writes its pipeline in
     pieces was answered after the first piece, and each later reply waited for the
     client's delayed ACK (about 40 ms a pipeline of 5 PINGs written 3 + 2 here)."""
     c = Client(srv.port)
     check("PING", c.call("PING") == b"PONG")
-    dup = server_socket(srv.proc.pid, srv.port, c.sock.getsockname()[1])
-    if dup is None:
+    set_ = server_no_delay(srv.proc.pid, srv.port, c.sock)
+    if set_ is None:
         print("skipped: cannot reach the server's socket here (pidfd_getfd not allowed)")
     else:
-        check("the server's end of a client connection has TCP_NODELAY set",
-              dup.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0)
-        dup.close()  # our duplicate only: the server's descriptor stays open
+        check("the server's end of a client connection has TCP_NODELAY set", set_)
     c.close()
 
 
