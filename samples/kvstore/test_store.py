@@ -350,14 +350,20 @@ SET_SCRIPT = [
 ]
 
 
+def check_script(c, script):
+    """Sends a script's commands as one pipeline and checks each reply (("pttl", limit): a number in (0, limit])."""
+    got = c.pipeline([cmd for cmd, _ in script])
+    for (cmd, want), reply in zip(script, got):
+        ok = (isinstance(reply, int) and 0 < reply <= want[1]) if isinstance(want, tuple) else reply == want
+        check("%s -> %r" % (" ".join(cmd), want), ok, reply)
+
+
 def set_options():
     """SET with NX, XX, GET, KEEPTTL, EX, PX, EXAT and PXAT, and INCRBY, DECR and DECRBY answer as redis-server 7.0; their effects survive a restart."""
     data = new_dir()
     srv = Server(data, "--shards", "2", "--appendfsync", "always")
     c = Conn(srv.port)
-    got = c.pipeline([cmd for cmd, _ in SET_SCRIPT])
-    for (cmd, want), reply in zip(SET_SCRIPT, got):
-        check("%s -> %r" % (" ".join(cmd), want), reply == want, reply)
+    check_script(c, SET_SCRIPT)
     c.close()
     srv.stop()
     srv = Server(data, "--shards", "2", "--appendfsync", "always")
@@ -377,10 +383,7 @@ def expire_commands():
     data = new_dir()
     srv = Server(data, "--shards", "2", "--appendfsync", "always")
     c = Conn(srv.port)
-    got = c.pipeline([cmd for cmd, _ in EXPIRE_SCRIPT])
-    for (cmd, want), reply in zip(EXPIRE_SCRIPT, got):
-        ok = (isinstance(reply, int) and 0 < reply <= want[1]) if isinstance(want, tuple) else reply == want
-        check("%s -> %r" % (" ".join(cmd), want), ok, reply)
+    check_script(c, EXPIRE_SCRIPT)
     # Deadlines set, moved and removed by these commands are what a restart
     # loads, also for a value large enough to be kept in its own string.
     big = "b" * 100000
