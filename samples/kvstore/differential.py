@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-# Random pipelines of the key commands (SET with its options, GET, DEL,
-# EXISTS, INCR/DECR/INCRBY/DECRBY, TTL, EXPIRE/PEXPIRE with NX/XX/GT/LT,
-# PERSIST) sent to samples/kvstore and to a real redis-server (Debian's
-# redis-server: `make bench-deps`), on loopback; every reply is compared.
+# Random pipelines of the key commands (SET with its options, SETNX,
+# GETSET, GET, GETDEL, STRLEN, DEL, EXISTS, INCR/DECR/INCRBY/DECRBY, TTL,
+# PTTL, EXPIRE/PEXPIRE with NX/XX/GT/LT, EXPIREAT/PEXPIREAT, PERSIST) sent
+# to samples/kvstore and to a real redis-server (Debian's redis-server:
+# `make bench-deps`), on loopback; every reply is compared.
 # Times are kept away from the present (seconds, or past), so that the two
 # servers, asked milliseconds apart, see the same keys expired; a TTL may
 # differ by one second. Exits 1 on any difference.
@@ -63,9 +64,15 @@ def random_command(rng, keys):
                 c.append(str(rng.choice([rng.randint(-2, 0), rng.randint(2000, 100000), 1,
                                          int(time.time()) + rng.choice([-5, -2, 50, 500]), "z"])))
         return tuple(c)
-    if x < 0.45:
+    if x < 0.4:
         c = [rng.choice(["EXPIRE", "PEXPIRE"]), k,
              str(rng.choice([rng.randint(-5, 0), rng.randint(2000, 5000), rng.randint(1000, 9000000), "x"]))]
+        c += [rng.choice(["NX", "XX", "GT", "LT", "nx", "gt"]) for _ in range(rng.choice([0, 0, 1, 1, 2]))]
+        return tuple(c)
+    if x < 0.45:
+        now = int(time.time())
+        c = rng.choice([["EXPIREAT", k, str(now + rng.choice([-10, 100, 5000]))],
+                        ["PEXPIREAT", k, str((now + rng.choice([-10, 100, 5000])) * 1000)]])
         c += [rng.choice(["NX", "XX", "GT", "LT", "nx", "gt"]) for _ in range(rng.choice([0, 0, 1, 1, 2]))]
         return tuple(c)
     if x < 0.6:
@@ -73,7 +80,8 @@ def random_command(rng, keys):
     if x < 0.7:
         return ("PERSIST", k)
     if x < 0.8:
-        return ("GET", k)
+        return rng.choice([("GET", k), ("STRLEN", k), ("GETDEL", k), ("SETNX", k, "n%d" % rng.randint(0, 9)),
+                           ("GETSET", k, str(rng.randint(0, 9)))])
     if x < 0.85:
         return ("DEL", k)
     if x < 0.9:

@@ -146,7 +146,7 @@ private:
   }
   void wrong_arity(std::string_view cmd) { error_text("ERR wrong number of arguments for '" + lower(cmd) + "' command"); }
   void set_command(const std::vector<std::string_view>& argv);
-  void expire_command(const std::vector<std::string_view>& argv, bool seconds);
+  void expire_command(const std::vector<std::string_view>& argv, bool seconds, bool absolute);
   void incr_command(const std::vector<std::string_view>& argv);
   static void append_raw(std::string& out, std::string_view s) { out += s; }
   // Encodes `s` into texts_ and makes it the next part.
@@ -298,9 +298,10 @@ void pipeline::incr_command(const std::vector<std::string_view>& argv) {
   keyed(part::one, first);
 }
 
-// EXPIRE/PEXPIRE key time [NX|XX|GT|LT ...] (or its error), checked in
-// Redis 7.0's order: the options, the number, then the time's range.
-void pipeline::expire_command(const std::vector<std::string_view>& argv, bool seconds) {
+// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT key time [NX|XX|GT|LT ...] (or its
+// error), checked in Redis 7.0's order: the options, the number, then the
+// time's range.
+void pipeline::expire_command(const std::vector<std::string_view>& argv, bool seconds, bool absolute) {
   std::uint8_t cond = shard::op::any;
   for (std::size_t i = 3; i < argv.size(); ++i) {
     if (iequals(argv[i], "NX"))
@@ -331,8 +332,7 @@ void pipeline::expire_command(const std::vector<std::string_view>& argv, bool se
   }
   // A time already past deletes the key; one that overflows is refused.
   std::int64_t when = *v;
-  if ((seconds && __builtin_mul_overflow(when, 1000, &when)) || __builtin_add_overflow(when, now_ms(), &when)
-      || when == shard::op::no_expiry) {
+  if ((seconds && __builtin_mul_overflow(when, 1000, &when)) || (!absolute && __builtin_add_overflow(when, now_ms(), &when))) {
     error_text("ERR invalid expire time in '" + lower(argv[0]) + "' command");
     return;
   }
@@ -368,11 +368,28 @@ void pipeline::expire_command(const std::vector<std::string_view>& argv, bool se
       op(iequals(cmd, "TTL") ? shard::op::ttl : iequals(cmd, "PTTL") ? shard::op::pttl : shard::op::persist, argv[1]);
       keyed(part::one, first);
     }
-  } else if (iequals(cmd, "EXPIRE") || iequals(cmd, "PEXPIRE")) {
+  } else if (iequals(cmd, "EXPIRE") || iequals(cmd, "PEXPIRE") || iequals(cmd, "EXPIREAT") || iequals(cmd, "PEXPIREAT")) {
     if (n < 3)
       wrong_arity(cmd);
     else
-      expire_command(argv, iequals(cmd, "EXPIRE"));
+      expire_command(argv, iequals(cmd, "EXPIRE") || iequals(cmd, "EXPIREAT"),
+                     iequals(cmd, "EXPIREAT") || iequals(cmd, "PEXPIREAT"));
+  } else if (iequals(cmd, "STRLEN") || iequals(cmd, "GETDEL")) {
+    if (n != 2)
+      wrong_arity(cmd);
+    else {
+      op(iequals(cmd, "STRLEN") ? shard::op::strlen : shard::op::getdel, argv[1]);
+      keyed(part::one, first);
+    }
+  } else if (iequals(cmd, "SETNX") || iequals(cmd, "GETSET")) {
+    // SET NX with a 1 or 0 for a reply, and SET GET.
+    if (n != 3)
+      wrong_arity(cmd);
+    else {
+      op(shard::op::set, argv[1], argv[2], shard::op::no_expiry,
+         iequals(cmd, "SETNX") ? shard::op::nx | shard::op::as_integer : shard::op::get_old);
+      keyed(part::one, first);
+    }
   } else if (iequals(cmd, "DEL") || iequals(cmd, "EXISTS")) {
     if (n < 2) {
       wrong_arity(cmd);

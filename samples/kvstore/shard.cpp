@@ -942,8 +942,11 @@ void shard::set(op& o, batch& b, std::int64_t now) {
     else
       null_bulk(b.out);
   }
+  const bool as_integer = (o.cond & op::as_integer) != 0;
   if (((o.cond & op::nx) != 0 && r != nullptr) || ((o.cond & op::xx) != 0 && r == nullptr)) {
-    if (!get_old)
+    if (as_integer)
+      integer(b.out, 0);
+    else if (!get_old)
       null_bulk(b.out);
     return;
   }
@@ -966,7 +969,9 @@ void shard::set(op& o, batch& b, std::int64_t now) {
     else
       put(key, expire, b.value(o));
   }
-  if (!get_old)
+  if (as_integer)
+    integer(b.out, 1);
+  else if (!get_old)
     simple(b.out, "OK");
 }
 
@@ -1028,6 +1033,22 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
         remove(r);
       }
       integer(b.out, o.n);
+      break;
+    }
+    case op::strlen: {
+      const record* r = find_live(key, now);
+      integer(b.out, r != nullptr ? static_cast<std::int64_t>(r->value().size()) : 0);
+      break;
+    }
+    case op::getdel: {
+      record* r = find_live(key, now);
+      if (r == nullptr) {
+        null_bulk(b.out);
+        break;
+      }
+      bulk(b.out, r->value());
+      aof::encode(pending_log_, {"DEL", key});
+      remove(r);
       break;
     }
     case op::ttl:

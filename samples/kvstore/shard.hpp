@@ -121,17 +121,17 @@ split_record encode_split(std::initializer_list<std::string_view> before, std::s
 } // namespace aof
 
 struct shard {
-  /// One key's part of a command (GET, SET, DEL, EXISTS, INCR, TTL, PTTL,
-  /// EXPIRE and PEXPIRE, PERSIST; MGET, MSET and multi-key DEL/EXISTS are
-  /// one per key). Its key and value are bytes of its batch; the shard
-  /// fills in the result.
+  /// One key's part of a command (GET, SET and its kin, DEL, EXISTS, INCR
+  /// and its kin, TTL, PTTL, EXPIRE and its kin, PERSIST, STRLEN, GETDEL;
+  /// MGET, MSET and multi-key DEL/EXISTS are one per key). Its key and value
+  /// are bytes of its batch; the shard fills in the result.
   struct op {
-    enum kind_t : std::uint8_t { get, set, del, exists, incr, ttl, pttl, expire, persist };
+    enum kind_t : std::uint8_t { get, set, del, exists, incr, ttl, pttl, expire, persist, strlen, getdel };
     /// Conditions and options. EXPIRE (Redis 7): only without a deadline,
     /// only with one, only a later one, only an earlier one. SET: only a
     /// new key (nx), only an existing one (xx), keep its deadline, reply
-    /// with the value it had.
-    enum cond_t : std::uint8_t { any = 0, nx = 1, xx = 2, gt = 4, lt = 8, keepttl = 16, get_old = 32 };
+    /// with the value it had, reply 1 or 0 (SETNX) instead of OK or nil.
+    enum cond_t : std::uint8_t { any = 0, nx = 1, xx = 2, gt = 4, lt = 8, keepttl = 16, get_old = 32, as_integer = 64 };
     static constexpr std::int64_t no_expiry = INT64_MIN;
     kind_t kind = get;
     std::uint32_t key_len = 0;

@@ -378,6 +378,71 @@ def set_options():
     shutil.rmtree(data, ignore_errors=True)
 
 
+# STRLEN, GETDEL, SETNX, GETSET, EXPIREAT and PEXPIREAT, with redis-server 7.0's replies.
+STRING_SCRIPT = [
+    (('SET', 'a', 'hello'), 'OK'),
+    (('STRLEN', 'a'), 5),
+    (('STRLEN', 'nokey'), 0),
+    (('STRLEN',), "-ERR wrong number of arguments for 'strlen' command"),
+    (('GETDEL', 'a'), 'hello'),
+    (('GETDEL', 'a'), None),
+    (('EXISTS', 'a'), 0),
+    (('GETDEL',), "-ERR wrong number of arguments for 'getdel' command"),
+    (('SETNX', 'b', '1'), 1),
+    (('SETNX', 'b', '2'), 0),
+    (('GET', 'b'), '1'),
+    (('SETNX', 'b'), "-ERR wrong number of arguments for 'setnx' command"),
+    (('GETSET', 'b', '3'), '1'),
+    (('GETSET', 'c', '4'), None),
+    (('GET', 'c'), '4'),
+    (('SET', 'd', '1', 'ex', '100'), 'OK'),
+    (('GETSET', 'd', '2'), '1'),
+    (('TTL', 'd'), -1),
+    (('EXPIREAT', 'd', '1'), 1),
+    (('EXISTS', 'd'), 0),
+    (('SET', 'e', '1'), 'OK'),
+    (('EXPIREAT', 'e', '99999999999'), 1),
+    (('PEXPIREAT', 'e', '99999999999000'), 1),
+    (('EXPIREAT', 'e', '9223372036854775807'), "-ERR invalid expire time in 'expireat' command"),
+    (('EXPIREAT', 'e', '-9223372036854775808'), "-ERR invalid expire time in 'expireat' command"),
+    (('PEXPIREAT', 'e', '-9223372036854775808'), 1),
+    (('EXISTS', 'e'), 0),
+    (('SET', 'f', '1'), 'OK'),
+    (('PEXPIREAT', 'f', '9223372036854775807'), 1),
+    (('EXPIREAT', 'f', '9223372036854775'), 1),
+    (('EXPIREAT', 'f', '9223372036854776'), "-ERR invalid expire time in 'expireat' command"),
+    (('EXPIREAT', 'f', '1', 'xx'), 1),
+    (('EXPIREAT', 'f', 'abc'), '-ERR value is not an integer or out of range'),
+    (('EXPIREAT', 'f'), "-ERR wrong number of arguments for 'expireat' command"),
+    (('STRLEN', 'f'), 0),
+    (('SET', 'g', '1'), 'OK'),
+    (('INCR', 'g'), 2),
+    (('STRLEN', 'g'), 1),
+    (('SETNX', 'g', '5', '6'), "-ERR wrong number of arguments for 'setnx' command"),
+    (('GETSET', 'g'), "-ERR wrong number of arguments for 'getset' command"),
+    (('EXPIREAT', 'nokey', '99999999999'), 0),
+]
+
+
+def string_commands():
+    """STRLEN, GETDEL, SETNX, GETSET, EXPIREAT and PEXPIREAT answer as redis-server 7.0; their effects survive a restart."""
+    data = new_dir()
+    srv = Server(data, "--shards", "2", "--appendfsync", "always")
+    c = Conn(srv.port)
+    check_script(c, STRING_SCRIPT)
+    c.close()
+    srv.stop()
+    srv = Server(data, "--shards", "2", "--appendfsync", "always")
+    c = Conn(srv.port)
+    got = c.pipeline([("EXISTS", "a"), ("GET", "b"), ("GET", "c"), ("EXISTS", "d"), ("EXISTS", "e"), ("EXISTS", "f"),
+                      ("GET", "g"), ("TTL", "d")])
+    check("after a restart: GETDEL's and EXPIREAT's deletions stay, GETSET's and SETNX's values are there",
+          got == [0, "3", "4", 0, 0, 0, "2", -2], got)
+    c.close()
+    srv.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def expire_commands():
     """TTL, PTTL, EXPIRE, PEXPIRE (NX, XX, GT, LT) and PERSIST answer as redis-server 7.0, and survive a restart."""
     data = new_dir()
@@ -1123,7 +1188,8 @@ def maxmemory_options():
 def main():
     started = time.monotonic()
     only = sys.argv[2:]
-    for t in [damaged_logs, old_format, everysec, expiry, expire_commands, set_options, rewrite, rewrite_in_steps, writes_during_rewrite,
+    for t in [damaged_logs, old_format, everysec, expiry, expire_commands, set_options, string_commands, rewrite,
+              rewrite_in_steps, writes_during_rewrite,
               rewrite_fails, kill9_during_rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks, default_data_dir,
               maxmemory_noeviction, maxmemory_accounting, maxmemory_lru, maxmemory_volatile, maxmemory_options]:
         if only and t.__name__ not in only:
