@@ -63,14 +63,14 @@ def wait_ready(port, proc, what):
 # scheduler it runs on core 0. redis-server's thread is put there too, and
 # redis-benchmark on the last core, so that no server shares its core with
 # the client in some runs and not in others (that made the medians bimodal).
-CORES = os.cpu_count() or 1
-PIN_SERVER = ["taskset", "-c", "0"] if CORES > 1 and shutil.which("taskset") else []
-PIN_CLIENT = ["taskset", "-c", str(CORES - 1)] if PIN_SERVER else []
-
-
 def pin(cores):
     """taskset's prefix for a core list ("8-15"), or none without taskset."""
     return ["taskset", "-c", cores] if cores and shutil.which("taskset") else []
+
+
+CORES = os.cpu_count() or 1
+PIN_SERVER = pin("0") if CORES > 1 else []
+PIN_CLIENT = pin(str(CORES - 1)) if PIN_SERVER else []
 
 
 def bench(port, test, pipeline, requests, client=None):

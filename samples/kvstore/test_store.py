@@ -358,24 +358,31 @@ def check_script(c, script):
         check("%s -> %r" % (" ".join(cmd), want), ok, reply)
 
 
-def set_options():
-    """SET with NX, XX, GET, KEEPTTL, EX, PX, EXAT and PXAT, and INCRBY, DECR and DECRBY answer as redis-server 7.0; their effects survive a restart."""
+def script_then_restart(script, queries):
+    """Checks `script` on a new 2-shard server (appendfsync always), restarts
+    it on the same data, and returns the replies to `queries` there."""
     data = new_dir()
     srv = Server(data, "--shards", "2", "--appendfsync", "always")
     c = Conn(srv.port)
-    check_script(c, SET_SCRIPT)
+    check_script(c, script)
     c.close()
     srv.stop()
     srv = Server(data, "--shards", "2", "--appendfsync", "always")
     c = Conn(srv.port)
-    got = c.pipeline([("GET", "a"), ("GET", "c"), ("GET", "d"), ("EXISTS", "e"), ("EXISTS", "f"), ("GET", "n"),
-                      ("GET", "small"), ("GET", "t"), ("TTL", "t")])
-    check("after a restart: what the script left (a gone by EXAT in the past, t's deadline kept by INCRBY and DECR)",
-          got[:8] == [None, "5", "6", 0, 0, "9223372036854775801", "-9223372036854775807", "7"] and got[8] in (99, 100),
-          got)
+    got = c.pipeline(queries)
     c.close()
     srv.stop()
     shutil.rmtree(data, ignore_errors=True)
+    return got
+
+
+def set_options():
+    """SET with NX, XX, GET, KEEPTTL, EX, PX, EXAT and PXAT, and INCRBY, DECR and DECRBY answer as redis-server 7.0; their effects survive a restart."""
+    got = script_then_restart(SET_SCRIPT, [("GET", "a"), ("GET", "c"), ("GET", "d"), ("EXISTS", "e"), ("EXISTS", "f"),
+                                           ("GET", "n"), ("GET", "small"), ("GET", "t"), ("TTL", "t")])
+    check("after a restart: what the script left (a gone by EXAT in the past, t's deadline kept by INCRBY and DECR)",
+          got[:8] == [None, "5", "6", 0, 0, "9223372036854775801", "-9223372036854775807", "7"] and got[8] in (99, 100),
+          got)
 
 
 # STRLEN, GETDEL, SETNX, GETSET, EXPIREAT and PEXPIREAT, with redis-server 7.0's replies.
@@ -426,21 +433,10 @@ STRING_SCRIPT = [
 
 def string_commands():
     """STRLEN, GETDEL, SETNX, GETSET, EXPIREAT and PEXPIREAT answer as redis-server 7.0; their effects survive a restart."""
-    data = new_dir()
-    srv = Server(data, "--shards", "2", "--appendfsync", "always")
-    c = Conn(srv.port)
-    check_script(c, STRING_SCRIPT)
-    c.close()
-    srv.stop()
-    srv = Server(data, "--shards", "2", "--appendfsync", "always")
-    c = Conn(srv.port)
-    got = c.pipeline([("EXISTS", "a"), ("GET", "b"), ("GET", "c"), ("EXISTS", "d"), ("EXISTS", "e"), ("EXISTS", "f"),
-                      ("GET", "g"), ("TTL", "d")])
+    got = script_then_restart(STRING_SCRIPT, [("EXISTS", "a"), ("GET", "b"), ("GET", "c"), ("EXISTS", "d"),
+                                              ("EXISTS", "e"), ("EXISTS", "f"), ("GET", "g"), ("TTL", "d")])
     check("after a restart: GETDEL's and EXPIREAT's deletions stay, GETSET's and SETNX's values are there",
           got == [0, "3", "4", 0, 0, 0, "2", -2], got)
-    c.close()
-    srv.stop()
-    shutil.rmtree(data, ignore_errors=True)
 
 
 def expire_commands():
