@@ -136,6 +136,13 @@ scheduler* node::claim_hungry(const scheduler& from) noexcept {
   return nullptr;
 }
 
+std::size_t node::process_count() const noexcept {
+  std::size_t n = 0;
+  for (const auto& s : schedulers_)
+    n += s->process_count();
+  return n;
+}
+
 std::vector<scheduler_stats> node::statistics() const {
   std::vector<scheduler_stats> all;
   all.reserve(schedulers_.size());

@@ -157,9 +157,7 @@ public:
   /// Returns every scheduler's counters (utilisation, run queue, migrations).
   [[nodiscard]] std::vector<scheduler_stats> statistics() const;
   /// Returns the number of live processes (exact when the node is quiescent).
-  [[nodiscard]] std::size_t process_count() const noexcept {
-    return live_count_.load(std::memory_order_relaxed);
-  }
+  [[nodiscard]] std::size_t process_count() const noexcept;
 
   /// Deterministic mode: runs until no process is ready and no I/O is
   /// pending completion; returns the number of steps taken.
@@ -222,10 +220,6 @@ public:
     hungry_.value.fetch_add(static_cast<unsigned>(delta), std::memory_order_relaxed);
   }
   /// @private
-  void count_process(int delta) noexcept {
-    live_count_.fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
-  }
-  /// @private
   [[nodiscard]] std::uint64_t next_foreign_ref() noexcept {
     return foreign_ref_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -239,7 +233,6 @@ private:
   struct alignas(64) line_of_its_own {
     std::atomic<unsigned> value{0};
   } hungry_;
-  std::atomic<std::size_t> live_count_{0};
   std::atomic<bool> stopping_{false};
   bool shut_down_ = false;
   std::atomic<std::uint64_t> foreign_ref_{1};

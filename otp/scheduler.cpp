@@ -232,9 +232,7 @@ bool scheduler::drain_remote() noexcept {
 }
 
 void scheduler::adopt(process* p) {
-  p->live_index = static_cast<std::uint32_t>(live_.size());
-  live_.push_back(p);
-  node_.count_process(1);
+  add_live(p);
   if (p->waiter != nullptr) {
     // A caller that followed its callee (follow_callee): it still waits,
     // with its timeout, and was woken (a runnable process has no waiter).
@@ -254,7 +252,7 @@ void scheduler::remove_live(process* p) noexcept {
   live_[p->live_index] = last;
   last->live_index = p->live_index;
   live_.pop_back();
-  node_.count_process(-1);
+  live_len_.store(live_.size(), std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------- load balancing
@@ -533,9 +531,7 @@ void scheduler::final_cleanup() noexcept {
     list = p->remote_next;
     p->notified.store(false, std::memory_order_relaxed);
     if (p->state == proc_state::created) {
-      p->live_index = static_cast<std::uint32_t>(live_.size());
-      live_.push_back(p);
-      node_.count_process(1);
+      add_live(p);
       teardown(p);
     }
   }
