@@ -92,6 +92,13 @@ struct scheduler_stats {
   /// Processes handed to other schedulers, and taken from them.
   std::uint64_t migrated_out = 0;
   std::uint64_t migrated_in = 0;
+  /// How long its thread has waited, runnable, for its core (the kernel's
+  /// schedstat run_delay, as of its last idle check; 0 where the kernel does
+  /// not say), and whether it found its core shared with another busy
+  /// thread: then it sleeps when idle instead of spinning (docs/design.md,
+  /// "Spinning on a shared core").
+  std::chrono::nanoseconds waited{};
+  bool contended = false;
 };
 
 /// One core's worth of the runtime: an `asio::io_context` run by one thread.
@@ -276,6 +283,15 @@ private:
   }
   void reap_zombies() noexcept;
   void sleep_until_work();
+  // Whether to skip the idle spin: this thread's core is shared with
+  // another busy thread (it was preempted often in the last window).
+  [[nodiscard]] bool core_contended(std::chrono::steady_clock::time_point t) noexcept;
+  static constexpr std::chrono::milliseconds contention_window{10};
+  static constexpr std::chrono::milliseconds contention_hold{100};
+  int schedstat_fd_ = -1; // this thread's /proc/thread-self/schedstat, or -1
+  std::chrono::steady_clock::time_point contention_checked_{};
+  std::chrono::steady_clock::time_point spin_off_until_{};
+  unsigned long long run_delay_seen_ = 0;
 
   node& node_;
   unsigned index_;
@@ -338,6 +354,8 @@ private:
   std::atomic<std::size_t> live_len_{0};
   std::atomic<std::uint64_t> migrated_out_{0};
   std::atomic<std::uint64_t> migrated_in_{0};
+  std::atomic<unsigned long long> waited_ns_{0};
+  std::atomic<bool> contended_{false};
 };
 
 } // namespace otp

@@ -6,6 +6,11 @@
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -199,6 +204,62 @@ TEST_CASE("idle schedulers go to sleep, and a message wakes them") {
     std::this_thread::yield();
   otp::send(p, 1);
   CHECK(exit.get() == otp::exit_reason::normal());
+}
+
+// Polls `done` every millisecond (a sleeping poller, so that the test's
+// own thread is not a busy neighbour) until it holds or `limit` passes.
+template <class F>
+bool holds_within(F done, std::chrono::seconds limit) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up)
+      return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, and spins again once it is free") {
+  if (const int fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ::close(fd);
+  } else {
+    MESSAGE("this kernel does not report how long a thread waits for its core: nothing to check");
+    return;
+  }
+  otp::node n({.schedulers = 1, .pin_threads = true}); // scheduler 0 runs on core 0
+  // Busy three quarters of the time, idle in between (each idle moment is a
+  // chance to look at the core): more than its share of a shared core.
+  std::atomic<bool> done{false};
+  auto worker = n.spawn_watch({}, [&done]() -> otp::task<void> {
+    while (!done.load(std::memory_order_relaxed)) {
+      const auto until = std::chrono::steady_clock::now() + 3ms;
+      while (std::chrono::steady_clock::now() < until) {
+      }
+      co_await otp::sleep_for(1ms);
+    }
+  });
+  auto contended = [&n] { return n.statistics()[0].contended; };
+
+  // The neighbour: a thread that never sleeps, on the same core.
+  std::atomic<bool> neighbour_done{false};
+  std::thread neighbour([&neighbour_done] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    while (!neighbour_done.load(std::memory_order_relaxed)) {
+    }
+  });
+  const bool noticed = holds_within(contended, 60s);
+  const auto waited = n.statistics()[0].waited;
+  neighbour_done.store(true);
+  neighbour.join();
+  CHECK(noticed);
+  CHECK(waited > 0ns);
+  // Alone again on its core: it spins again once a hold time passes.
+  CHECK(holds_within([&] { return !contended(); }, 60s));
+  done.store(true);
+  CHECK(worker.exit.get() == otp::exit_reason::normal());
 }
 
 TEST_SUITE_END();
