@@ -202,6 +202,14 @@ otp::task<void> ring_node() {
   }
 }
 
+// A comment line (ignored by the drivers): processes moved between schedulers.
+void print_migrations(otp::node& node) {
+  std::uint64_t moved = 0;
+  for (const auto& st : node.statistics())
+    moved += st.migrated_in;
+  std::printf("# migrations %llu\n", static_cast<unsigned long long>(moved));
+}
+
 void ring() {
   constexpr int size = 10000, hops = 10000000;
   otp::node node;
@@ -225,6 +233,7 @@ void ring() {
     for (int i = 1; i < size; ++i) // stop the others
       otp::exit(ring[static_cast<std::size_t>(i)], otp::exit_reason::kill());
   });
+  print_migrations(node);
   result("ring_hop_ns", ns / hops, "ns");
 }
 
@@ -571,14 +580,6 @@ void scale_workers_bench() {
     std::exit(1);
   }
   result("scale_workers_ms", ns / 1e6, "ms");
-}
-
-// A comment line (ignored by the drivers): processes moved between schedulers.
-void print_migrations(otp::node& node) {
-  std::uint64_t moved = 0;
-  for (const auto& st : node.statistics())
-    moved += st.migrated_in;
-  std::printf("# migrations %llu\n", static_cast<unsigned long long>(moved));
 }
 
 // skynet_plain: skynet_ms without the spread: every process is placed by the runtime.

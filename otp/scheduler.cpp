@@ -16,10 +16,7 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <fcntl.h>
-#include <unistd.h>
 
-#include <cstdio>
 
 #include <algorithm>
 #include <utility>
@@ -410,7 +407,6 @@ scheduler_stats scheduler::stats() const noexcept {
   st.processes = live_len_.load(std::memory_order_relaxed);
   st.migrated_out = migrated_out_.load(std::memory_order_relaxed);
   st.migrated_in = migrated_in_.load(std::memory_order_relaxed);
-  st.waited = std::chrono::nanoseconds{static_cast<std::int64_t>(waited_ns_.load(std::memory_order_relaxed))};
   st.contended = contended_.load(std::memory_order_relaxed);
   return st;
 }
@@ -653,35 +649,25 @@ void scheduler::sleep_until_work() {
 
 // A spin on a core that another busy thread wants (a load generator, a
 // second server) takes that thread's time: the kernel shares the core, and
-// every microsecond we poll is one it does not run. The kernel counts how
-// long our thread waited, runnable, for its core (schedstat's run_delay):
-// read once a window, when idle, a wait past a tenth of the window means a
-// busy neighbour, and the scheduler then sleeps at once when idle, until a
-// hold time passes without such a window. Being preempted is no sign: a
-// thread that spins and sleeps stays under its fair share and is rarely
-// preempted; it is the neighbour that loses its time. Measured, kvstore on
-// 2 cores beside redis-benchmark: docs/design.md.
+// every microsecond we poll is one it does not run. So once a window, when
+// idle, the scheduler asks the kernel whether anyone else is waiting for
+// this core: it yields it (sched_yield). Alone, the call returns within
+// microseconds; with a runnable neighbour, the neighbour runs first. A yield
+// that took longer than `contention_probe` marks the core contended, and a
+// contended scheduler sleeps at once when idle, until a hold time passes
+// without such a probe. Signals tried first, and why not: our thread being
+// preempted (a thread that spins and sleeps stays under its fair share and
+// is rarely preempted: it is the neighbour that loses its time), and our
+// own wait for the core (schedstat's run_delay: our wake-ups preempt the
+// neighbour, so it stayed low while the neighbour lost its time).
+// Measured, kvstore on 2 cores beside redis-benchmark: docs/design.md.
 bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept {
-  if (schedstat_fd_ < 0)
-    return false;
-  const auto window = t - contention_checked_;
-  if (window >= contention_window) {
-    char buf[96];
-    const ssize_t got = ::pread(schedstat_fd_, buf, sizeof buf - 1, 0);
-    if (got > 0) {
-      buf[got] = '\0';
-      // "<time on cpu ns> <time waiting for the cpu ns> <timeslices>"
-      unsigned long long on_cpu = 0;
-      unsigned long long waited = 0;
-      if (std::sscanf(buf, "%llu %llu", &on_cpu, &waited) == 2) {
-        const auto delta = std::chrono::nanoseconds(static_cast<std::int64_t>(waited - run_delay_seen_));
-        if (contention_checked_ != std::chrono::steady_clock::time_point{} && delta * 10 >= window)
-          spin_off_until_ = t + contention_hold;
-        run_delay_seen_ = waited;
-        waited_ns_.store(waited, std::memory_order_relaxed);
-      }
-    }
-    contention_checked_ = t;
+  if (t - contention_checked_ >= contention_window) {
+    ::sched_yield();
+    const auto after = std::chrono::steady_clock::now();
+    if (after - t >= contention_probe)
+      spin_off_until_ = after + contention_hold;
+    contention_checked_ = after;
   }
   const bool contended = t < spin_off_until_;
   if (contended != contended_.load(std::memory_order_relaxed))
@@ -707,8 +693,6 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
     }
   }
   const bool balance = node_.scheduler_count() > 1;
-  if (spin.count() > 0)
-    schedstat_fd_ = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
   auto active_since = std::chrono::steady_clock::now();
   started_ns_.store(ns_of(active_since), std::memory_order_relaxed);
   active_since_ns_.store(ns_of(active_since), std::memory_order_relaxed);
@@ -753,8 +737,6 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
     active_since = t;
     active_since_ns_.store(ns_of(t), std::memory_order_relaxed);
   }
-  if (schedstat_fd_ >= 0)
-    ::close(std::exchange(schedstat_fd_, -1));
   detail::this_thread.sched = nullptr;
 }
 

@@ -92,12 +92,9 @@ struct scheduler_stats {
   /// Processes handed to other schedulers, and taken from them.
   std::uint64_t migrated_out = 0;
   std::uint64_t migrated_in = 0;
-  /// How long its thread has waited, runnable, for its core (the kernel's
-  /// schedstat run_delay, as of its last idle check; 0 where the kernel does
-  /// not say), and whether it found its core shared with another busy
-  /// thread: then it sleeps when idle instead of spinning (docs/design.md,
-  /// "Spinning on a shared core").
-  std::chrono::nanoseconds waited{};
+  /// Whether it found its core wanted by another busy thread (as of its last
+  /// idle moment): then it sleeps when idle instead of spinning
+  /// (docs/design.md, "Spinning on a shared core").
   bool contended = false;
 };
 
@@ -288,10 +285,9 @@ private:
   [[nodiscard]] bool core_contended(std::chrono::steady_clock::time_point t) noexcept;
   static constexpr std::chrono::milliseconds contention_window{10};
   static constexpr std::chrono::milliseconds contention_hold{100};
-  int schedstat_fd_ = -1; // this thread's /proc/thread-self/schedstat, or -1
+  static constexpr std::chrono::microseconds contention_probe{20};
   std::chrono::steady_clock::time_point contention_checked_{};
   std::chrono::steady_clock::time_point spin_off_until_{};
-  unsigned long long run_delay_seen_ = 0;
 
   node& node_;
   unsigned index_;
@@ -354,7 +350,6 @@ private:
   std::atomic<std::size_t> live_len_{0};
   std::atomic<std::uint64_t> migrated_out_{0};
   std::atomic<std::uint64_t> migrated_in_{0};
-  std::atomic<unsigned long long> waited_ns_{0};
   std::atomic<bool> contended_{false};
 };
 

@@ -6,10 +6,8 @@
 
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -220,12 +218,6 @@ bool holds_within(F done, std::chrono::seconds limit) {
 }
 
 TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, and spins again once it is free") {
-  if (const int fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC); fd >= 0) {
-    ::close(fd);
-  } else {
-    MESSAGE("this kernel does not report how long a thread waits for its core: nothing to check");
-    return;
-  }
   otp::node n({.schedulers = 1, .pin_threads = true}); // scheduler 0 runs on core 0
   // Busy three quarters of the time, idle in between (each idle moment is a
   // chance to look at the core): more than its share of a shared core.
@@ -251,11 +243,9 @@ TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, an
     }
   });
   const bool noticed = holds_within(contended, 60s);
-  const auto waited = n.statistics()[0].waited;
   neighbour_done.store(true);
   neighbour.join();
   CHECK(noticed);
-  CHECK(waited > 0ns);
   // Alone again on its core: it spins again once a hold time passes.
   CHECK(holds_within([&] { return !contended(); }, 60s));
   done.store(true);
