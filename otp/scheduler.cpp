@@ -17,7 +17,6 @@
 #include <pthread.h>
 #include <sched.h>
 
-
 #include <algorithm>
 #include <utility>
 

@@ -280,8 +280,8 @@ private:
   }
   void reap_zombies() noexcept;
   void sleep_until_work();
-  // Whether to skip the idle spin: this thread's core is shared with
-  // another busy thread (it was preempted often in the last window).
+  // Whether to skip the idle spin: another thread wanted this core at a
+  // probe within the hold time (scheduler.cpp).
   [[nodiscard]] bool core_contended(std::chrono::steady_clock::time_point t) noexcept;
   static constexpr std::chrono::milliseconds contention_window{10};
   static constexpr std::chrono::milliseconds contention_hold{100};

@@ -219,8 +219,8 @@ bool holds_within(F done, std::chrono::seconds limit) {
 
 TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, and spins again once it is free") {
   otp::node n({.schedulers = 1, .pin_threads = true}); // scheduler 0 runs on core 0
-  // Busy three quarters of the time, idle in between (each idle moment is a
-  // chance to look at the core): more than its share of a shared core.
+  // Busy, then idle for a moment, over and over: the scheduler looks at
+  // its core when it goes idle.
   std::atomic<bool> done{false};
   auto worker = n.spawn_watch({}, [&done]() -> otp::task<void> {
     while (!done.load(std::memory_order_relaxed)) {
