@@ -217,12 +217,25 @@ bool holds_within(F done, std::chrono::seconds limit) {
   return true;
 }
 
+// Pins the calling thread to one CPU; false if the kernel refused.
+bool pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
+}
+
 TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, and spins again once it is free") {
-  otp::node n({.schedulers = 1, .pin_threads = true}); // scheduler 0 runs on core 0
-  // Busy, then idle for a moment, over and over: the scheduler looks at
-  // its core when it goes idle.
+  otp::node n({.schedulers = 1, .pin_threads = false});
+  // The scheduler's thread pins itself to the CPU it is on (one this test
+  // may use, whatever the machine's cpuset), and says which.
+  std::atomic<int> cpu{-1};
   std::atomic<bool> done{false};
-  auto worker = n.spawn_watch({}, [&done]() -> otp::task<void> {
+  auto worker = n.spawn_watch({}, [&cpu, &done]() -> otp::task<void> {
+    const int here = sched_getcpu();
+    cpu.store(here >= 0 && pin_to(here) ? here : -2);
+    // Busy, then idle for a moment, over and over: the scheduler looks at
+    // its core when it goes idle.
     while (!done.load(std::memory_order_relaxed)) {
       const auto until = std::chrono::steady_clock::now() + 3ms;
       while (std::chrono::steady_clock::now() < until) {
@@ -230,21 +243,22 @@ TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, an
       co_await otp::sleep_for(1ms);
     }
   });
+  REQUIRE(holds_within([&cpu] { return cpu.load() != -1; }, 60s));
+  REQUIRE_MESSAGE(cpu.load() >= 0, "the scheduler's thread could not be pinned to its CPU");
   auto contended = [&n] { return n.statistics()[0].contended; };
 
-  // The neighbour: a thread that never sleeps, on the same core.
+  // The neighbour: a thread that never sleeps, on the same CPU.
   std::atomic<bool> neighbour_done{false};
-  std::thread neighbour([&neighbour_done] {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(0, &set);
-    (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  std::atomic<bool> neighbour_pinned{false};
+  std::thread neighbour([&neighbour_done, &neighbour_pinned, at = cpu.load()] {
+    neighbour_pinned.store(pin_to(at));
     while (!neighbour_done.load(std::memory_order_relaxed)) {
     }
   });
   const bool noticed = holds_within(contended, 60s);
   neighbour_done.store(true);
   neighbour.join();
+  CHECK(neighbour_pinned.load());
   CHECK(noticed);
   // Alone again on its core: it spins again once a hold time passes.
   CHECK(holds_within([&] { return !contended(); }, 60s));
