@@ -204,6 +204,8 @@ TEST_CASE("idle schedulers go to sleep, and a message wakes them") {
   CHECK(exit.get() == otp::exit_reason::normal());
 }
 
+namespace {
+
 // Polls `done` every millisecond (a sleeping poller, so that the test's
 // own thread is not a busy neighbour) until it holds or `limit` passes.
 template <class F>
@@ -224,6 +226,8 @@ bool pin_to(int cpu) {
   CPU_SET(cpu, &set);
   return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
 }
+
+} // namespace
 
 TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, and spins again once it is free") {
   otp::node n({.schedulers = 1, .pin_threads = false});
