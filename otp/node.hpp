@@ -31,7 +31,9 @@ struct node_options {
   bool pin_threads = true;
   /// How long an idle scheduler polls for work before it sleeps. Waking a
   /// sleeping thread costs tens of microseconds; polling keeps cross-core
-  /// messages fast, and idle cores still sleep after this long.
+  /// messages fast, and idle cores still sleep after this long. A scheduler
+  /// whose core another busy thread wants skips the spin while that lasts
+  /// (scheduler_stats::contended).
   std::chrono::microseconds spin{50};
   /// Deterministic mode: one scheduler and no thread; the caller drives it
   /// with run_until_idle() and advance(), on a manual clock.
