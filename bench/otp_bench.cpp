@@ -208,6 +208,11 @@ void print_migrations(otp::node& node) {
   for (const auto& st : node.statistics())
     moved += st.migrated_in;
   std::printf("# migrations %llu\n", static_cast<unsigned long long>(moved));
+  for (const auto& st : node.statistics())
+    std::printf("# scheduler %u: active %.1f of %.1f ms, processes in %llu, out %llu\n", st.index,
+                std::chrono::duration<double, std::milli>(st.active).count(),
+                std::chrono::duration<double, std::milli>(st.total).count(),
+                static_cast<unsigned long long>(st.migrated_in), static_cast<unsigned long long>(st.migrated_out));
 }
 
 void ring() {
@@ -649,6 +654,7 @@ void scale_ping_pong_pairs_bench() {
       rounds += (co_await otp::receive<pair_done>()).rounds;
     ns = ns_since(t0);
   });
+  print_migrations(node);
   if (rounds != scale_pairs * scale_pair_rounds) {
     std::fprintf(stderr, "ping_pong_pairs: %ld round trips answered, expected %ld\n", rounds,
                  scale_pairs * scale_pair_rounds);

@@ -96,6 +96,9 @@ struct scheduler_stats {
   /// idle moment): then it sleeps when idle instead of spinning
   /// (docs/design.md, "Spinning on a shared core").
   bool contended = false;
+  /// Whether it is idle and asks for work: a busy scheduler hands it ready
+  /// processes that may move (docs/design.md, "Load balancing").
+  bool hungry = false;
 };
 
 /// One core's worth of the runtime: an `asio::io_context` run by one thread.

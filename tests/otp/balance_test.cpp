@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -95,6 +96,46 @@ TEST_CASE("processes spawned the plain way run on every scheduler") {
   REQUIRE(stats.size() == 2);
   for (const auto& s : stats)
     CHECK(s.active <= s.total);
+}
+
+TEST_CASE("a burst of plain spawns goes half to a hungry scheduler, the first ones included") {
+  // The spawner suspends with 64 new processes ready, and scheduler 1 is
+  // hungry: it gets the oldest half at once. Before, the spawner's suspend
+  // handed its thread straight to the first 16 (the hand-off), which ran
+  // where they were spawned before the loop could shed any; a burst of
+  // pairs was split 36:28.
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!n.statistics()[1].hungry) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::yield();
+  }
+  struct ran_on {
+    int index;
+    unsigned scheduler;
+  };
+  constexpr int burst = 64;
+  std::vector<unsigned> where_ran(burst, ~0u);
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    for (int i = 0; i < burst; ++i)
+      otp::spawn([](otp::pid driver, int index) -> otp::task<void> {
+        otp::send(driver, ran_on{index, co_await where()});
+      }, me, i);
+    for (int i = 0; i < burst; ++i) {
+      const auto r = co_await otp::receive<ran_on>();
+      where_ran[static_cast<std::size_t>(r.index)] = r.scheduler;
+    }
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  int moved = 0;
+  for (int i = 0; i < burst; ++i) {
+    CAPTURE(i);
+    if (i < burst / 2)
+      CHECK(where_ran[static_cast<std::size_t>(i)] == 1u); // the first shed: the oldest half
+    moved += where_ran[static_cast<std::size_t>(i)] == 1u ? 1 : 0;
+  }
+  CHECK(moved >= burst / 2);
 }
 
 TEST_CASE("a bound process, or one that asked for its scheduler, never moves") {
