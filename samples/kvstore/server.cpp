@@ -535,11 +535,28 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
     for (int s = 0; s < shards; ++s) {
       auto r = co_await gs::call<shard>(shard_name(s), shard::dbsize{}, otp::infinity);
       const int starts = stats().shard_starts.at(static_cast<std::size_t>(s)).load();
+      // Where it runs now: shards are plain processes, placed by the runtime.
+      std::string where = "unavailable";
+      if (auto p = otp::whereis(shard_name(s)))
+        if (auto pi = co_await otp::get_process_info(*p))
+          where = std::to_string(pi->scheduler);
       info += "shard_" + std::to_string(s) + ":keys=" + (r ? std::to_string(r.value()) : std::string("unavailable"))
-              + ",restarts=" + std::to_string(std::max(0, starts - 1)) + "\r\n";
+              + ",restarts=" + std::to_string(std::max(0, starts - 1)) + ",scheduler=" + where + "\r\n";
       total += r ? r.value() : 0;
     }
     info += "# Keyspace\r\ndb0:keys=" + std::to_string(total) + ",expires=0,avg_ttl=0\r\n";
+    // The runtime's schedulers (node::statistics()): since start, how busy
+    // each was, what runs there now, what moved, and whether it is idle
+    // (hungry) or shares its core with another busy thread (contended).
+    const auto sched = otp::this_scheduler().owner().statistics(); // bound already: its socket
+    info += "# Schedulers\r\nschedulers:" + std::to_string(sched.size()) + "\r\n";
+    for (const auto& st : sched) {
+      const auto pct = st.total.count() > 0 ? 100 * st.active.count() / st.total.count() : 0;
+      info += "scheduler_" + std::to_string(st.index) + ":active_pct=" + std::to_string(pct)
+              + ",run_queue=" + std::to_string(st.run_queue) + ",processes=" + std::to_string(st.processes)
+              + ",migrated_in=" + std::to_string(st.migrated_in) + ",migrated_out=" + std::to_string(st.migrated_out)
+              + ",hungry=" + (st.hungry ? "1" : "0") + ",contended=" + (st.contended ? "1" : "0") + "\r\n";
+    }
     bulk(out, info);
   } else if (n == 3 && iequals(argv[1], "CRASH") && iequals(argv[2], "CONNECTION") && config_.admin) {
     // This connection's process crashes; its client sees the socket close.

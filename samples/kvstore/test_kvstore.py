@@ -6,6 +6,7 @@
 # usage: test_kvstore.py KVSTORE_BINARY
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,14 @@ def commands(port):
     check("DBSIZE", cli(port, "dbsize") == "6")
     info = cli(port, "info")
     check("INFO lists the shards", "shard_0:keys=" in info and "restarts=0" in info)
+    shard_on = re.findall(r"^shard_\d+:keys=\d+,restarts=\d+,scheduler=(\d+)\r?$", info, re.M)
+    nsched = re.search(r"^schedulers:(\d+)\r?$", info, re.M)
+    sched_rows = re.findall(r"^scheduler_(\d+):active_pct=(\d+),run_queue=\d+,processes=(\d+),migrated_in=\d+,"
+                            r"migrated_out=\d+,hungry=[01],contended=[01]\r?$", info, re.M)
+    check("INFO says where each shard runs, and each scheduler's load",
+          nsched is not None and len(shard_on) == 4 and all(int(s) < int(nsched.group(1)) for s in shard_on)
+          and [int(r[0]) for r in sched_rows] == list(range(int(nsched.group(1))))
+          and all(int(r[1]) <= 100 for r in sched_rows) and sum(int(r[2]) for r in sched_rows) > 4, info)
     check("unknown command", cli(port, "frobnicate", "x").startswith("ERR unknown command 'frobnicate'"))
     check("wrong arity", cli(port, "get") == "ERR wrong number of arguments for 'get' command")
     check("MSET with an odd count", cli(port, "mset", "a") == "ERR wrong number of arguments for 'mset' command")
