@@ -47,6 +47,23 @@ long rss_bytes() {
   return resident * sysconf(_SC_PAGESIZE);
 }
 
+// The node's scheduler count: OTP_BENCH_SCHEDULERS, 0 or unset = one per
+// core (the node's default). Every program that does not name a count
+// reads it, so a row can be measured at 1 scheduler or at N.
+otp::node_options scaling_options() {
+  unsigned n = 0;
+  if (const char* env = std::getenv("OTP_BENCH_SCHEDULERS"); env && *env) {
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(env, &end, 10);
+    if (*end != '\0' || v > 1024) {
+      std::fprintf(stderr, "OTP_BENCH_SCHEDULERS='%s' is not a scheduler count (0-1024)\n", env);
+      std::exit(2);
+    }
+    n = static_cast<unsigned>(v);
+  }
+  return {.schedulers = n};
+}
+
 struct never {};
 
 otp::task<void> idle() { co_await otp::receive<never>(); }
@@ -66,7 +83,7 @@ void run_in_process(otp::node& n, F body) {
 
 void spawn_idle() {
   constexpr int n = 100000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   long before = 0, after = 0;
   run_in_process(node, [&]() -> otp::task<void> {
@@ -84,7 +101,7 @@ void spawn_idle() {
 
 void spawn_exit() {
   constexpr int n = 200000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     auto t0 = clock_type::now();
@@ -217,7 +234,7 @@ void print_migrations(otp::node& node) {
 
 void ring() {
   constexpr int size = 10000, hops = 10000000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     // The ring: us, then 9,999 processes; the last one sends back to us.
@@ -244,7 +261,7 @@ void ring() {
 
 void fan_in() {
   constexpr int senders = 100, each = 100000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     const auto me = otp::self();
@@ -284,7 +301,7 @@ otp::task<void> skynet(otp::pid parent, long num, long size, unsigned spread) {
 }
 
 void skynet_bench() {
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   long sum = 0;
   run_in_process(node, [&]() -> otp::task<void> {
@@ -304,7 +321,7 @@ void skynet_bench() {
 
 void registry_lookup() {
   constexpr int n = 10000000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     if (!otp::register_name("bench_worker", otp::self()))
@@ -323,7 +340,7 @@ void registry_lookup() {
 
 void registry_register_unregister() {
   constexpr int n = 1000000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     const otp::pid me = otp::self();
@@ -371,7 +388,7 @@ otp::task<void> timed_calls(otp::server_ref<bench_counter> s, long n, otp::pid r
 
 void gen_server_call() {
   constexpr long n = 1000000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     auto s = co_await otp::gen_server::start_link<bench_counter>();
@@ -409,13 +426,13 @@ double calls_per_s(otp::node& node, long clients, long per_client) {
 
 void gen_server_call_clients(const char* name, long clients) {
   constexpr long total = 1000000;
-  otp::node node;
+  otp::node node(scaling_options());
   result(name, calls_per_s(node, clients, total / clients), "calls_per_s");
 }
 
 void gen_server_cast() {
   constexpr long n = 1000000;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     auto s = co_await otp::gen_server::start_link<bench_counter>();
@@ -469,7 +486,7 @@ std::vector<otp::child_spec> bench_workers(const std::vector<std::string>& names
 // formatted per restart (the level check stays in the measured path).
 void sup_restart_run(const char* result_name, otp::supervisor_flags flags, long warmup, long n) {
   otp::set_log_level(otp::log_level::none);
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0, warm_ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     otp::trap_exit(true);
@@ -491,7 +508,7 @@ void sup_restart_run(const char* result_name, otp::supervisor_flags flags, long 
 void sup_rest_for_one() {
   otp::set_log_level(otp::log_level::none);
   constexpr int children = 100, reps = 100;
-  otp::node node;
+  otp::node node(scaling_options());
   double ns = 0;
   run_in_process(node, [&]() -> otp::task<void> {
     otp::trap_exit(true);
@@ -521,23 +538,9 @@ void sup_rest_for_one() {
 
 // ------------------------------------------------------------- scaling
 // "Natural code" scaling (bench/scaling.py): plain spawn everywhere, no
-// scheduler option; the node's scheduler count (OTP_BENCH_SCHEDULERS, 0 or
-// unset = one per core) is the only knob. The same programs are in
+// scheduler option; the node's scheduler count (OTP_BENCH_SCHEDULERS,
+// scaling_options) is the only knob. The same programs are in
 // bench/erlang/otp_bench.erl, where `erl +S N:N` is the knob.
-
-otp::node_options scaling_options() {
-  unsigned n = 0;
-  if (const char* env = std::getenv("OTP_BENCH_SCHEDULERS"); env && *env) {
-    char* end = nullptr;
-    const unsigned long v = std::strtoul(env, &end, 10);
-    if (*end != '\0' || v > 1024) {
-      std::fprintf(stderr, "OTP_BENCH_SCHEDULERS='%s' is not a scheduler count (0-1024)\n", env);
-      std::exit(2);
-    }
-    n = static_cast<unsigned>(v);
-  }
-  return {.schedulers = n};
-}
 
 void print_schedulers(otp::node& node) { std::printf("# schedulers %u\n", node.scheduler_count()); }
 

@@ -439,10 +439,12 @@ std::coroutine_handle<> scheduler::handoff() noexcept {
   // Everything else (signals, a seeded order) goes through step().
   if (handoffs_left_ == 0 || q == nullptr || rng_ || q->state != proc_state::runnable || q->has_pending_signals())
     return std::noop_coroutine();
-  // New processes wait and a scheduler is hungry: back to the loop, which
-  // sheds between two steps. Else a burst of spawns ran its first 16 here
-  // before any could move (64 pairs split 36:28, measured: docs/design.md).
-  if (spawned_ready_ != 0 && shed_pause_ == 0 && node_.anyone_hungry())
+  // A burst of new processes waits and a scheduler is hungry: back to the
+  // loop, which sheds between two steps. Else the burst ran its first 16
+  // here before any could move (64 pairs split 36:28). One new process runs
+  // here: a spawn and a wait for its end stays local (spawn_exit_ns went
+  // from 250 to 700-1,250 ns when it moved; measured: docs/design.md).
+  if (spawned_ready_ >= 2 && shed_pause_ == 0 && node_.anyone_hungry())
     return std::noop_coroutine();
   --handoffs_left_;
   (void)pop_ready(); // without a seed, pops the head: q
