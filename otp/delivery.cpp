@@ -28,6 +28,8 @@ void local_push(process& p, item* it) noexcept {
       p.mailbox.push_back(it);
     else if (!p.offer_reply(it))
       return;
+    else
+      p.extras->replies_in_a_row = 0; // a local reply: nothing to follow (offer_reply needs extras)
     // Match at once: a message the waiting receive does not want costs no
     // wake-up and no scheduler round trip. The receiver's predicates run as
     // the receiver (self() names it), though on the sender's turn.

@@ -369,6 +369,18 @@ bool scheduler::follow_callee(process* p) noexcept {
   scheduler* to = follow_target(*p);
   if (to == nullptr)
     return false;
+  // Only after `follow_after` wake-ups in a row from that scheduler, with no
+  // local reply between: a caller of servers on two schedulers used to
+  // move at every call, a third cross-core hop per call (measured:
+  // docs/design.md). A process waiting in a call has extras (its slot).
+  detail::process_extras& x = p->ext();
+  if (x.replies_from != to) {
+    x.replies_from = to;
+    x.replies_in_a_row = 0;
+  }
+  if (++x.replies_in_a_row < follow_after)
+    return false;
+  x.replies_in_a_row = 0;
   if (detail::timer_node* t = p->waiter->timer; t != nullptr && t->armed()) {
     // The wait's timeout keeps its deadline; the receiver's heap takes it.
     if (t->heap_index == detail::timer_node::pending) {

@@ -265,6 +265,8 @@ private:
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
   bool follow_callee(detail::process* p) noexcept;
+  // Wake-ups in a row from the callee's scheduler before a caller follows.
+  static constexpr std::uint32_t follow_after = 8;
   [[nodiscard]] bool can_migrate(const detail::process& p) const noexcept;
   void retract_hunger() noexcept;
   void publish_stats() noexcept {

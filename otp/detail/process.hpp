@@ -72,6 +72,11 @@ struct process_extras {
   // outstanding at once; each takes only its own reply. Here, not in the
   // block: a caller has extras anyway, for the monitor.
   small_map<std::uint64_t, message*, 1> calls;
+  // Replies in a row from one other scheduler (follow_callee): a caller
+  // follows its callee only after several, so one that calls servers on
+  // two schedulers in turn does not move at every call.
+  scheduler* replies_from = nullptr;
+  std::uint32_t replies_in_a_row = 0;
 
   static void* operator new(std::size_t n) { return pool_allocate(n); }
   static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }

@@ -570,7 +570,7 @@ TEST_CASE("a caller woken from its callee's scheduler moves there, its call's ti
   // that is not the reply, it waits on in the call, and the call's timeout
   // fires there, not early and not lost.
   struct seen {
-    unsigned start, after;
+    unsigned start, warm, after;
     int i;
     bool ok;
   };
@@ -583,19 +583,27 @@ TEST_CASE("a caller woken from its callee's scheduler moves there, its call's ti
     for (int i = 0; i < clients; ++i) {
       otp::spawn([](otp::pid to, otp::pid srv, int k) -> otp::task<void> {
         const unsigned start = co_await where();
-        bool ok = false;
+        // Seven calls answered from scheduler 1 first: a caller follows
+        // only after eight wake-ups in a row from its callee's scheduler
+        // (scheduler::follow_after).
+        bool ok = true;
+        for (int j = 0; j < 7; ++j) {
+          auto r = co_await ask_server(srv, j, 10s);
+          ok = ok && r && r.value() == j + 1;
+        }
+        const unsigned warm = co_await where();
         if (k % 2 == 0) {
           auto r = co_await ask_server(srv, k, 10s);
-          ok = r && r.value() == k + 1;
+          ok = ok && r && r.value() == k + 1;
         } else {
           const auto t0 = std::chrono::steady_clock::now();
           auto r = co_await ask_server(srv, -1, 50ms);
           const auto waited = std::chrono::steady_clock::now() - t0;
           const bool poked = (co_await otp::receive_for<poke>(0ms)).has_value();
-          ok = !r && r.error() == otp::errc::timeout && waited >= 50ms && poked;
+          ok = ok && !r && r.error() == otp::errc::timeout && waited >= 50ms && poked;
         }
         const unsigned after = co_await where();
-        otp::send(to, seen{start, after, k, ok});
+        otp::send(to, seen{start, warm, after, k, ok});
       }, driver, server, i);
     }
     for (int i = 0; i < clients; ++i) {
@@ -613,6 +621,7 @@ TEST_CASE("a caller woken from its callee's scheduler moves there, its call's ti
     CHECK_MESSAGE(s.ok, "client " << s.i);
     if (s.start == 0) {
       ++from_zero;
+      CHECK_MESSAGE(s.warm == 0, "client " << s.i << " moved before its eighth wake-up from scheduler 1");
       // Woken by a message, it is not handed on: it stays where it went.
       // (One that timed out may be handed back to the idle scheduler 0.)
       if (s.i % 2 == 0)
@@ -625,6 +634,34 @@ TEST_CASE("a caller woken from its callee's scheduler moves there, its call's ti
   // ran (then it started there), or following its callee (the ones that
   // timed out too: they waited on there).
   CHECK(n.statistics()[1].migrated_in >= 64);
+}
+
+TEST_CASE("a caller of servers on two schedulers in turn does not move at every call") {
+  // Each reply wakes it from the other scheduler. Following each one cost a
+  // move per call (a third cross-core hop); it follows only after several
+  // wake-ups in a row from one scheduler.
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  constexpr int calls = 1000;
+  int answered = 0;
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid servers[2] = {otp::spawn_opt({.scheduler = 0}, answering_server).pid,
+                                 otp::spawn_opt({.scheduler = 1}, answering_server).pid};
+    const otp::pid driver = otp::self();
+    otp::spawn([](otp::pid to, otp::pid s0, otp::pid s1) -> otp::task<void> {
+      int n_ok = 0;
+      for (int i = 0; i < calls; ++i) {
+        auto r = co_await ask_server(i % 2 == 0 ? s0 : s1, i, 10s);
+        n_ok += r && r.value() == i + 1 ? 1 : 0;
+      }
+      otp::send(to, n_ok);
+    }, driver, servers[0], servers[1]);
+    answered = co_await otp::receive<int>();
+    otp::exit(servers[0], otp::exit_reason::kill());
+    otp::exit(servers[1], otp::exit_reason::kill());
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(answered == calls);
+  CHECK(migrations(n) <= 2); // its first placement, at most
 }
 
 TEST_CASE("callers follow their callees among moving load, kills and timeouts") {
