@@ -26,6 +26,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -673,6 +674,84 @@ void scale_gen_server_clients_bench() {
   result("scale_gen_server_clients_calls_per_s", calls_per_s(node, 200, 5000), "calls_per_s");
 }
 
+// supervised_pool: a supervisor starts 16 gen_server workers (one after
+// the other, as OTP's supervisor does); 64 plainly spawned clients call
+// them in turn, 2,000 calls each, 3,000 xorshift32 steps a call.
+constexpr long pool_workers = 16;
+constexpr long pool_clients = 64;
+constexpr long pool_calls = 2000;
+constexpr long pool_steps = 3000;
+
+std::uint32_t xorshift32_n(std::uint32_t x, long n) {
+  for (long i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+  }
+  return x;
+}
+
+struct pool_worker {
+  std::uint32_t handle_call(otp::context&, std::uint32_t x) { return xorshift32_n(x, pool_steps); }
+};
+
+otp::task<void> pool_client(otp::pid parent, std::vector<otp::pid> workers, long c) {
+  std::uint64_t sum = 0;
+  for (long k = 0; k < pool_calls; ++k) {
+    const auto& w = workers[static_cast<std::size_t>((c + k) % pool_workers)];
+    auto r = co_await otp::gen_server::call<pool_worker>(w, static_cast<std::uint32_t>(k + 1), otp::infinity);
+    if (!r) {
+      std::fprintf(stderr, "supervised_pool: a call failed: %s\n", r.error().message().c_str());
+      std::exit(1);
+    }
+    sum += r.value();
+  }
+  otp::send(parent, worker_result{sum});
+}
+
+void scale_supervised_pool_bench() {
+  otp::node node(scaling_options());
+  print_schedulers(node);
+  // Every client's calls cover 1..2000 once: the expected sum, computed here.
+  std::uint64_t expected = 0;
+  for (long k = 1; k <= pool_calls; ++k)
+    expected += xorshift32_n(static_cast<std::uint32_t>(k), pool_steps);
+  expected *= pool_clients;
+  double ns = 0;
+  std::uint64_t sum = 0;
+  run_in_process(node, [&]() -> otp::task<void> {
+    std::vector<otp::child_spec> specs;
+    std::vector<std::string> names;
+    for (long i = 0; i < pool_workers; ++i) {
+      names.push_back("pool_worker_" + std::to_string(i));
+      specs.push_back({.id = names.back(), .start = otp::named_worker<pool_worker>(names.back())});
+    }
+    otp::trap_exit(true);
+    auto sup = co_await otp::supervisor::start_link({.strategy = otp::strategy::one_for_one}, specs);
+    if (!sup)
+      std::exit(1);
+    std::vector<otp::pid> workers;
+    for (const auto& n : names)
+      workers.push_back(otp::whereis(n).value());
+    auto t0 = clock_type::now();
+    for (long c = 0; c < pool_clients; ++c)
+      otp::spawn(pool_client, otp::self(), workers, c);
+    for (long c = 0; c < pool_clients; ++c)
+      sum += (co_await otp::receive<worker_result>()).value;
+    ns = ns_since(t0);
+    otp::exit(sup.value(), otp::exit_reason::shutdown());
+    (void)co_await otp::receive<otp::exit_msg>();
+  });
+  print_migrations(node);
+  if (sum != expected) {
+    std::fprintf(stderr, "supervised_pool: wrong sum %llu, expected %llu\n", static_cast<unsigned long long>(sum),
+                 static_cast<unsigned long long>(expected));
+    std::exit(1);
+  }
+  result("scale_supervised_pool_calls_per_s", static_cast<double>(pool_clients * pool_calls) / (ns / 1e9),
+         "calls_per_s");
+}
+
 const std::map<std::string, std::function<void()>>& benches() {
   static const std::map<std::string, std::function<void()>> table = {
     {"spawn_idle", spawn_idle},
@@ -704,6 +783,7 @@ const std::map<std::string, std::function<void()>>& benches() {
     {"workers", scale_workers_bench},
     {"skynet_plain", scale_skynet_bench},
     {"ping_pong_pairs", scale_ping_pong_pairs_bench},
+    {"supervised_pool", scale_supervised_pool_bench},
     {"gen_server_clients", scale_gen_server_clients_bench},
   };
   return table;

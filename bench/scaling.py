@@ -42,6 +42,9 @@ PROGRAMS = [
     dict(name="gen_server_clients",
          result="scale_gen_server_clients_calls_per_s", unit="calls_per_s",
          erl=[]),
+    dict(name="supervised_pool",
+         result="scale_supervised_pool_calls_per_s", unit="calls_per_s",
+         erl=[]),
 ]
 
 

@@ -29,7 +29,10 @@ init(Counter) ->
 
 handle_call({add, N}, _From, Counter) ->
     New = Counter + N,
-    {reply, New, New}.
+    {reply, New, New};
+%% supervised_pool's work: Steps xorshift32 steps from X.
+handle_call({work, X, Steps}, _From, Counter) ->
+    {reply, otp_bench:xorshift_n(X, Steps), Counter}.
 
 handle_cast({add, N}, Counter) ->
     {noreply, Counter + N}.

@@ -82,12 +82,18 @@
 %%                       scale_ping_pong_pairs_msgs_per_s (2 msgs a round).
 %%   gen_server_clients  one bench_gs server, 200 clients x 5,000 calls ->
 %%                       scale_gen_server_clients_calls_per_s.
+%%   supervised_pool     a bench_sup supervisor starts 16 bench_gs workers;
+%%                       64 clients call them in turn, 2,000 calls each,
+%%                       3,000 xorshift32 steps a call, results summed and
+%%                       checked -> scale_supervised_pool_calls_per_s.
 %% Apart from the warm-up of sup_restart_after_100k_us every size is the one
 %% of the protocol and every invocation finishes well under 20 s on a 2-core
 %% machine.
 -module(otp_bench).
 
 -export([main/1]).
+%% For bench_gs's {work, X, Steps} call.
+-export([xorshift_n/2]).
 
 %% Invocation name -> fun.  The order is the order of --list.
 benches() ->
@@ -113,7 +119,8 @@ benches() ->
      {workers, fun scale_workers/0},
      {skynet_plain, fun scale_skynet/0},
      {ping_pong_pairs, fun scale_ping_pong_pairs/0},
-     {gen_server_clients, fun scale_gen_server_clients/0}].
+     {gen_server_clients, fun scale_gen_server_clients/0},
+     {supervised_pool, fun scale_supervised_pool/0}].
 
 %% ---------------------------------------------------------------------------
 %% Entry point
@@ -653,3 +660,37 @@ scale_gen_server_clients() ->
     Calls = gen_server:call(Server, {add, 0}),
     result(scale_gen_server_clients_calls_per_s, Calls / ((T1 - T0) / 1.0e9),
            calls_per_s).
+
+-define(POOL_WORKERS, 16).
+-define(POOL_CLIENTS, 64).
+-define(POOL_CALLS, 2000).
+-define(POOL_STEPS, 3000).
+
+scale_supervised_pool() ->
+    Names = [list_to_atom("pool_worker_" ++ integer_to_list(I))
+             || I <- lists:seq(0, ?POOL_WORKERS - 1)],
+    {ok, Sup} = bench_sup:start_link(one_for_one, 1, 5, Names),
+    Workers = list_to_tuple([whereis(N) || N <- Names]),
+    %% Every client's calls cover 1..2000 once: the expected sum.
+    Expected = ?POOL_CLIENTS * lists:sum([xorshift_n(K, ?POOL_STEPS)
+                                          || K <- lists:seq(1, ?POOL_CALLS)]),
+    Parent = self(),
+    T0 = now_ns(),
+    [spawn(fun() -> Parent ! {pool_done, pool_calls(Workers, C, 0, 0)} end)
+     || C <- lists:seq(0, ?POOL_CLIENTS - 1)],
+    Sum = collect_pool(?POOL_CLIENTS, 0),
+    T1 = now_ns(),
+    bench_sup:stop(Sup),
+    Sum =:= Expected orelse error({bad_pool_sum, Sum, Expected}),
+    result(scale_supervised_pool_calls_per_s,
+           ?POOL_CLIENTS * ?POOL_CALLS / ((T1 - T0) / 1.0e9), calls_per_s).
+
+pool_calls(_Workers, _C, ?POOL_CALLS, Sum) -> Sum;
+pool_calls(Workers, C, K, Sum) ->
+    W = element((C + K) rem ?POOL_WORKERS + 1, Workers),
+    R = gen_server:call(W, {work, K + 1, ?POOL_STEPS}, infinity),
+    pool_calls(Workers, C, K + 1, Sum + R).
+
+collect_pool(0, Sum) -> Sum;
+collect_pool(N, Sum) ->
+    receive {pool_done, S} -> collect_pool(N - 1, Sum + S) end.
