@@ -738,8 +738,14 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
         t = std::chrono::steady_clock::now();
         // Hungry only once idle for a few polls: a scheduler that waits a
         // moment for a reply from another core is not short of work.
-        if (balance && k == 64)
-          advertise_hunger();
+        if (k == 64) {
+          if (balance)
+            advertise_hunger();
+          if (!idle_once_.load(std::memory_order_relaxed)) {
+            idle_once_.store(true, std::memory_order_release); // the node's constructor waits for it
+            idle_once_.notify_all();
+          }
+        }
         if (t >= until)
           break;
         if ((io_pending_ > 0 && io_->context.poll() > 0) || (!timers_.empty() && timers_.top()->deadline <= t)) {

@@ -161,6 +161,9 @@ public:
   [[nodiscard]] scheduler* follow_target(const detail::process& p) const noexcept;
   /// @private Whether this scheduler asked for work and nobody gave it yet.
   [[nodiscard]] bool hungry() const noexcept { return hungry_.load(std::memory_order_relaxed); }
+  /// @private Blocks until the thread's loop has first run out of work
+  /// (and, with others to share with, said it is hungry).
+  void wait_until_idle_once() const noexcept { idle_once_.wait(false, std::memory_order_acquire); }
   /// @private Claims this scheduler's hunger, to hand it work; false if another did.
   [[nodiscard]] bool take_hunger() noexcept;
   /// @private
@@ -324,6 +327,7 @@ private:
   alignas(64) std::atomic<detail::process*> remote_ready_{nullptr};
   std::atomic<bool> sleeping_{false};
   std::atomic<bool> hungry_{false};
+  std::atomic<bool> idle_once_{false}; // its loop has run and found no work (hungry by then)
   std::atomic<bool> stop_{false};
   alignas(64) std::size_t io_pending_ = 0;
 
