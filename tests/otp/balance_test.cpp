@@ -51,6 +51,18 @@ std::uint64_t burn(std::uint64_t x, int steps) {
 
 constexpr long patience = 2'000'000; // yields before a case gives up on moving
 
+// Waits (a bounded poll of the node's statistics) until scheduler `i` says
+// it is hungry; false if it did not within 30 s.
+bool wait_until_hungry(otp::node& n, unsigned i) {
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!n.statistics()[i].hungry) {
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 // Randomized cases run this many nodes (OTP_STRESS_RUNS; scripts/stress.sh
 // runs thousands under TSan and ASan), from seed OTP_STRESS_SEED on.
 int stress_runs() {
@@ -119,11 +131,7 @@ TEST_CASE("a burst of plain spawns goes half to a hungry scheduler, the first on
   // where they were spawned before the loop could shed any; a burst of
   // pairs was split 36:28.
   otp::node n({.schedulers = 2, .pin_threads = false});
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!n.statistics()[1].hungry) {
-    REQUIRE(std::chrono::steady_clock::now() < deadline);
-    std::this_thread::yield();
-  }
+  REQUIRE(wait_until_hungry(n, 1));
   struct ran_on {
     int index;
     unsigned scheduler;
@@ -157,11 +165,7 @@ TEST_CASE("a process that spawns one and waits for it runs it where it is, thoug
   // its end cost no trip to another core (spawn_exit_ns: 250 ns; 700-1,250
   // ns when every such child was shed to the hungry scheduler).
   otp::node n({.schedulers = 2, .pin_threads = false});
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!n.statistics()[1].hungry) {
-    REQUIRE(std::chrono::steady_clock::now() < deadline);
-    std::this_thread::yield();
-  }
+  REQUIRE(wait_until_hungry(n, 1));
   int on_one = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     const otp::pid me = otp::self();
