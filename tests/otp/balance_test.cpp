@@ -79,9 +79,9 @@ unsigned stress_seed() {
 TEST_SUITE_BEGIN("otp/balance");
 
 TEST_CASE("a new node's schedulers are all running and hungry when its constructor returns") {
-  // Work placed at once used to find the other schedulers not started yet;
-  // what talks by messages from then on never moved (a supervised pool of
-  // gen_servers ran on one scheduler of two in some runs).
+  // The constructor used to return before the threads had run their loops:
+  // no scheduler was hungry yet, so work spawned at once was not shed
+  // until they had.
   for (int round = 0; round < 20; ++round) {
     otp::node n({.schedulers = 4, .pin_threads = false});
     for (const auto& s : n.statistics()) {
