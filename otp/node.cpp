@@ -32,9 +32,8 @@ node::node(node_options o) : opts_(o) {
     for (auto& s : schedulers_)
       s->start_thread(opts_.pin_threads, opts_.spin);
     // Every scheduler is running, idle and hungry before the first spawn:
-    // else work placed at once found the others not started yet, and what
-    // talks by messages from then on never moved (a supervised pool ran
-    // on one scheduler of two in some runs; measured: docs/design.md).
+    // else work spawned at once found no scheduler hungry yet, and was not
+    // shed until the threads had run their loops (docs/design.md).
     for (auto& s : schedulers_)
       s->wait_until_idle_once();
   }
