@@ -6,7 +6,7 @@
 #  3. kvstore on 8 schedulers against redis-server (one thread, and 8 I/O
 #     threads) on cores 0-7, redis-benchmark with 8 threads on cores 8-15.
 # Results go to $OUT (or results-device/ without it). Steps are bounded so
-# that the whole run ends within about 9 minutes.
+# that the whole run ends within about 10 minutes.
 # usage: scripts/device-run.sh [quick]   (quick: a smoke run of each step)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +27,7 @@ fi
   python3 --version
 } >"$out/machine.txt" 2>&1
 
-timeout 300 python3 bench/scaling.py --otp-bin "$d/bin/otp_bench" --build-dir "$d/build-bench" --impl otp,erlang \
+timeout 360 python3 bench/scaling.py --otp-bin "$d/bin/otp_bench" --build-dir "$d/build-bench" --impl otp,erlang \
   --schedulers "$counts" --runs "$runs" --out "$out/scaling.json" 2>&1 | tee "$out/scaling.txt"
 
 for name in cache_line_round_trip_ns ping_pong_cross_ns ping_pong_ns ring_hop_ns spawn_exit_ns gen_server_call_ns skynet_ms; do
