@@ -557,14 +557,21 @@ struct worker_result {
   std::uint64_t value;
 };
 
+// n xorshift32 steps from x: the CPU work of workers and supervised_pool
+// (the Erlang side's xorshift_n/2).
+std::uint32_t xorshift32_n(std::uint32_t x, long n) {
+  for (long i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+  }
+  return x;
+}
+
 otp::task<void> scale_worker(otp::pid parent, std::uint32_t seed) {
   std::uint32_t x = seed;
   for (long done = 0; done < scale_worker_steps; done += scale_worker_chunk) {
-    for (long i = 0; i < scale_worker_chunk; ++i) {
-      x ^= x << 13;
-      x ^= x >> 17;
-      x ^= x << 5;
-    }
+    x = xorshift32_n(x, scale_worker_chunk);
     co_await otp::yield();
   }
   otp::send(parent, worker_result{x});
@@ -681,15 +688,6 @@ constexpr long pool_workers = 16;
 constexpr long pool_clients = 64;
 constexpr long pool_calls = 2000;
 constexpr long pool_steps = 3000;
-
-std::uint32_t xorshift32_n(std::uint32_t x, long n) {
-  for (long i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-  }
-  return x;
-}
 
 struct pool_worker {
   std::uint32_t handle_call(otp::context&, std::uint32_t x) { return xorshift32_n(x, pool_steps); }
