@@ -35,6 +35,7 @@ void local_push(process& p, item* it) noexcept {
     // the receiver (self() names it), though on the sender's turn.
     if (p.state == proc_state::waiting && !p.in_ready && match_waiting(p)) {
       p.state = proc_state::runnable;
+      p.wake_streak = 0; // woken from here: nothing to follow (scheduler::follow_waker)
       p.home()->make_ready(&p, true);
     }
     return;
@@ -48,6 +49,16 @@ void local_push(process& p, item* it) noexcept {
 
 namespace {
 
+// Who wakes a process from another thread: 1 + our scheduler's index, and
+// whether the last remote wake-up came from us too.
+std::uint8_t waker_tag(std::uint8_t before) noexcept {
+  const scheduler* s = this_thread.sched;
+  if (s == nullptr || s->index() >= 127)
+    return 0;
+  const auto us = static_cast<std::uint8_t>(s->index() + 1);
+  return (before & ~process::woken_again) == us ? static_cast<std::uint8_t>(us | process::woken_again) : us;
+}
+
 bool remote_push(process& p, std::uint64_t id, item* it) noexcept {
   // The hold keeps the block from being recycled while we push; a closed
   // block, or one that now holds another process, refuses the item.
@@ -60,8 +71,12 @@ bool remote_push(process& p, std::uint64_t id, item* it) noexcept {
     } while (!p.inbox.compare_exchange_weak(head, it, std::memory_order_seq_cst, std::memory_order_relaxed));
     // Only the push onto an empty inbox needs to tell the scheduler; the
     // flag keeps the block on its remote-ready stack at most once.
-    if (head == nullptr && !p.notified.exchange(true, std::memory_order_seq_cst))
+    if (head == nullptr && !p.notified.exchange(true, std::memory_order_seq_cst)) {
+      // Holding `notified`, we are the only writer; the drain reads it
+      // after the push (scheduler::follow_waker).
+      p.woken_by = waker_tag(p.woken_by);
       p.home()->remote_enqueue(&p);
+    }
   } else {
     destroy_item(it);
   }

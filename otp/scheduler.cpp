@@ -115,6 +115,9 @@ std::chrono::steady_clock::time_point saturating_add(std::chrono::steady_clock::
     return std::chrono::steady_clock::time_point::max();
   return t + d;
 }
+std::int64_t ns_of(std::chrono::steady_clock::time_point t) noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
 } // namespace
 
 std::chrono::steady_clock::time_point scheduler::deadline_after(std::chrono::steady_clock::duration d) const noexcept {
@@ -142,6 +145,14 @@ process* scheduler::allocate_block() {
 // ------------------------------------------------------------- ready queue
 
 void scheduler::enqueue(process* p, detail::ready_kind why) noexcept {
+  if (why != detail::ready_kind::stays) {
+    if (p->bound) {
+      why = detail::ready_kind::stays; // never moves: pop_ready need not look at `bound`
+    } else {
+      ++movable_ready_;
+      spawned_ready_ += why == detail::ready_kind::spawned ? 1 : 0;
+    }
+  }
   p->in_ready = true;
   p->ready_as = why;
   p->ready_next = nullptr;
@@ -151,10 +162,6 @@ void scheduler::enqueue(process* p, detail::ready_kind why) noexcept {
     ready_head_ = p;
   ready_tail_ = p;
   ++ready_count_;
-  if (!p->bound && why != detail::ready_kind::stays) {
-    ++movable_ready_;
-    spawned_ready_ += why == detail::ready_kind::spawned ? 1 : 0;
-  }
 }
 
 process* scheduler::pop_ready() noexcept {
@@ -177,7 +184,7 @@ process* scheduler::pop_ready() noexcept {
   if (ready_tail_ == p)
     ready_tail_ = prev;
   --ready_count_;
-  if (!p->bound && p->ready_as != detail::ready_kind::stays) {
+  if (p->ready_as != detail::ready_kind::stays) {
     --movable_ready_;
     spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
   }
@@ -217,8 +224,8 @@ bool scheduler::drain_remote() noexcept {
       home->remote_enqueue(p);
       continue;
     }
-    if (p->state == proc_state::waiting && !p->in_ready && p->waiter != nullptr && p->waiter->follow != nullptr
-        && follow_callee(p))
+    if (p->state == proc_state::waiting && !p->in_ready && p->waiter != nullptr
+        && (p->waiter->follow != nullptr ? follow_callee(p) : follow_waker(p)))
       continue;
     // Cleared before the inbox is drained (in step): a push after the drain
     // sees notified == false and enqueues the process again.
@@ -308,23 +315,7 @@ void scheduler::shed_load() noexcept {
     // `notified` held, no sender can put p on a remote-ready stack, and p's
     // home stays what we write until the receiver clears it.
     if (can_migrate(*p) && !p->notified.exchange(true, std::memory_order_seq_cst)) {
-      if (prev != nullptr)
-        prev->ready_next = next;
-      else
-        ready_head_ = next;
-      if (ready_tail_ == p)
-        ready_tail_ = prev;
-      --ready_count_;
-      --movable_ready_;
-      spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
-      p->in_ready = false;
-      p->ready_next = nullptr;
-      remove_live(p);
-      p->state = proc_state::created; // adopted by the receiver, as a spawn
-      // Not movable there until it has run: a hungry receiver that passed
-      // it straight on would bounce it between idle schedulers for ever.
-      p->ready_as = detail::ready_kind::stays;
-      p->home_.store(to, std::memory_order_release);
+      detach_ready(p, prev, to);
       p->remote_next = first;
       first = p;
       if (last == nullptr)
@@ -345,6 +336,94 @@ void scheduler::shed_load() noexcept {
   migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
   to->migrated_in_.fetch_add(moved, std::memory_order_relaxed);
   to->remote_enqueue_chain(first, last);
+}
+
+// Takes `p` (after `prev` in the ready queue) out of this scheduler for
+// `to`; the caller holds `notified`, so no sender enqueues it meanwhile.
+void scheduler::detach_ready(process* p, process* prev, scheduler* to) noexcept {
+  if (prev != nullptr)
+    prev->ready_next = p->ready_next;
+  else
+    ready_head_ = p->ready_next;
+  if (ready_tail_ == p)
+    ready_tail_ = prev;
+  --ready_count_;
+  if (p->ready_as != detail::ready_kind::stays) {
+    --movable_ready_;
+    spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
+  }
+  p->in_ready = false;
+  p->ready_next = nullptr;
+  remove_live(p);
+  p->state = proc_state::created; // adopted by the receiver, as a spawn
+  // Not movable there until it has run: a hungry receiver that passed it
+  // straight on would bounce it between idle schedulers for ever.
+  p->ready_as = detail::ready_kind::stays;
+  p->wake_streak = 0;
+  p->home_.store(to, std::memory_order_release);
+}
+
+// The periodic balance check (the BEAM's, in spirit): sheds above move only
+// new, yielded and timed-out processes, so processes woken by messages
+// (servers, pairs, a pool) stay where they were first placed, and a
+// placement made while a scheduler was busy or not running stays skewed
+// for good. Once per `balance_period`, a scheduler that was busy the whole
+// period, with processes waiting to run, gives one of them (woken by a
+// message or not) to the scheduler that was active least, if that one was
+// idle half the period or more. One a period: a pair it splits joins up
+// again (follow_waker), a caller goes back to its callee (follow_callee),
+// and neither costs more than a few hops a period.
+void scheduler::check_balance() noexcept {
+  const auto t = ns_of(std::chrono::steady_clock::now());
+  const std::int64_t window = t - balance_checked_ns_;
+  if (window < balance_period_ns)
+    return;
+  const bool sampled = balance_checked_ns_ != 0;
+  balance_checked_ns_ = t;
+  const unsigned n = node_.scheduler_count();
+  seen_active_ns_.resize(n, 0);
+  scheduler* idlest = nullptr;
+  std::int64_t least = window;
+  for (unsigned i = 0; i < n; ++i) {
+    scheduler& s = node_.get_scheduler(i);
+    const std::int64_t since = s.active_since_ns_.load(std::memory_order_relaxed);
+    const std::int64_t active = s.active_ns_.load(std::memory_order_relaxed) + (since != 0 && t > since ? t - since : 0);
+    const std::int64_t busy = active - seen_active_ns_[i];
+    seen_active_ns_[i] = active;
+    if (&s != this && busy < least) {
+      least = busy;
+      idlest = &s;
+    }
+  }
+  // Busy the whole period: active without a break since before it began.
+  const std::int64_t since = active_since_ns_.load(std::memory_order_relaxed);
+  if (!sampled || idlest == nullptr || least * 2 > window || since == 0 || t - since < window
+      || node_.stopping())
+    return;
+  // The first that may move, preferring one that is not a caller about to
+  // take its reply (it would go back to its callee's scheduler at once).
+  process* pick = nullptr;
+  process* pick_prev = nullptr;
+  process* prev = nullptr;
+  unsigned looked = 0;
+  for (process* p = ready_head_; p != nullptr && looked < 64; prev = p, p = p->ready_next, ++looked) {
+    if (p->bound || p->state != proc_state::runnable
+        || (p->extras != nullptr && (p->extras->timers != nullptr || p->extras->timers_started != 0)))
+      continue;
+    const bool caller = p->extras != nullptr && !p->extras->calls.empty();
+    if (pick == nullptr || !caller) {
+      pick = p;
+      pick_prev = prev;
+      if (!caller)
+        break;
+    }
+  }
+  if (pick == nullptr || pick->notified.exchange(true, std::memory_order_seq_cst))
+    return;
+  detach_ready(pick, pick_prev, idlest);
+  migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  idlest->migrated_in_.fetch_add(1, std::memory_order_relaxed);
+  idlest->remote_enqueue(pick);
 }
 
 // A caller woken from another scheduler while it waits for a call's reply
@@ -381,6 +460,40 @@ bool scheduler::follow_callee(process* p) noexcept {
   if (++x.replies_in_a_row < follow_after)
     return false;
   x.replies_in_a_row = 0;
+  move_waiting(p, to);
+  return true;
+}
+
+// A process woken only from one other scheduler, `follow_after` times in a
+// row, goes there when that scheduler is no busier than this one: a pair
+// split between two schedulers (by the periodic steal, below) joins up
+// again, and a ring gathers. A worker fed from a busier scheduler stays, so
+// a pool fed by one dispatcher does not collapse onto the dispatcher's core.
+// Called from drain_remote with `notified` held, as follow_callee.
+bool scheduler::follow_waker(process* p) noexcept {
+  const std::uint8_t tag = p->woken_by;
+  const unsigned from = tag & ~process::woken_again;
+  if (from == 0 || from - 1 == index_ || (tag & process::woken_again) == 0) {
+    p->wake_streak = from == 0 || from - 1 == index_ ? 0 : 1;
+    return false;
+  }
+  if (p->wake_streak < process::wake_streak_max)
+    ++p->wake_streak;
+  if (p->wake_streak < follow_after || p->bound || node_.stopping() || from > node_.scheduler_count())
+    return false;
+  if (p->extras != nullptr && (p->extras->timers != nullptr || p->extras->timers_started != 0))
+    return false;
+  scheduler* to = &node_.get_scheduler(from - 1);
+  if (to->run_queue_len_.load(std::memory_order_relaxed) > ready_count_)
+    return false;
+  p->wake_streak = 0;
+  move_waiting(p, to);
+  return true;
+}
+
+// Hands a waiting process to `to`, its receive's timeout with it (the
+// receiver's heap takes it, same deadline). `notified` is held.
+void scheduler::move_waiting(process* p, scheduler* to) noexcept {
   if (detail::timer_node* t = p->waiter->timer; t != nullptr && t->armed()) {
     // The wait's timeout keeps its deadline; the receiver's heap takes it.
     if (t->heap_index == detail::timer_node::pending) {
@@ -400,7 +513,6 @@ bool scheduler::follow_callee(process* p) noexcept {
   migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   to->migrated_in_.fetch_add(1, std::memory_order_relaxed);
   to->remote_enqueue(p);
-  return true;
 }
 
 scheduler_stats scheduler::stats() const noexcept {
@@ -630,6 +742,11 @@ bool scheduler::run_batch() {
     handoffs_left_ = handoff_budget;
   }
   did |= n > 0;
+  if (ready_count_ >= 2 && ++batches_since_balance_ >= 64) {
+    batches_since_balance_ = 0;
+    if (node_.anyone_hungry())
+      check_balance();
+  }
   if (!zombies_.empty())
     reap_zombies();
   if (io_pending_ > 0 || ++batches_since_poll_ >= 64) {
@@ -694,11 +811,6 @@ bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept
   return contended;
 }
 
-namespace {
-std::int64_t ns_of(std::chrono::steady_clock::time_point t) noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
-} // namespace
 
 void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
   detail::this_thread.sched = this;

@@ -268,6 +268,14 @@ private:
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
   bool follow_callee(detail::process* p) noexcept;
+  bool follow_waker(detail::process* p) noexcept;
+  void move_waiting(detail::process* p, scheduler* to) noexcept;
+  void detach_ready(detail::process* p, detail::process* prev, scheduler* to) noexcept;
+  void check_balance() noexcept;
+  static constexpr std::int64_t balance_period_ns = 10'000'000; // 10 ms
+  unsigned batches_since_balance_ = 0;
+  std::int64_t balance_checked_ns_ = 0;
+  std::vector<std::int64_t> seen_active_ns_; // each scheduler's active time at the last check
   // Wake-ups in a row from the callee's scheduler before a caller follows.
   static constexpr std::uint32_t follow_after = 8;
   [[nodiscard]] bool can_migrate(const detail::process& p) const noexcept;

@@ -177,7 +177,9 @@ void exit(exit_reason why) { throw exit_exception(std::move(why)); }
 
 bool trap_exit(bool on) {
   process& me = detail::require_process("otp::trap_exit");
-  return std::exchange(me.trap_exit, on);
+  const bool was = me.trap_exit;
+  me.trap_exit = on;
+  return was;
 }
 
 // ---------------------------------------------------------------- arrival

@@ -65,6 +65,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   // when that process exited.)
   p->trap_exit = false;
   p->bound = o.scheduler.has_value();
+  p->wake_streak = 0;
+  p->woken_by = 0; // closed: no sender writes it now
   p->ready_as = ready_kind::spawned;
   p->in_ready = false;
   p->waiter = nullptr;

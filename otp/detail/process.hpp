@@ -100,14 +100,23 @@ struct alignas(64) process {
   // Owner-thread fields packed into this line's padding: the owner touches
   // the line on every hop anyway (measured: fewer lines per hop is faster).
   bool in_ready = false;
-  bool trap_exit = false;
   proc_state state = proc_state::dead;
-  std::uint16_t io_seq = 0; // bumped per Asio wait; with `id`, rejects stale completions
+  bool trap_exit : 1 = false;
   // Stays on its scheduler for life: spawn_opt's scheduler, or it touched
   // its scheduler's io_context (this_scheduler(), an Asio wait).
-  bool bound = false;
+  bool bound : 1 = false;
+  // Remote wake-ups in a row from one scheduler, with no local one between
+  // (scheduler::follow_waker), up to wake_streak_max.
+  std::uint8_t wake_streak : 4 = 0;
+  std::uint16_t io_seq = 0; // bumped per Asio wait; with `id`, rejects stale completions
   // Why it is in the ready queue, for load shedding (scheduler.cpp).
   ready_kind ready_as = ready_kind::other;
+  // Written by the remote sender that set `notified`, read by the drain:
+  // 1 + the index of that sender's scheduler (0: unknown, or index past
+  // 126), and `woken_again` if the remote wake-up before came from it too.
+  std::uint8_t woken_by = 0;
+  static constexpr std::uint8_t woken_again = 0x80;
+  static constexpr unsigned wake_streak_max = 15;
   std::atomic<std::uint64_t> id{0};            // the pid this block holds now
   process* remote_next = nullptr;              // link in the remote-ready stack
   // The scheduler that runs the process now. Written (release) only by the

@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -748,6 +750,184 @@ TEST_CASE("callers follow their callees among moving load, kills and timeouts") 
     CHECK(wrong == 0);
     CHECK(wrong_down == 0);
     CHECK(migrations(n) > 0);
+  }
+}
+
+namespace {
+struct ball {
+  int k;
+};
+// One side of a ping-pong pair: answers each ball with the next number
+// until told to stop (k < 0), checking that the balls come in order.
+otp::task<void> pair_side(otp::pid driver, int pair, std::atomic<bool>* stop) {
+  otp::pid partner = co_await otp::receive<otp::pid>();
+  otp::send(driver, pair); // it has run
+  int expect = -1; // the first ball tells which numbers are ours
+  bool in_order = true;
+  long hops = 0;
+  for (;;) {
+    const ball b = co_await otp::receive<ball>();
+    if (b.k < 0)
+      break;
+    in_order = in_order && (expect < 0 || b.k == expect);
+    expect = b.k + 2;
+    ++hops;
+    if (stop->load(std::memory_order_relaxed)) {
+      otp::send(partner, ball{-1});
+      break;
+    }
+    otp::send(partner, ball{b.k + 1});
+  }
+  otp::send(driver, std::array<long, 3>{pair, in_order ? 1 : 0, hops});
+}
+} // namespace
+
+TEST_CASE("a process woken only from another scheduler goes there, when that one is no busier") {
+  // Its partner is bound to scheduler 1 and does nothing else: after eight
+  // wake-ups in a row from there, the process runs on scheduler 1 too, and
+  // the rest of the exchange is local. It stayed on scheduler 0 before.
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  unsigned before = ~0u, after = ~0u;
+  int answered = 0;
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    // A lone spawn that the spawner waits on runs here (see above).
+    const otp::pid echo = otp::spawn([](otp::pid driver) -> otp::task<void> {
+      otp::send(driver, co_await where());
+      for (;;) {
+        auto [from, k] = co_await otp::receive<std::pair<otp::pid, int>>();
+        if (k < 0)
+          break;
+        otp::send(from, k + 1);
+      }
+      otp::send(driver, co_await where());
+    }, me);
+    before = co_await otp::receive<unsigned>();
+    otp::spawn_opt({.scheduler = 1}, [](otp::pid driver, otp::pid to) -> otp::task<void> {
+      int ok = 0;
+      for (int i = 0; i < 100; ++i) {
+        otp::send(to, std::pair<otp::pid, int>{otp::self(), i});
+        ok += co_await otp::receive<int>() == i + 1 ? 1 : 0;
+      }
+      otp::send(to, std::pair<otp::pid, int>{otp::self(), -1});
+      otp::send(driver, std::pair<int, int>{ok, 0});
+    }, me, echo);
+    answered = (co_await otp::receive<std::pair<int, int>>()).first;
+    after = co_await otp::receive<unsigned>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(before == 0);
+  CHECK(answered == 100);
+  CHECK(after == 1);
+}
+
+TEST_CASE("a process fed from a busier scheduler stays where it is") {
+  // A dispatcher on a busy scheduler 0 feeds a worker on scheduler 1: the
+  // worker must not follow it there (a pool fed by one dispatcher would
+  // collapse onto the dispatcher's core).
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::atomic<bool> done{false};
+  unsigned worker_start = ~0u, worker_end = ~0u;
+  int answered = 0;
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    // Bound load on scheduler 0: its run queue stays long.
+    for (int i = 0; i < 4; ++i)
+      otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* stop) -> otp::task<void> {
+        while (!stop->load(std::memory_order_relaxed)) {
+          (void)burn(1, 200);
+          co_await otp::yield();
+        }
+      }, &done);
+    // The worker starts on scheduler 1: spawned there by a bound process,
+    // once scheduler 0 is busy (not hungry), so nobody takes it from there.
+    while (n.statistics()[0].hungry)
+      co_await otp::yield();
+    otp::spawn_opt({.scheduler = 1}, [](otp::pid driver) -> otp::task<void> {
+      const otp::pid worker = otp::spawn([](otp::pid d) -> otp::task<void> {
+        otp::send(d, co_await where());
+        for (;;) {
+          const int k = co_await otp::receive<int>();
+          if (k < 0)
+            break;
+          otp::send(d, std::pair<int, int>{k, k + 1});
+        }
+        otp::send(d, co_await where());
+      }, driver);
+      otp::send(driver, worker);
+      co_return;
+    }, me);
+    const otp::pid worker = co_await otp::receive<otp::pid>();
+    worker_start = co_await otp::receive<unsigned>();
+    for (int i = 0; i < 100; ++i) {
+      otp::send(worker, i);
+      const auto r = co_await otp::receive<std::pair<int, int>>();
+      answered += r.first == i && r.second == i + 1 ? 1 : 0;
+    }
+    otp::send(worker, -1);
+    worker_end = co_await otp::receive<unsigned>();
+    done = true;
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(worker_start == 1);
+  CHECK(answered == 100);
+  CHECK(worker_end == 1);
+}
+
+TEST_CASE("an idle scheduler takes processes woken by messages from a busy one, and a split pair joins up") {
+  // Four ping-pong pairs placed on scheduler 0 while scheduler 1 is busy:
+  // woken by messages, they used to stay there for good once scheduler 1
+  // went idle. The periodic balance check moves one of them; its partner
+  // follows (eight wake-ups from there), and the pair runs on scheduler 1.
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::atomic<bool> release{false}, stop{false};
+  bool joined = false;
+  std::vector<std::array<long, 3>> reports;
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    // Scheduler 1 is busy while the pairs are placed: nothing is shed.
+    std::atomic<bool> blocking{false};
+    otp::spawn_opt({.scheduler = 1}, [](std::atomic<bool>* started, std::atomic<bool>* go) -> otp::task<void> {
+      started->store(true);
+      while (!go->load(std::memory_order_relaxed))
+        co_await otp::yield();
+    }, &blocking, &release);
+    while (!blocking.load() || n.statistics()[1].hungry)
+      co_await otp::yield();
+    std::vector<std::pair<otp::pid, otp::pid>> pairs;
+    for (int i = 0; i < 4; ++i) {
+      const otp::pid a = otp::spawn(pair_side, me, i, &stop);
+      const otp::pid b = otp::spawn(pair_side, me, i, &stop);
+      otp::send(a, b);
+      otp::send(b, a);
+      otp::send(a, ball{0});
+      pairs.emplace_back(a, b);
+    }
+    // Every side has run (so none is a fresh spawn any more) before
+    // scheduler 1 goes idle.
+    for (int i = 0; i < 8; ++i)
+      (void)co_await otp::receive<int>();
+    release = true;
+    // Until both sides of one pair run on scheduler 1 (bounded).
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!joined && std::chrono::steady_clock::now() < deadline) {
+      for (const auto& [a, b] : pairs) {
+        auto ia = co_await otp::get_process_info(a);
+        auto ib = co_await otp::get_process_info(b);
+        joined = joined || (ia && ib && ia->scheduler == 1 && ib->scheduler == 1);
+      }
+      co_await otp::yield();
+    }
+    stop = true;
+    for (int i = 0; i < 8; ++i)
+      reports.push_back(co_await otp::receive<std::array<long, 3>>());
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(joined);
+  REQUIRE(reports.size() == 8);
+  for (const auto& r : reports) {
+    CHECK_MESSAGE(r[1] == 1, "pair " << r[0] << ": a ball out of order");
+    CHECK(r[2] > 0);
   }
 }
 
