@@ -13,6 +13,7 @@
 namespace otp::detail {
 
 void local_push(process& p, item* it) noexcept {
+  p.wake_streak = 0; // a message from here: nothing to follow (scheduler::follow_waker)
   if (p.inbox.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
     // Items from other threads wait in the inbox: ours go behind them, as
     // a sender that was remote and is now local (one of us moved) must not
@@ -35,7 +36,6 @@ void local_push(process& p, item* it) noexcept {
     // the receiver (self() names it), though on the sender's turn.
     if (p.state == proc_state::waiting && !p.in_ready && match_waiting(p)) {
       p.state = proc_state::runnable;
-      p.wake_streak = 0; // woken from here: nothing to follow (scheduler::follow_waker)
       p.home()->make_ready(&p, true);
     }
     return;

@@ -382,6 +382,7 @@ void scheduler::check_balance() noexcept {
   balance_checked_ns_ = t;
   const unsigned n = node_.scheduler_count();
   seen_active_ns_.resize(n, 0);
+  mostly_idle_.resize(n, false);
   scheduler* idlest = nullptr;
   std::int64_t least = window;
   for (unsigned i = 0; i < n; ++i) {
@@ -390,6 +391,7 @@ void scheduler::check_balance() noexcept {
     const std::int64_t active = s.active_ns_.load(std::memory_order_relaxed) + (since != 0 && t > since ? t - since : 0);
     const std::int64_t busy = active - seen_active_ns_[i];
     seen_active_ns_[i] = active;
+    mostly_idle_[i] = sampled && busy * 2 <= window;
     if (&s != this && busy < least) {
       least = busy;
       idlest = &s;
@@ -484,7 +486,11 @@ bool scheduler::follow_waker(process* p) noexcept {
   if (p->extras != nullptr && (p->extras->timers != nullptr || p->extras->timers_started != 0))
     return false;
   scheduler* to = &node_.get_scheduler(from - 1);
-  if (to->run_queue_len_.load(std::memory_order_relaxed) > ready_count_)
+  // Only to a scheduler idle now, and idle half the last balance period
+  // or more as this one measured it (check_balance): a worker of a busy
+  // pool, woken from a scheduler that is idle for a moment, stays.
+  if (!to->hungry_.load(std::memory_order_relaxed) || from > mostly_idle_.size() || !mostly_idle_[from - 1]
+      || ns_of(std::chrono::steady_clock::now()) - balance_checked_ns_ > 2 * balance_period_ns)
     return false;
   p->wake_streak = 0;
   move_waiting(p, to);

@@ -276,6 +276,7 @@ private:
   unsigned batches_since_balance_ = 0;
   std::int64_t balance_checked_ns_ = 0;
   std::vector<std::int64_t> seen_active_ns_; // each scheduler's active time at the last check
+  std::vector<bool> mostly_idle_;            // each scheduler, over the period before that check
   // Wake-ups in a row from the callee's scheduler before a caller follows.
   static constexpr std::uint32_t follow_after = 8;
   [[nodiscard]] bool can_migrate(const detail::process& p) const noexcept;

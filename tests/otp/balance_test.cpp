@@ -782,45 +782,6 @@ otp::task<void> pair_side(otp::pid driver, int pair, std::atomic<bool>* stop) {
 }
 } // namespace
 
-TEST_CASE("a process woken only from another scheduler goes there, when that one is no busier") {
-  // Its partner is bound to scheduler 1 and does nothing else: after eight
-  // wake-ups in a row from there, the process runs on scheduler 1 too, and
-  // the rest of the exchange is local. It stayed on scheduler 0 before.
-  otp::node n({.schedulers = 2, .pin_threads = false});
-  unsigned before = ~0u, after = ~0u;
-  int answered = 0;
-  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
-    const otp::pid me = otp::self();
-    // A lone spawn that the spawner waits on runs here (see above).
-    const otp::pid echo = otp::spawn([](otp::pid driver) -> otp::task<void> {
-      otp::send(driver, co_await where());
-      for (;;) {
-        auto [from, k] = co_await otp::receive<std::pair<otp::pid, int>>();
-        if (k < 0)
-          break;
-        otp::send(from, k + 1);
-      }
-      otp::send(driver, co_await where());
-    }, me);
-    before = co_await otp::receive<unsigned>();
-    otp::spawn_opt({.scheduler = 1}, [](otp::pid driver, otp::pid to) -> otp::task<void> {
-      int ok = 0;
-      for (int i = 0; i < 100; ++i) {
-        otp::send(to, std::pair<otp::pid, int>{otp::self(), i});
-        ok += co_await otp::receive<int>() == i + 1 ? 1 : 0;
-      }
-      otp::send(to, std::pair<otp::pid, int>{otp::self(), -1});
-      otp::send(driver, std::pair<int, int>{ok, 0});
-    }, me, echo);
-    answered = (co_await otp::receive<std::pair<int, int>>()).first;
-    after = co_await otp::receive<unsigned>();
-  });
-  REQUIRE(w.exit.get() == otp::exit_reason::normal());
-  CHECK(before == 0);
-  CHECK(answered == 100);
-  CHECK(after == 1);
-}
-
 TEST_CASE("a process fed from a busier scheduler stays where it is") {
   // A dispatcher on a busy scheduler 0 feeds a worker on scheduler 1: the
   // worker must not follow it there (a pool fed by one dispatcher would
