@@ -385,6 +385,7 @@ void scheduler::check_balance() noexcept {
   mostly_idle_.resize(n, false);
   scheduler* idlest = nullptr;
   std::int64_t least = window;
+  std::int64_t ours = 0;
   for (unsigned i = 0; i < n; ++i) {
     scheduler& s = node_.get_scheduler(i);
     const std::int64_t since = s.active_since_ns_.load(std::memory_order_relaxed);
@@ -392,36 +393,39 @@ void scheduler::check_balance() noexcept {
     const std::int64_t busy = active - seen_active_ns_[i];
     seen_active_ns_[i] = active;
     mostly_idle_[i] = sampled && busy * 2 <= window;
-    if (&s != this && busy < least) {
+    if (&s == this)
+      ours = busy;
+    else if (busy < least) {
       least = busy;
       idlest = &s;
     }
   }
-  // Busy the whole period: active without a break since before it began.
-  const std::int64_t since = active_since_ns_.load(std::memory_order_relaxed);
-  if (!sampled || idlest == nullptr || least * 2 > window || since == 0 || t - since < window
-      || node_.stopping())
+  // Busy nine tenths of the period or more (a pool's scheduler idles for
+  // moments, when all its callers wait on the other one), against idle half.
+  if (!sampled || idlest == nullptr || least * 2 > window || ours * 10 < window * 9 || node_.stopping())
     return;
-  // The first that may move, preferring one that is not a caller about to
-  // take its reply (it would go back to its callee's scheduler at once).
+  // The first that may move, but not a caller about to take its reply (it
+  // would go back to its callee's scheduler after a few calls), nor one
+  // that this check moved within `balance_again_ns`.
   process* pick = nullptr;
   process* pick_prev = nullptr;
   process* prev = nullptr;
   unsigned looked = 0;
   for (process* p = ready_head_; p != nullptr && looked < 64; prev = p, p = p->ready_next, ++looked) {
     if (p->bound || p->state != proc_state::runnable
-        || (p->extras != nullptr && (p->extras->timers != nullptr || p->extras->timers_started != 0)))
+        || (p->extras != nullptr
+            && (p->extras->timers != nullptr || p->extras->timers_started != 0
+                || (p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns))))
       continue;
-    const bool caller = p->extras != nullptr && !p->extras->calls.empty();
-    if (pick == nullptr || !caller) {
-      pick = p;
-      pick_prev = prev;
-      if (!caller)
-        break;
-    }
+    if (p->extras != nullptr && !p->extras->calls.empty())
+      continue;
+    pick = p;
+    pick_prev = prev;
+    break;
   }
   if (pick == nullptr || pick->notified.exchange(true, std::memory_order_seq_cst))
     return;
+  pick->ext().balanced_at_ns = t;
   detach_ready(pick, pick_prev, idlest);
   migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   idlest->migrated_in_.fetch_add(1, std::memory_order_relaxed);
@@ -748,8 +752,11 @@ bool scheduler::run_batch() {
     handoffs_left_ = handoff_budget;
   }
   did |= n > 0;
-  if (ready_count_ >= 2 && ++batches_since_balance_ >= 64) {
-    batches_since_balance_ = 0;
+  // The clock is read once per 256 steps at most, and only while another
+  // scheduler is idle: a batch of long steps (a pool's work) is
+  // milliseconds, so a count of batches alone came round every 100+ ms.
+  if (ready_count_ >= 2 && (steps_since_balance_ += n) >= 256) {
+    steps_since_balance_ = 0;
     if (node_.anyone_hungry())
       check_balance();
   }

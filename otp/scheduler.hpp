@@ -273,7 +273,8 @@ private:
   void detach_ready(detail::process* p, detail::process* prev, scheduler* to) noexcept;
   void check_balance() noexcept;
   static constexpr std::int64_t balance_period_ns = 10'000'000; // 10 ms
-  unsigned batches_since_balance_ = 0;
+  static constexpr std::int64_t balance_again_ns = 1'000'000'000; // a process it moved stays 1 s
+  unsigned steps_since_balance_ = 0;
   std::int64_t balance_checked_ns_ = 0;
   std::vector<std::int64_t> seen_active_ns_; // each scheduler's active time at the last check
   std::vector<bool> mostly_idle_;            // each scheduler, over the period before that check

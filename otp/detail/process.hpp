@@ -77,6 +77,10 @@ struct process_extras {
   // two schedulers in turn does not move at every call.
   scheduler* replies_from = nullptr;
   std::uint32_t replies_in_a_row = 0;
+  // When the periodic balance check last moved it (steady_clock ns): not
+  // again for a while, so that a server whose callers follow it is not
+  // swapped back and forth with all of them every period.
+  std::int64_t balanced_at_ns = 0;
 
   static void* operator new(std::size_t n) { return pool_allocate(n); }
   static void operator delete(void* p, std::size_t n) noexcept { pool_deallocate(p, n); }
