@@ -367,12 +367,11 @@ void scheduler::detach_ready(process* p, process* prev, scheduler* to) noexcept 
 // new, yielded and timed-out processes, so processes woken by messages
 // (servers, pairs, a pool) stay where they were first placed, and a
 // placement made while a scheduler was busy or not running stays skewed
-// for good. Once per `balance_period`, a scheduler that was busy the whole
-// period, with processes waiting to run, gives one of them (woken by a
-// message or not) to the scheduler that was active least, if that one was
-// idle half the period or more. One a period: a pair it splits joins up
-// again (follow_waker), a caller goes back to its callee (follow_callee),
-// and neither costs more than a few hops a period.
+// for good. Once per `balance_period_ns`, a scheduler that was busy nine
+// tenths of the period, with processes waiting to run, gives one of them
+// (woken by a message or not) to the scheduler that was active least, if
+// that one was idle half the period or more. One a period: a pair it splits
+// joins up again (follow_waker). Measured: docs/design.md.
 void scheduler::check_balance() noexcept {
   const auto t = ns_of(std::chrono::steady_clock::now());
   const std::int64_t window = t - balance_checked_ns_;
@@ -471,10 +470,9 @@ bool scheduler::follow_callee(process* p) noexcept {
 }
 
 // A process woken only from one other scheduler, `follow_after` times in a
-// row, goes there when that scheduler is no busier than this one: a pair
-// split between two schedulers (by the periodic steal, below) joins up
-// again, and a ring gathers. A worker fed from a busier scheduler stays, so
-// a pool fed by one dispatcher does not collapse onto the dispatcher's core.
+// row with no message from here between, goes there when that scheduler is
+// idle: a pair split by check_balance joins up again. A worker fed from a
+// busy scheduler stays, so that a pool does not collapse onto one core.
 // Called from drain_remote with `notified` held, as follow_callee.
 bool scheduler::follow_waker(process* p) noexcept {
   const std::uint8_t tag = p->woken_by;
@@ -823,7 +821,6 @@ bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept
     contended_.store(contended, std::memory_order_relaxed);
   return contended;
 }
-
 
 void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
   detail::this_thread.sched = this;
