@@ -786,8 +786,8 @@ TEST_CASE("a process fed from a busier scheduler stays where it is") {
   // A dispatcher on a busy scheduler 0 feeds a worker on scheduler 1: the
   // worker must not follow it there (a pool fed by one dispatcher would
   // collapse onto the dispatcher's core).
+  std::atomic<bool> done{false}; // before the node: its processes read it until the node stops
   otp::node n({.schedulers = 2, .pin_threads = false});
-  std::atomic<bool> done{false};
   unsigned worker_start = ~0u, worker_end = ~0u;
   int answered = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
@@ -840,8 +840,8 @@ TEST_CASE("an idle scheduler takes processes woken by messages from a busy one, 
   // woken by messages, they used to stay there for good once scheduler 1
   // went idle. The periodic balance check moves one of them; its partner
   // follows (eight wake-ups from there), and the pair runs on scheduler 1.
+  std::atomic<bool> release{false}, stop{false}; // before the node, which may run its processes to the end
   otp::node n({.schedulers = 2, .pin_threads = false});
-  std::atomic<bool> release{false}, stop{false};
   bool joined = false;
   std::vector<std::array<long, 3>> reports;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
