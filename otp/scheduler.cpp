@@ -177,18 +177,7 @@ process* scheduler::pop_ready() noexcept {
       p = p->ready_next;
     }
   }
-  if (prev != nullptr)
-    prev->ready_next = p->ready_next;
-  else
-    ready_head_ = p->ready_next;
-  if (ready_tail_ == p)
-    ready_tail_ = prev;
-  --ready_count_;
-  if (p->ready_as != detail::ready_kind::stays) {
-    --movable_ready_;
-    spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
-  }
-  p->ready_next = nullptr;
+  unlink_ready(p, prev);
   return p;
 }
 
@@ -341,19 +330,8 @@ void scheduler::shed_load() noexcept {
 // Takes `p` (after `prev` in the ready queue) out of this scheduler for
 // `to`; the caller holds `notified`, so no sender enqueues it meanwhile.
 void scheduler::detach_ready(process* p, process* prev, scheduler* to) noexcept {
-  if (prev != nullptr)
-    prev->ready_next = p->ready_next;
-  else
-    ready_head_ = p->ready_next;
-  if (ready_tail_ == p)
-    ready_tail_ = prev;
-  --ready_count_;
-  if (p->ready_as != detail::ready_kind::stays) {
-    --movable_ready_;
-    spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
-  }
+  unlink_ready(p, prev);
   p->in_ready = false;
-  p->ready_next = nullptr;
   remove_live(p);
   p->state = proc_state::created; // adopted by the receiver, as a spawn
   // Not movable there until it has run: a hungry receiver that passed it

@@ -264,6 +264,21 @@ private:
   }
   void remove_live(detail::process* p) noexcept;
   [[nodiscard]] detail::process* pop_ready() noexcept;
+  // Takes `p`, which follows `prev` (null: the head), out of the ready queue.
+  void unlink_ready(detail::process* p, detail::process* prev) noexcept {
+    if (prev != nullptr)
+      prev->ready_next = p->ready_next;
+    else
+      ready_head_ = p->ready_next;
+    if (ready_tail_ == p)
+      ready_tail_ = prev;
+    --ready_count_;
+    if (p->ready_as != detail::ready_kind::stays) {
+      --movable_ready_;
+      spawned_ready_ -= p->ready_as == detail::ready_kind::spawned ? 1 : 0;
+    }
+    p->ready_next = nullptr;
+  }
   bool drain_remote() noexcept;
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
