@@ -792,7 +792,7 @@ TEST_CASE("a process fed from a busier scheduler stays where it is") {
   int answered = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     const otp::pid me = otp::self();
-    // Bound load on scheduler 0: its run queue stays long.
+    // Bound load on scheduler 0: it is never idle, and nothing of it can move.
     for (int i = 0; i < 4; ++i)
       otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* stop) -> otp::task<void> {
         while (!stop->load(std::memory_order_relaxed)) {
