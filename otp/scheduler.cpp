@@ -276,13 +276,19 @@ void scheduler::retract_hunger() noexcept {
     (void)take_hunger();
 }
 
+namespace {
+// Send_after timers tie a process to this scheduler, aimed at it or started
+// by it and pending: cancel_timer must find them here to answer exactly.
+bool holds_timers(const process& p) noexcept {
+  return p.extras != nullptr && (p.extras->timers != nullptr || p.extras->timers_started != 0);
+}
+} // namespace
+
 bool scheduler::can_migrate(const process& p) const noexcept {
   // Only between two runs, with nothing that ties it to this thread: no
   // timeout armed in our heap (a waiting process may have one), no send_after
   // timer of ours aimed at it or started by it, no io_context of ours.
-  if (p.bound || p.ready_as == detail::ready_kind::stays || p.state != proc_state::runnable)
-    return false;
-  return p.extras == nullptr || (p.extras->timers == nullptr && p.extras->timers_started == 0);
+  return !p.bound && p.ready_as != detail::ready_kind::stays && p.state == proc_state::runnable && !holds_timers(p);
 }
 
 void scheduler::shed_load() noexcept {
@@ -389,12 +395,11 @@ void scheduler::check_balance() noexcept {
   process* prev = nullptr;
   unsigned looked = 0;
   for (process* p = ready_head_; p != nullptr && looked < 64; prev = p, p = p->ready_next, ++looked) {
-    if (p->bound || p->state != proc_state::runnable
-        || (p->extras != nullptr
-            && (p->extras->timers != nullptr || p->extras->timers_started != 0
-                || (p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns))))
+    if (p->bound || p->state != proc_state::runnable || holds_timers(*p))
       continue;
-    if (p->extras != nullptr && !p->extras->calls.empty())
+    if (p->extras != nullptr
+        && (!p->extras->calls.empty()
+            || (p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns)))
       continue;
     pick = p;
     pick_prev = prev;
@@ -421,7 +426,7 @@ scheduler* scheduler::follow_target(const process& p) const noexcept {
   scheduler* to = c->home();
   if (to == nullptr || to == this || p.bound || node_.stopping())
     return nullptr;
-  if (p.extras != nullptr && (p.extras->timers != nullptr || p.extras->timers_started != 0))
+  if (holds_timers(p))
     return nullptr;
   return to;
 }
@@ -463,7 +468,7 @@ bool scheduler::follow_waker(process* p) noexcept {
     ++p->wake_streak;
   if (p->wake_streak < follow_after || p->bound || node_.stopping() || from > node_.scheduler_count())
     return false;
-  if (p->extras != nullptr && (p->extras->timers != nullptr || p->extras->timers_started != 0))
+  if (holds_timers(*p))
     return false;
   scheduler* to = &node_.get_scheduler(from - 1);
   // Only to a scheduler idle now, and idle half the last balance period
