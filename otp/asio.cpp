@@ -40,7 +40,8 @@ void check_io_context(process& p, const asio::execution_context& ctx) {
 }
 
 asio::io_context::executor_type process_executor(process& p) noexcept {
-  p.bound = true; // its I/O completes on this io_context's thread: it stays here
+  if (!p.io_bound)
+    p.home()->bind_for_io(p); // its I/O completes on this io_context's thread: it stays here
   return p.home()->get_executor();
 }
 

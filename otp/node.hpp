@@ -215,8 +215,14 @@ public:
   [[nodiscard]] scheduler& pick_scheduler() noexcept;
   /// @private Whether some scheduler waits for work (cheap: one shared load).
   [[nodiscard]] bool anyone_hungry() const noexcept { return hungry_.value.load(std::memory_order_relaxed) != 0; }
-  /// @private A hungry scheduler other than `from`, its hunger claimed; or null.
-  [[nodiscard]] scheduler* claim_hungry(const scheduler& from) noexcept;
+  /// @private Where a plain spawn from a process on `from` starts: there,
+  /// unless another scheduler holds two or more fewer processes bound by I/O.
+  [[nodiscard]] scheduler& place_spawn(scheduler& from) noexcept;
+  /// @private A hungry scheduler other than `from` with at most `most`
+  /// processes bound by I/O (the fewest first), its hunger claimed; or null.
+  [[nodiscard]] scheduler* claim_hungry(const scheduler& from, std::uint32_t most = any_load) noexcept;
+  /// @private
+  static constexpr std::uint32_t any_load = ~std::uint32_t{0};
   /// @private
   void count_hungry(int delta) noexcept {
     hungry_.value.fetch_add(static_cast<unsigned>(delta), std::memory_order_relaxed);

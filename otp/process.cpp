@@ -92,8 +92,8 @@ scheduler& this_scheduler() {
   if (auto* s = detail::this_thread.sched) {
     // Asio objects made on its io_context complete on this thread: a
     // process that asks for its scheduler stays on it.
-    if (auto* p = detail::this_thread.current)
-      p->bound = true;
+    if (auto* p = detail::this_thread.current; p != nullptr && !p->io_bound)
+      s->bind_for_io(*p);
     return *s;
   }
   throw std::system_error(make_error_code(errc::not_in_process),

@@ -229,6 +229,10 @@ bool scheduler::drain_remote() noexcept {
 
 void scheduler::adopt(process* p) {
   add_live(p);
+  if (p->placed) {
+    p->placed = false; // from here on counted as bound, if it binds
+    placed_.fetch_sub(1, std::memory_order_relaxed);
+  }
   if (p->waiter != nullptr) {
     // A caller that followed its callee (follow_callee): it still waits,
     // with its timeout, and was woken (a runnable process has no waiter).
@@ -244,6 +248,8 @@ void scheduler::adopt(process* p) {
 }
 
 void scheduler::remove_live(process* p) noexcept {
+  if (p->io_bound)
+    io_bound_.fetch_sub(1, std::memory_order_relaxed); // it exits: bound ones never move
   process* last = live_.back();
   live_[p->live_index] = last;
   last->live_index = p->live_index;
@@ -294,7 +300,12 @@ bool scheduler::can_migrate(const process& p) const noexcept {
 void scheduler::shed_load() noexcept {
   if (node_.stopping())
     return; // the receiver may have torn its processes down already
-  scheduler* to = node_.claim_hungry(*this);
+  // A lone new process (an acceptor's connection, most often) may bind on
+  // its first run, for life: it goes only where no more processes are bound
+  // by I/O than here, else an acceptor's connections piled up on whichever
+  // scheduler went idle after each (50 of 50, with 2 or 4 schedulers).
+  const bool lone_new = movable_ready_ == 1 && spawned_ready_ == 1;
+  scheduler* to = node_.claim_hungry(*this, lone_new ? io_load() : node::any_load);
   if (to == nullptr)
     return;
   const std::size_t want = std::min((movable_ready_ + 1) / 2, max_shed);
@@ -518,6 +529,7 @@ scheduler_stats scheduler::stats() const noexcept {
   st.active = std::chrono::nanoseconds{active};
   st.total = std::chrono::nanoseconds{started != 0 ? now_ns - started : 0};
   st.run_queue = run_queue_len_.load(std::memory_order_relaxed);
+  st.io_bound = io_bound_.load(std::memory_order_relaxed);
   st.processes = live_len_.load(std::memory_order_relaxed);
   st.migrated_out = migrated_out_.load(std::memory_order_relaxed);
   st.migrated_in = migrated_in_.load(std::memory_order_relaxed);

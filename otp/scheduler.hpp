@@ -99,6 +99,11 @@ struct scheduler_stats {
   /// Whether it is idle and asks for work: a busy scheduler hands it ready
   /// processes that may move (docs/design.md, "Load balancing").
   bool hungry = false;
+  /// Live processes bound here for life by their I/O: they asked for
+  /// this_scheduler() or awaited Asio operations (not those bound by
+  /// spawn_opt's scheduler). Plain spawns start where fewer are
+  /// (docs/design.md, "Where a new process starts").
+  std::size_t io_bound = 0;
 };
 
 /// One core's worth of the runtime: an `asio::io_context` run by one thread.
@@ -205,6 +210,20 @@ public:
   }
   /// @private
   [[nodiscard]] std::uint64_t next_local_ref() noexcept { return ++local_ref_; }
+  /// @private Process `p`, running here, binds for life to our io_context:
+  /// counted for the placement of plain spawns (node::place_spawn).
+  void bind_for_io(detail::process& p) noexcept {
+    p.bound = true;
+    p.io_bound = true;
+    io_bound_.fetch_add(1, std::memory_order_relaxed);
+  }
+  /// @private Processes bound here by their I/O, and plain spawns sent here
+  /// that have not started yet (they may bind when they do).
+  [[nodiscard]] std::uint32_t io_load() const noexcept {
+    return io_bound_.load(std::memory_order_relaxed) + placed_.load(std::memory_order_relaxed);
+  }
+  /// @private A plain spawn sent here by node::place_spawn, until adopted.
+  void count_placed() noexcept { placed_.fetch_add(1, std::memory_order_relaxed); }
   /// @private
   [[nodiscard]] detail::process* allocate_block();
   /// @private
@@ -385,6 +404,10 @@ private:
   std::atomic<std::uint64_t> migrated_out_{0};
   std::atomic<std::uint64_t> migrated_in_{0};
   std::atomic<bool> contended_{false};
+  // Changed rarely (a process binds for I/O, such a one exits, a spawn is
+  // placed here): read by spawners choosing where to start one.
+  std::atomic<std::uint32_t> io_bound_{0};
+  std::atomic<std::uint32_t> placed_{0};
 };
 
 } // namespace otp

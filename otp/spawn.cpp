@@ -52,8 +52,9 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   if (cur == nullptr)
     in_flight.n = n;
   // A plain spawn starts here and moves when load is shed (sending it
-  // straight to a hungry scheduler measured worse: docs/design.md).
-  scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? cur : &n->pick_scheduler();
+  // straight to a hungry scheduler measured worse: docs/design.md), unless
+  // here are more bound processes than elsewhere (node::place_spawn).
+  scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? &n->place_spawn(*cur) : &n->pick_scheduler();
 
   process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
   const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
@@ -65,6 +66,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   // when that process exited.)
   p->trap_exit = false;
   p->bound = o.scheduler.has_value();
+  p->placed = !o.scheduler && cur != nullptr && target != cur; // place_spawn counted it there
+  p->io_bound = false;
   p->wake_streak = 0;
   p->woken_by = 0; // closed: no sender writes it now
   p->ready_as = ready_kind::spawned;

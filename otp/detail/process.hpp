@@ -112,6 +112,12 @@ struct alignas(64) process {
   // Remote wake-ups in a row from one scheduler, with no local one between
   // (scheduler::follow_waker), up to wake_streak_max.
   std::uint8_t wake_streak : 4 = 0;
+  // Sent by its spawner to another scheduler's count (node::place_spawn),
+  // not adopted there yet.
+  bool placed : 1 = false;
+  // Bound by its I/O (this_scheduler(), an Asio wait), and so counted in
+  // its scheduler's io_bound until it exits.
+  bool io_bound : 1 = false;
   std::uint16_t io_seq = 0; // bumped per Asio wait; with `id`, rejects stale completions
   // Why it is in the ready queue, for load shedding (scheduler.cpp).
   ready_kind ready_as = ready_kind::other;

@@ -546,8 +546,9 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
     }
     info += "# Keyspace\r\ndb0:keys=" + std::to_string(total) + ",expires=0,avg_ttl=0\r\n";
     // The runtime's schedulers (node::statistics()): since start, how busy
-    // each was, what runs there now, what moved, and whether it is idle
-    // (hungry) or shares its core with another busy thread (contended).
+    // each was, what runs there now, what moved, whether it is idle
+    // (hungry) or shares its core with another busy thread (contended), and
+    // how many processes its I/O binds there (connections: their sockets).
     const auto sched = otp::this_scheduler().owner().statistics(); // bound already: its socket
     info += "# Schedulers\r\nschedulers:" + std::to_string(sched.size()) + "\r\n";
     for (const auto& st : sched) {
@@ -555,7 +556,8 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
       info += "scheduler_" + std::to_string(st.index) + ":active_pct=" + std::to_string(pct)
               + ",run_queue=" + std::to_string(st.run_queue) + ",processes=" + std::to_string(st.processes)
               + ",migrated_in=" + std::to_string(st.migrated_in) + ",migrated_out=" + std::to_string(st.migrated_out)
-              + ",hungry=" + (st.hungry ? "1" : "0") + ",contended=" + (st.contended ? "1" : "0") + "\r\n";
+              + ",hungry=" + (st.hungry ? "1" : "0") + ",contended=" + (st.contended ? "1" : "0")
+              + ",io_bound=" + std::to_string(st.io_bound) + "\r\n";
     }
     bulk(out, info);
   } else if (n == 3 && iequals(argv[1], "CRASH") && iequals(argv[2], "CONNECTION") && config_.admin) {

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <future>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <random>
 #include <thread>
@@ -180,6 +181,107 @@ TEST_CASE("a process that spawns one and waits for it runs it where it is, thoug
   REQUIRE(w.exit.get() == otp::exit_reason::normal());
   CHECK(on_one == 0);
   CHECK(migrations(n) == 0);
+}
+
+namespace {
+
+// What an acceptor's connection does: binds at once (as making its socket
+// does), says where, and waits until told to go.
+otp::task<void> bound_child(otp::pid parent) {
+  otp::send(parent, otp::this_scheduler().index());
+  (void)co_await otp::receive<int>();
+}
+
+// Children spawned one at a time, each binding before the next is spawned,
+// counted per scheduler; the spawner monitors them and ends them.
+struct spread_result {
+  std::array<int, 4> on{};
+  std::size_t bound_while_alive = 0;
+};
+
+// Waits (bounded) until the node counts `want` bound processes in all.
+bool wait_for_bound(otp::node& n, std::size_t want) {
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    std::size_t sum = 0;
+    for (const auto& s : n.statistics())
+      sum += s.io_bound;
+    if (sum == want)
+      return true;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::yield();
+  }
+}
+
+} // namespace
+
+TEST_CASE("processes that bind on their first run, spawned one at a time, spread over the schedulers") {
+  // An acceptor's connections: each binds to where it first runs (its
+  // socket), for life, before any shed or balance check could move it.
+  // Started where the spawner runs, all 40 landed on one scheduler.
+  constexpr int children = 40;
+  otp::node n({.schedulers = 4, .pin_threads = false});
+  spread_result r;
+  std::vector<otp::pid> kids;
+  auto record = [&](unsigned on) {
+    REQUIRE(on < 4);
+    ++r.on[on];
+  };
+  SUBCASE("spawned by a bound process (an acceptor that spawns its connections)") {
+    auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+      (void)otp::this_scheduler(); // as its listening socket does
+      for (int i = 0; i < children; ++i) {
+        kids.push_back(otp::spawn(bound_child, otp::self()));
+        record(co_await otp::receive<unsigned>());
+      }
+      for (const auto& st : n.statistics())
+        r.bound_while_alive += st.io_bound;
+      for (const auto& k : kids) {
+        (void)otp::monitor(k);
+        otp::send(k, 0);
+        (void)co_await otp::receive<otp::down_msg>();
+      }
+    });
+    REQUIRE(w.exit.get() == otp::exit_reason::normal());
+    CHECK(r.bound_while_alive == children + 1); // the children and the acceptor
+  }
+  SUBCASE("spawned by a plain process on request (a supervisor's start_child)") {
+    struct start {
+      otp::pid from;
+    };
+    const otp::pid starter = n.spawn([]() -> otp::task<void> {
+      for (;;) {
+        const auto req = co_await otp::receive<start>();
+        otp::send(req.from, otp::spawn(bound_child, req.from));
+      }
+    });
+    auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+      (void)otp::this_scheduler(); // as its listening socket does
+      for (int i = 0; i < children; ++i) {
+        otp::send(starter, start{otp::self()});
+        kids.push_back(co_await otp::receive<otp::pid>());
+        record(co_await otp::receive<unsigned>());
+      }
+      for (const auto& st : n.statistics())
+        r.bound_while_alive += st.io_bound;
+      for (const auto& k : kids) {
+        (void)otp::monitor(k);
+        otp::send(k, 0);
+        (void)co_await otp::receive<otp::down_msg>();
+      }
+      otp::exit(starter, otp::exit_reason::kill());
+    });
+    REQUIRE(w.exit.get() == otp::exit_reason::normal());
+    CHECK(r.bound_while_alive == children + 1);
+  }
+  INFO("children per scheduler: " << r.on[0] << " " << r.on[1] << " " << r.on[2] << " " << r.on[3]);
+  CHECK(std::accumulate(r.on.begin(), r.on.end(), 0) == children);
+  // Even within the few that sheds may place otherwise: 10 each.
+  CHECK(*std::min_element(r.on.begin(), r.on.end()) >= children / 4 - 3);
+  CHECK(*std::max_element(r.on.begin(), r.on.end()) <= children / 4 + 3);
+  // Each is uncounted when it exits.
+  CHECK(wait_for_bound(n, 0));
 }
 
 TEST_CASE("a bound process, or one that asked for its scheduler, never moves") {
