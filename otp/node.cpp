@@ -144,7 +144,7 @@ scheduler& node::pick_scheduler() noexcept {
 scheduler& node::place_spawn(scheduler& from) noexcept {
   const std::uint32_t ours = from.io_load();
   if (ours < 2)
-    return from; // the common case: one load of our own counters
+    return from; // spawn_frame looks first
   const auto n = static_cast<unsigned>(schedulers_.size());
   scheduler* best = &from;
   std::uint32_t least = ours - 1; // a move needs two fewer

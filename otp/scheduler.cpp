@@ -219,9 +219,11 @@ bool scheduler::drain_remote() noexcept {
     // Cleared before the inbox is drained (in step): a push after the drain
     // sees notified == false and enqueues the process again.
     p->notified.store(false, std::memory_order_seq_cst);
-    if (p->state == proc_state::created)
+    if (p->state == proc_state::created) {
+      if (p->placed)
+        unplace(p);
       adopt(p);
-    else if (p->state < proc_state::exiting && !p->in_ready && p->state != proc_state::running)
+    } else if (p->state < proc_state::exiting && !p->in_ready && p->state != proc_state::running)
       make_ready(p, true); // woken by a message: it talks, leave it here (measured: docs/design.md)
   }
   return true;
@@ -229,10 +231,6 @@ bool scheduler::drain_remote() noexcept {
 
 void scheduler::adopt(process* p) {
   add_live(p);
-  if (p->placed) {
-    p->placed = false; // from here on counted as bound, if it binds
-    placed_.fetch_sub(1, std::memory_order_relaxed);
-  }
   if (p->waiter != nullptr) {
     // A caller that followed its callee (follow_callee): it still waits,
     // with its timeout, and was woken (a runnable process has no waiter).
@@ -248,8 +246,10 @@ void scheduler::adopt(process* p) {
 }
 
 void scheduler::remove_live(process* p) noexcept {
-  if (p->io_bound)
-    io_bound_.fetch_sub(1, std::memory_order_relaxed); // it exits: bound ones never move
+  if (p->io_bound) { // it exits: bound ones never move
+    p->io_bound = false;
+    io_load_.fetch_sub(1, std::memory_order_relaxed);
+  }
   process* last = live_.back();
   live_[p->live_index] = last;
   last->live_index = p->live_index;
@@ -529,7 +529,7 @@ scheduler_stats scheduler::stats() const noexcept {
   st.active = std::chrono::nanoseconds{active};
   st.total = std::chrono::nanoseconds{started != 0 ? now_ns - started : 0};
   st.run_queue = run_queue_len_.load(std::memory_order_relaxed);
-  st.io_bound = io_bound_.load(std::memory_order_relaxed);
+  st.io_bound = io_load_.load(std::memory_order_relaxed);
   st.processes = live_len_.load(std::memory_order_relaxed);
   st.migrated_out = migrated_out_.load(std::memory_order_relaxed);
   st.migrated_in = migrated_in_.load(std::memory_order_relaxed);
@@ -667,6 +667,8 @@ void scheduler::final_cleanup() noexcept {
     list = p->remote_next;
     p->notified.store(false, std::memory_order_relaxed);
     if (p->state == proc_state::created) {
+      if (p->placed)
+        unplace(p);
       add_live(p);
       teardown(p);
     }

@@ -215,15 +215,13 @@ public:
   void bind_for_io(detail::process& p) noexcept {
     p.bound = true;
     p.io_bound = true;
-    io_bound_.fetch_add(1, std::memory_order_relaxed);
+    io_load_.fetch_add(1, std::memory_order_relaxed);
   }
   /// @private Processes bound here by their I/O, and plain spawns sent here
   /// that have not started yet (they may bind when they do).
-  [[nodiscard]] std::uint32_t io_load() const noexcept {
-    return io_bound_.load(std::memory_order_relaxed) + placed_.load(std::memory_order_relaxed);
-  }
-  /// @private A plain spawn sent here by node::place_spawn, until adopted.
-  void count_placed() noexcept { placed_.fetch_add(1, std::memory_order_relaxed); }
+  [[nodiscard]] std::uint32_t io_load() const noexcept { return io_load_.load(std::memory_order_relaxed); }
+  /// @private A plain spawn sent here by node::place_spawn, counted until adopted.
+  void count_placed() noexcept { io_load_.fetch_add(1, std::memory_order_relaxed); }
   /// @private
   [[nodiscard]] detail::process* allocate_block();
   /// @private
@@ -282,6 +280,12 @@ private:
     live_len_.store(live_.size(), std::memory_order_relaxed);
   }
   void remove_live(detail::process* p) noexcept;
+  // A spawn placed here (node::place_spawn) arrives: from now on it counts
+  // only if it binds.
+  void unplace(detail::process* p) noexcept {
+    p->placed = false;
+    io_load_.fetch_sub(1, std::memory_order_relaxed);
+  }
   [[nodiscard]] detail::process* pop_ready() noexcept;
   // Takes `p`, which follows `prev` (null: the head), out of the ready queue.
   void unlink_ready(detail::process* p, detail::process* prev) noexcept {
@@ -406,8 +410,7 @@ private:
   std::atomic<bool> contended_{false};
   // Changed rarely (a process binds for I/O, such a one exits, a spawn is
   // placed here): read by spawners choosing where to start one.
-  std::atomic<std::uint32_t> io_bound_{0};
-  std::atomic<std::uint32_t> placed_{0};
+  std::atomic<std::uint32_t> io_load_{0}; // see io_load()
 };
 
 } // namespace otp

@@ -53,8 +53,15 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
     in_flight.n = n;
   // A plain spawn starts here and moves when load is shed (sending it
   // straight to a hungry scheduler measured worse: docs/design.md), unless
-  // here are more bound processes than elsewhere (node::place_spawn).
-  scheduler* target = o.scheduler ? &n->get_scheduler(*o.scheduler) : cur != nullptr ? &n->place_spawn(*cur) : &n->pick_scheduler();
+  // more processes are bound here by their I/O than elsewhere
+  // (node::place_spawn; one load of our counter when fewer than two are).
+  scheduler* target = cur;
+  if (o.scheduler)
+    target = &n->get_scheduler(*o.scheduler);
+  else if (cur == nullptr)
+    target = &n->pick_scheduler();
+  else if (cur->io_load() >= 2) [[unlikely]]
+    target = &n->place_spawn(*cur);
 
   process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
   const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
@@ -66,8 +73,10 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   // when that process exited.)
   p->trap_exit = false;
   p->bound = o.scheduler.has_value();
-  p->placed = !o.scheduler && cur != nullptr && target != cur; // place_spawn counted it there
-  p->io_bound = false;
+  // `placed` and `io_bound` were cleared when the block's last process
+  // arrived and exited (scheduler::unplace, remove_live).
+  if (target != cur && !o.scheduler && cur != nullptr)
+    p->placed = true; // place_spawn counted it there
   p->wake_streak = 0;
   p->woken_by = 0; // closed: no sender writes it now
   p->ready_as = ready_kind::spawned;
