@@ -610,10 +610,11 @@ def connections_spread(port):
         check("a connection answers", c.call("PING") == b"PONG")
     info = clients[0].call("INFO").decode()
     bound = [int(x) for x in re.findall(r"^scheduler_\d+:.*,io_bound=(\d+)\r?$", info, re.M)]
-    # 20 clients and the acceptor's socket; the rule's margin of two lets a
-    # split drift a little from 10/11 (9/12 seen), never to 0/21 as before.
+    # 20 clients and the acceptor's socket: 10/11 (0/21 before; 5/16, and
+    # 7/14 in 3 of 10 runs, while a shed could take a new connection along
+    # with other work to the scheduler that had more).
     check("20 connections spread over both schedulers (io_bound %s)" % bound,
-          len(bound) == 2 and sum(bound) == 21 and min(bound) >= 7, info)
+          len(bound) == 2 and sum(bound) == 21 and min(bound) >= 9, info)
     for c in clients:
         c.close()
 
