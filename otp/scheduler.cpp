@@ -300,16 +300,16 @@ bool scheduler::can_migrate(const process& p) const noexcept {
 void scheduler::shed_load() noexcept {
   if (node_.stopping())
     return; // the receiver may have torn its processes down already
-  // A lone new process (an acceptor's connection, most often) may bind on
-  // its first run, for life: it goes only where no more processes are bound
-  // by I/O than here (lone_new_may_go), else an acceptor's connections piled
-  // up on whichever scheduler went idle after each (50 of 50, with 2 or 4
-  // schedulers). A burst of new ones (a fan-out) is shed as any other load.
+  // A new process (an acceptor's connection, most often) may bind on its
+  // first run, for life: it goes only where not more processes are bound by
+  // I/O than here (new_may_go), else an acceptor's connections piled up on
+  // whichever scheduler went idle after each (50 of 50, with 2 or 4
+  // schedulers), or were taken along with other work.
   const bool only_lone_new = movable_ready_ == 1 && spawned_ready_ == 1;
   scheduler* to = node_.claim_hungry(*this, only_lone_new ? io_load() : node::any_load);
   if (to == nullptr)
     return;
-  const bool new_may_go = spawned_ready_ != 1 || lone_new_may_go(*to);
+  const bool news_may_go = new_may_go(*to);
   const std::size_t want = std::min((movable_ready_ + 1) / 2, max_shed);
   // The chain is built newest first: the receiver reverses its stack, so
   // the processes keep their ready order there.
@@ -322,7 +322,7 @@ void scheduler::shed_load() noexcept {
     process* next = p->ready_next;
     // `notified` held, no sender can put p on a remote-ready stack, and p's
     // home stays what we write until the receiver clears it.
-    if (can_migrate(*p) && (new_may_go || p->ready_as != detail::ready_kind::spawned)
+    if (can_migrate(*p) && (news_may_go || p->ready_as != detail::ready_kind::spawned)
         && !p->notified.exchange(true, std::memory_order_seq_cst)) {
       detach_ready(p, prev, to);
       p->remote_next = first;
@@ -411,7 +411,7 @@ void scheduler::check_balance() noexcept {
   for (process* p = ready_head_; p != nullptr && looked < 64; prev = p, p = p->ready_next, ++looked) {
     if (p->bound || p->state != proc_state::runnable || holds_timers(*p))
       continue;
-    if (p->ready_as == detail::ready_kind::spawned && spawned_ready_ == 1 && !lone_new_may_go(*idlest))
+    if (p->ready_as == detail::ready_kind::spawned && !new_may_go(*idlest))
       continue; // as in shed_load: it may bind on its first run
     if (p->extras != nullptr
         && (!p->extras->calls.empty()

@@ -305,9 +305,13 @@ private:
   bool drain_remote() noexcept;
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
-  // Whether a lone new process, which may bind on its first run, may go to
-  // `to`: not where more processes are bound by their I/O than here.
-  [[nodiscard]] bool lone_new_may_go(const scheduler& to) const noexcept { return to.io_load() <= io_load(); }
+  // Whether our new processes, which may bind on their first run, may go to
+  // `to`: a lone one not where more processes are bound by their I/O than
+  // here, a burst not where three more are (placement keeps schedulers
+  // closer than that, so a fan-out of work is shed as before).
+  [[nodiscard]] bool new_may_go(const scheduler& to) const noexcept {
+    return to.io_load() <= io_load() + (spawned_ready_ == 1 ? 0 : 2);
+  }
   bool follow_callee(detail::process* p) noexcept;
   bool follow_waker(detail::process* p) noexcept;
   void move_waiting(detail::process* p, scheduler* to) noexcept;
