@@ -199,14 +199,27 @@ struct spread_result {
   std::size_t bound_while_alive = 0;
 };
 
-// Waits (bounded) until the node counts `want` bound processes in all.
+std::size_t count_io_bound(otp::node& n) {
+  std::size_t sum = 0;
+  for (const auto& s : n.statistics())
+    sum += s.io_bound;
+  return sum;
+}
+
+// Tells each child to go, and waits until it has.
+otp::task<void> end_children(const std::vector<otp::pid>& kids) {
+  for (const auto& k : kids) {
+    (void)otp::monitor(k);
+    otp::send(k, 0);
+    (void)co_await otp::receive<otp::down_msg>();
+  }
+}
+
+// Waits (bounded) until the node counts `want` processes bound by I/O in all.
 bool wait_for_bound(otp::node& n, std::size_t want) {
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   for (;;) {
-    std::size_t sum = 0;
-    for (const auto& s : n.statistics())
-      sum += s.io_bound;
-    if (sum == want)
+    if (count_io_bound(n) == want)
       return true;
     if (std::chrono::steady_clock::now() >= deadline)
       return false;
@@ -235,13 +248,8 @@ TEST_CASE("processes that bind on their first run, spawned one at a time, spread
         kids.push_back(otp::spawn(bound_child, otp::self()));
         record(co_await otp::receive<unsigned>());
       }
-      for (const auto& st : n.statistics())
-        r.bound_while_alive += st.io_bound;
-      for (const auto& k : kids) {
-        (void)otp::monitor(k);
-        otp::send(k, 0);
-        (void)co_await otp::receive<otp::down_msg>();
-      }
+      r.bound_while_alive = count_io_bound(n);
+      co_await end_children(kids);
     });
     REQUIRE(w.exit.get() == otp::exit_reason::normal());
     CHECK(r.bound_while_alive == children + 1); // the children and the acceptor
@@ -263,13 +271,8 @@ TEST_CASE("processes that bind on their first run, spawned one at a time, spread
         kids.push_back(co_await otp::receive<otp::pid>());
         record(co_await otp::receive<unsigned>());
       }
-      for (const auto& st : n.statistics())
-        r.bound_while_alive += st.io_bound;
-      for (const auto& k : kids) {
-        (void)otp::monitor(k);
-        otp::send(k, 0);
-        (void)co_await otp::receive<otp::down_msg>();
-      }
+      r.bound_while_alive = count_io_bound(n);
+      co_await end_children(kids);
       otp::exit(starter, otp::exit_reason::kill());
     });
     REQUIRE(w.exit.get() == otp::exit_reason::normal());
