@@ -139,8 +139,8 @@ scheduler& node::pick_scheduler() noexcept {
 // spawns sent there not started yet) when that is two or more fewer than
 // here: a spawn and a wait for it stay local, an acceptor alone does not
 // push its children away, and connections alternate between schedulers.
-// Processes bound by spawn_opt's scheduler are the user's placement, and do
-// not count. Measured: docs/design.md, "Where a new process starts".
+// Being bound by spawn_opt's scheduler is the user's placement, and alone
+// does not count. Measured: docs/design.md, "Where a new process starts".
 scheduler& node::place_spawn(scheduler& from) noexcept {
   const std::uint32_t ours = from.io_load();
   if (ours < 2)

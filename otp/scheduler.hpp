@@ -100,9 +100,9 @@ struct scheduler_stats {
   /// processes that may move (docs/design.md, "Load balancing").
   bool hungry = false;
   /// Live processes bound here for life by their I/O: they asked for
-  /// this_scheduler() or awaited Asio operations (not those bound by
-  /// spawn_opt's scheduler). Plain spawns start where fewer are
-  /// (docs/design.md, "Where a new process starts").
+  /// this_scheduler() or awaited Asio operations (spawn_opt's scheduler
+  /// alone does not count; such a process that does I/O does). Plain spawns
+  /// start where fewer are (docs/design.md, "Where a new process starts").
   std::size_t io_bound = 0;
 };
 
