@@ -39,10 +39,18 @@ void check_io_context(process& p, const asio::execution_context& ctx) {
   }
 }
 
-asio::io_context::executor_type process_executor(process& p) noexcept {
-  if (!p.io_bound)
-    p.home()->bind_for_io(p); // its I/O completes on this io_context's thread: it stays here
+asio::io_context::executor_type process_executor(process& p, bool binds) noexcept {
+  if (!p.io_bound || (binds && !p.bound)) [[unlikely]] {
+    if (binds)
+      p.home()->bind_for_io(p); // its I/O completes on this io_context's thread: it stays here
+    else
+      p.home()->count_io(p); // where its I/O is now, for the placement of spawns
+  }
   return p.home()->get_executor();
+}
+
+asio::io_context& current_io_context(const char* what) {
+  return require_process(what).home()->context();
 }
 
 } // namespace otp::detail

@@ -34,8 +34,16 @@ namespace otp {
 /// If the process is killed while waiting, its frame and the Asio objects
 /// in it are destroyed, which cancels the operation; its late completion is
 /// ignored.
+///
+/// The process binds to its scheduler for life at its first such wait: the
+/// object's io_context is that scheduler's. An object held in otp::follow
+/// moves with its process instead; its own tokens (follow::use_process)
+/// keep the process in place only while the operation is pending.
 struct use_process_t {
   constexpr use_process_t() noexcept = default;
+  /// @private false: the object follows its process (otp::follow).
+  constexpr explicit use_process_t(bool binds) noexcept : binds(binds) {}
+  bool binds = true;
 };
 inline constexpr use_process_t use_process{};
 
@@ -43,6 +51,9 @@ inline constexpr use_process_t use_process{};
 /// every completion argument, error code included, as a std::tuple.
 struct use_process_nothrow_t {
   constexpr use_process_nothrow_t() noexcept = default;
+  /// @private false: the object follows its process (otp::follow).
+  constexpr explicit use_process_nothrow_t(bool binds) noexcept : binds(binds) {}
+  bool binds = true;
 };
 inline constexpr use_process_nothrow_t use_process_nothrow{};
 
@@ -54,7 +65,13 @@ void io_suspend(process& p, std::coroutine_handle<> h) noexcept;
 // scheduler's). Contexts that are not a scheduler's are the user's to run.
 void check_io_context(process& p, const asio::execution_context& ctx);
 void io_complete(process& p) noexcept;
-[[nodiscard]] asio::io_context::executor_type process_executor(process& p) noexcept;
+// The executor the completion runs on: p's scheduler's. With `binds`, p
+// stays on that scheduler for life (its object lives on that io_context);
+// without (otp::follow), only while the operation is pending.
+[[nodiscard]] asio::io_context::executor_type process_executor(process& p, bool binds = true) noexcept;
+// The io_context of the calling process's scheduler, without binding the
+// process to it (otp::follow); throws outside a process.
+[[nodiscard]] asio::io_context& current_io_context(const char* what);
 
 template <class... Args>
 struct io_handler {
@@ -84,7 +101,8 @@ struct io_handler {
 template <bool Throw, class Initiation, class InitArgs, class... Args>
 class io_awaitable {
 public:
-  io_awaitable(Initiation init, InitArgs args) : init_(std::move(init)), args_(std::move(args)) {}
+  io_awaitable(Initiation init, InitArgs args, bool binds)
+      : init_(std::move(init)), args_(std::move(args)), binds_(binds) {}
 
   [[nodiscard]] bool await_ready() const noexcept { return false; }
 
@@ -95,7 +113,7 @@ public:
     if constexpr (requires { asio::query(init_.get_executor(), asio::execution::context); })
       check_io_context(p, asio::query(init_.get_executor(), asio::execution::context));
     std::uint16_t seq = ++p.io_seq;
-    io_handler<Args...> handler{process_executor(p), p.home(), &p, p.id.load(std::memory_order_relaxed), seq, &slot_};
+    io_handler<Args...> handler{process_executor(p, binds_), p.home(), &p, p.id.load(std::memory_order_relaxed), seq, &slot_};
     std::apply(
       [&](auto&&... a) { std::move(init_)(std::move(handler), std::forward<decltype(a)>(a)...); },
       std::move(args_));
@@ -146,30 +164,100 @@ private:
 
   Initiation init_;
   InitArgs args_;
+  bool binds_;
   std::optional<std::tuple<Args...>> slot_;
 };
 
 } // namespace detail
+
+/// An Asio socket (or acceptor) that moves with its process.
+///
+/// A process that awaits a plain Asio object binds to its scheduler for
+/// life (use_process). One whose objects are all held in `follow` stays a
+/// plain process that the load balancing may move between operations: each
+/// use through `->` or `*` first moves the object to the io_context of the
+/// scheduler the process runs on now, if it moved (the descriptor is
+/// released and assigned again: two epoll_ctl calls, only after a move).
+/// Await its operations with `follow::use_process` or
+/// `follow::use_process_nothrow`: they keep the process where it is only
+/// while the operation is pending.
+///
+///     otp::follow<tcp::socket> s(tcp::v4(), fd);
+///     auto [ec, n] = co_await s->async_read_some(buf, s.use_process_nothrow);
+///
+/// Made, used and destroyed in one process. An object awaited with the plain
+/// tokens binds the process as before (nothing moves, nothing breaks); a
+/// plain object awaited with these tokens throws std::logic_error at its
+/// next wait once the process has moved (use_process's check).
+template <class Object>
+class follow {
+public:
+  using protocol_type = typename Object::protocol_type;
+  using native_handle_type = typename Object::native_handle_type;
+
+  /// Adopts an open descriptor (an accepted connection passed as an int).
+  follow(const protocol_type& protocol, const native_handle_type& fd)
+      : ctx_(&detail::current_io_context("otp::follow")), protocol_(protocol), object_(*ctx_, protocol, fd) {}
+  /// An open object of the protocol, on the calling process's scheduler.
+  explicit follow(const protocol_type& protocol)
+      : ctx_(&detail::current_io_context("otp::follow")), protocol_(protocol), object_(*ctx_, protocol) {}
+  follow(const follow&) = delete;
+  follow& operator=(const follow&) = delete;
+
+  /// The object, on the io_context of the scheduler the process runs on.
+  Object& operator*() { return here(); }
+  Object* operator->() { return &here(); }
+
+  static constexpr use_process_t use_process{false};
+  static constexpr use_process_nothrow_t use_process_nothrow{false};
+
+private:
+  Object& here() {
+    asio::io_context& ctx = detail::current_io_context("otp::follow");
+    if (&ctx != ctx_) [[unlikely]] {
+      if (object_.is_open()) {
+        // Nothing is pending: a pending operation keeps the process here.
+        const bool non_blocking = object_.non_blocking();
+        const native_handle_type fd = object_.release();
+        Object moved(ctx, protocol_, fd);
+        if (non_blocking)
+          moved.non_blocking(true);
+        object_ = std::move(moved);
+      } else {
+        object_ = Object(ctx);
+      }
+      ctx_ = &ctx;
+    }
+    return object_;
+  }
+
+  asio::io_context* ctx_;
+  protocol_type protocol_;
+  Object object_;
+};
+
 } // namespace otp
 
 template <class... Args>
 struct asio::async_result<otp::use_process_t, void(Args...)> {
   template <class Initiation, class... InitArgs>
-  static auto initiate(Initiation&& init, otp::use_process_t, InitArgs&&... args) {
+  static auto initiate(Initiation&& init, otp::use_process_t token, InitArgs&&... args) {
     return otp::detail::io_awaitable<true, std::decay_t<Initiation>, std::tuple<std::decay_t<InitArgs>...>,
                                      std::decay_t<Args>...>{std::forward<Initiation>(init),
                                                             std::tuple<std::decay_t<InitArgs>...>{
-                                                              std::forward<InitArgs>(args)...}};
+                                                              std::forward<InitArgs>(args)...},
+                                                            token.binds};
   }
 };
 
 template <class... Args>
 struct asio::async_result<otp::use_process_nothrow_t, void(Args...)> {
   template <class Initiation, class... InitArgs>
-  static auto initiate(Initiation&& init, otp::use_process_nothrow_t, InitArgs&&... args) {
+  static auto initiate(Initiation&& init, otp::use_process_nothrow_t token, InitArgs&&... args) {
     return otp::detail::io_awaitable<false, std::decay_t<Initiation>, std::tuple<std::decay_t<InitArgs>...>,
                                      std::decay_t<Args>...>{std::forward<Initiation>(init),
                                                             std::tuple<std::decay_t<InitArgs>...>{
-                                                              std::forward<InitArgs>(args)...}};
+                                                              std::forward<InitArgs>(args)...},
+                                                            token.binds};
   }
 };

@@ -92,7 +92,7 @@ scheduler& this_scheduler() {
   if (auto* s = detail::this_thread.sched) {
     // Asio objects made on its io_context complete on this thread: a
     // process that asks for its scheduler stays on it.
-    if (auto* p = detail::this_thread.current; p != nullptr && !p->io_bound)
+    if (auto* p = detail::this_thread.current; p != nullptr && (!p->bound || !p->io_bound))
       s->bind_for_io(*p);
     return *s;
   }

@@ -246,7 +246,7 @@ void scheduler::adopt(process* p) {
 }
 
 void scheduler::remove_live(process* p) noexcept {
-  if (p->io_bound) { // it exits: bound ones never move
+  if (p->io_bound) { // it exits, or moves (an otp::follow object's, counted again at its next wait)
     p->io_bound = false;
     io_load_.fetch_sub(1, std::memory_order_relaxed);
   }

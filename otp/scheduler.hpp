@@ -99,10 +99,11 @@ struct scheduler_stats {
   /// Whether it is idle and asks for work: a busy scheduler hands it ready
   /// processes that may move (docs/design.md, "Load balancing").
   bool hungry = false;
-  /// Live processes bound here for life by their I/O: they asked for
-  /// this_scheduler() or awaited Asio operations (spawn_opt's scheduler
-  /// alone does not count; such a process that does I/O does). Plain spawns
-  /// start where fewer are (docs/design.md, "Where a new process starts").
+  /// Live processes that do their I/O here: bound for life (they asked for
+  /// this_scheduler() or awaited Asio operations), or holding otp::follow
+  /// objects since their last wait here. spawn_opt's scheduler alone does not
+  /// count; such a process that does I/O does. Plain spawns start where
+  /// fewer are (docs/design.md, "Where a new process starts").
   std::size_t io_bound = 0;
 };
 
@@ -214,6 +215,12 @@ public:
   /// counted for the placement of plain spawns (node::place_spawn).
   void bind_for_io(detail::process& p) noexcept {
     p.bound = true;
+    if (!p.io_bound)
+      count_io(p);
+  }
+  /// @private Process `p`, running here, does I/O here (bound or not, an
+  /// otp::follow object): counted until it exits or moves (remove_live).
+  void count_io(detail::process& p) noexcept {
     p.io_bound = true;
     io_load_.fetch_add(1, std::memory_order_relaxed);
   }

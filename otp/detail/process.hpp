@@ -115,8 +115,9 @@ struct alignas(64) process {
   // Sent by its spawner to another scheduler's count (node::place_spawn),
   // not adopted there yet.
   bool placed : 1 = false;
-  // Bound by its I/O (this_scheduler(), an Asio wait), and so counted in
-  // its scheduler's io_bound until it exits.
+  // Does its I/O here (this_scheduler(), an Asio wait; bound for life, or
+  // an otp::follow object's), and so counted in its scheduler's io_bound
+  // until it exits or moves.
   bool io_bound : 1 = false;
   std::uint16_t io_seq = 0; // bumped per Asio wait; with `id`, rejects stale completions
   // Why it is in the ready queue, for load shedding (scheduler.cpp).

@@ -5,7 +5,10 @@
 // under TSan and ASan with the other suites.
 #include "otp/otp.hpp"
 
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
 
 #include <doctest/doctest.h>
 
@@ -20,9 +23,13 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <set>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <sys/socket.h>
 
 using namespace std::chrono_literals;
 
@@ -663,6 +670,100 @@ TEST_CASE("a process with Asio operations pending stays where its io_context is,
   CHECK(wrong == 0);
   CHECK(completed >= 12); // the killed ones may have finished first
   CHECK(migrations(n) > 0);
+}
+
+TEST_CASE("a process whose sockets are otp::follow moves between its reads and writes, its I/O with it") {
+  // Plain processes each talk to themselves over a socket pair held in
+  // otp::follow, among movable load: they move (their waits do not bind
+  // them), every byte arrives in order, and once they exit no scheduler
+  // counts them as doing I/O. With the plain tokens they would never move.
+  using stream = asio::local::stream_protocol;
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  constexpr int talkers = 8;
+  std::atomic<int> travelled{0};
+  std::atomic<int> garbled{0};
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid driver = otp::self();
+    for (int i = 0; i < 16; ++i) // movable load, until something moved
+      otp::spawn([](otp::pid to, otp::node* node) -> otp::task<void> {
+        for (long k = 0; k < 2000 || (migrations(*node) == 0 && k < patience); ++k) {
+          (void)burn(static_cast<std::uint64_t>(k), 100);
+          co_await otp::yield();
+        }
+        otp::send(to, 0);
+      }, driver, &n);
+    for (int i = 0; i < talkers; ++i)
+      otp::spawn([&travelled, &garbled](otp::pid to) -> otp::task<void> {
+        int fds[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+        otp::follow<stream::socket> a(stream(), fds[0]);
+        otp::follow<stream::socket> b(stream(), fds[1]);
+        std::set<unsigned> seen;
+        for (long k = 0; k < 300 || (seen.size() < 2 && k < 200'000); ++k) {
+          const auto sent = static_cast<char>(k);
+          char got = 0;
+          co_await asio::async_write(*a, asio::buffer(&sent, 1), a.use_process);
+          co_await asio::async_read(*b, asio::buffer(&got, 1), b.use_process);
+          if (got != sent)
+            ++garbled;
+          seen.insert(co_await where());
+          co_await otp::yield();
+        }
+        if (seen.size() > 1)
+          ++travelled;
+        otp::send(to, 1);
+      }, driver);
+    for (int i = 0; i < 16 + talkers; ++i)
+      (void)co_await otp::receive<int>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(garbled == 0);
+  CHECK(travelled > 0);
+  for (const auto& s : n.statistics())
+    CHECK(s.io_bound == 0);
+}
+
+TEST_CASE("a plain Asio object awaited with otp::follow's tokens fails clearly once its process moved") {
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  std::atomic<bool> failed_clearly{false};
+  std::atomic<bool> done{false};
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid driver = otp::self();
+    otp::spawn([&](otp::pid to) -> otp::task<void> {
+      constexpr auto token = otp::follow<asio::local::stream_protocol::socket>::use_process;
+      const unsigned first = co_await where();
+      // Load bound to its scheduler: the other one is hungry and takes it.
+      for (int i = 0; i < 4; ++i)
+        otp::spawn_opt({.scheduler = first}, [&done]() -> otp::task<void> {
+          for (long k = 0; !done && k < patience; ++k) {
+            (void)burn(static_cast<std::uint64_t>(k), 100);
+            co_await otp::yield();
+          }
+        });
+      // Its scheduler's io_context, reached without this_scheduler() (which binds).
+      asio::steady_timer t(n.get_scheduler(first).context());
+      t.expires_after(1us);
+      co_await t.async_wait(token); // does not bind
+      // Waits again each time it has moved (it may move back before the
+      // wait): on its first scheduler the wait is fine, elsewhere it throws.
+      for (long k = 0; k < patience && !failed_clearly; ++k) {
+        if (co_await where() != first) {
+          t.expires_after(1us);
+          try {
+            co_await t.async_wait(token);
+          } catch (const std::logic_error&) {
+            failed_clearly = true;
+          }
+        }
+        co_await otp::yield();
+      }
+      done = true;
+      otp::send(to, 1);
+    }, driver);
+    (void)co_await otp::receive<int>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(failed_clearly);
 }
 
 namespace {
