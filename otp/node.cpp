@@ -150,7 +150,7 @@ scheduler& node::place_spawn(scheduler& from) noexcept {
   std::uint32_t least = ours - 1; // a move needs two fewer
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    if (const std::uint32_t l = s->io_load(); l < least) {
+    if (const std::uint32_t l = s->io_load(); l < least && !s->contended()) {
       least = l;
       best = s;
     }
@@ -158,6 +158,17 @@ scheduler& node::place_spawn(scheduler& from) noexcept {
   if (best != &from)
     best->count_placed();
   return *best;
+}
+
+scheduler* node::uncontended(const scheduler& from) noexcept {
+  const auto n = static_cast<unsigned>(schedulers_.size());
+  scheduler* best = nullptr;
+  for (unsigned k = 1; k < n; ++k) {
+    scheduler* s = schedulers_[(from.index() + k) % n].get();
+    if (!s->contended() && (best == nullptr || s->io_load() < best->io_load()))
+      best = s;
+  }
+  return best;
 }
 
 scheduler* node::claim_hungry(const scheduler& from, std::uint32_t most) noexcept {

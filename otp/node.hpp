@@ -221,6 +221,9 @@ public:
   /// @private A hungry scheduler other than `from` with at most `most`
   /// processes bound by I/O (the fewest first), its hunger claimed; or null.
   [[nodiscard]] scheduler* claim_hungry(const scheduler& from, std::uint32_t most = any_load) noexcept;
+  /// @private For a contended scheduler: the one with the fewest processes
+  /// bound by their I/O among those whose core is their own, or null.
+  [[nodiscard]] scheduler* uncontended(const scheduler& from) noexcept;
   /// @private
   static constexpr std::uint32_t any_load = ~std::uint32_t{0};
   /// @private

@@ -30,8 +30,13 @@ timer_ref start_send_timer(std::chrono::steady_clock::duration d, const pid& to,
 [[nodiscard]] inline bool in_process() noexcept { return detail::current_process() != nullptr; }
 
 /// Returns the scheduler the calling process runs on; its executor serves
-/// the process's Asio objects (sockets, timers).
+/// the process's Asio objects (sockets, timers). Asking binds the process
+/// to it for life (its objects complete on that thread); see otp::follow.
 [[nodiscard]] scheduler& this_scheduler();
+
+/// Returns the node of the calling process (its statistics, its schedulers);
+/// unlike this_scheduler(), asking does not bind the process.
+[[nodiscard]] inline node& this_node() { return detail::calling_node("this_node"); }
 
 namespace detail {
 // The type a message is stored and matched as: std::decay_t<T>, except that

@@ -347,6 +347,47 @@ void scheduler::shed_load() noexcept {
   to->remote_enqueue_chain(first, last);
 }
 
+// A scheduler whose core another busy thread wants (a load generator, a
+// second server: core_contended) takes that thread's time with every step,
+// and each message to it waits for the core. So, as the BEAM compacts load
+// onto fewer schedulers, it hands every ready process that may move to a
+// scheduler whose core is its own, those woken by messages too, and asks
+// for no work until its core is free again; placement and the balance
+// check pass it over. Processes bound to it stay (spawn_opt's, or bound by
+// their I/O; otp::follow's sockets move with theirs). Measured: kvstore on
+// 2 cores beside redis-benchmark, docs/design.md ("Spinning on a shared core").
+void scheduler::give_away() noexcept {
+  if (node_.stopping())
+    return;
+  scheduler* to = node_.uncontended(*this);
+  if (to == nullptr)
+    return; // every core is shared: nothing better than here
+  process* first = nullptr;
+  process* last = nullptr;
+  std::size_t moved = 0;
+  process* prev = nullptr;
+  for (process* p = ready_head_; p != nullptr;) {
+    process* next = p->ready_next;
+    if (!p->bound && p->state == proc_state::runnable && !holds_timers(*p)
+        && !p->notified.exchange(true, std::memory_order_seq_cst)) {
+      detach_ready(p, prev, to);
+      p->remote_next = first;
+      first = p;
+      if (last == nullptr)
+        last = p;
+      ++moved;
+    } else {
+      prev = p;
+    }
+    p = next;
+  }
+  if (moved == 0)
+    return;
+  migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
+  to->migrated_in_.fetch_add(moved, std::memory_order_relaxed);
+  to->remote_enqueue_chain(first, last);
+}
+
 // Takes `p` (after `prev` in the ready queue) out of this scheduler for
 // `to`; the caller holds `notified`, so no sender enqueues it meanwhile.
 void scheduler::detach_ready(process* p, process* prev, scheduler* to) noexcept {
@@ -392,7 +433,7 @@ void scheduler::check_balance() noexcept {
     mostly_idle_[i] = sampled && busy * 2 <= window;
     if (&s == this)
       ours = busy;
-    else if (busy < least) {
+    else if (busy < least && !s.contended()) { // a contended one idles to leave its core
       least = busy;
       idlest = &s;
     }
@@ -440,7 +481,7 @@ scheduler* scheduler::follow_target(const process& p) const noexcept {
   if (c == nullptr || c->id.load(std::memory_order_relaxed) != callee.id())
     return nullptr; // a hint only: the callee may be gone, its block reused
   scheduler* to = c->home();
-  if (to == nullptr || to == this || p.bound || node_.stopping())
+  if (to == nullptr || to == this || p.bound || node_.stopping() || to->contended())
     return nullptr;
   if (holds_timers(p))
     return nullptr;
@@ -730,6 +771,8 @@ bool scheduler::run_batch() {
     arm_pending_timers(t_now);
     did |= fire_timers(t_now);
   }
+  if (ready_head_ != nullptr && contended_.load(std::memory_order_relaxed)) [[unlikely]]
+    give_away();
   // A bounded batch, so that I/O and other cores' wake-ups are not starved
   // by two processes that keep each other busy.
   unsigned n = 0;
@@ -851,7 +894,10 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
     active_ns_.store(active_ns_.load(std::memory_order_relaxed) + ns_of(t) - ns_of(active_since),
                      std::memory_order_relaxed);
     active_since_ns_.store(0, std::memory_order_relaxed);
-    const auto until = core_contended(t) ? t : t + spin;
+    const bool contended = core_contended(t);
+    if (contended && balance)
+      retract_hunger(); // it asks for no work (give_away)
+    const auto until = contended ? t : t + spin;
     bool woke = false;
     for (unsigned k = 1;; ++k) {
       if (remote_ready_.load(std::memory_order_relaxed) != nullptr || stop_.load(std::memory_order_relaxed)) {
@@ -863,7 +909,7 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
         // Hungry only once idle for a few polls: a scheduler that waits a
         // moment for a reply from another core is not short of work.
         if (k == 64) {
-          if (balance)
+          if (balance && !contended)
             advertise_hunger();
           if (!idle_once_.load(std::memory_order_relaxed)) {
             idle_once_.store(true, std::memory_order_release); // the node's constructor waits for it

@@ -167,6 +167,8 @@ public:
   [[nodiscard]] scheduler* follow_target(const detail::process& p) const noexcept;
   /// @private Whether this scheduler asked for work and nobody gave it yet.
   [[nodiscard]] bool hungry() const noexcept { return hungry_.load(std::memory_order_relaxed); }
+  /// @private Another busy thread wants its core (scheduler_stats::contended).
+  [[nodiscard]] bool contended() const noexcept { return contended_.load(std::memory_order_relaxed); }
   /// @private Blocks until the thread's loop has first run out of work
   /// (and, with others to share with, said it is hungry).
   void wait_until_idle_once() const noexcept { idle_once_.wait(false, std::memory_order_acquire); }
@@ -312,6 +314,9 @@ private:
   bool drain_remote() noexcept;
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
+  // On a contended core: hands every ready process that may move to a
+  // scheduler whose core is its own (scheduler.cpp).
+  void give_away() noexcept;
   // Whether our new processes, which may bind on their first run, may go to
   // `to`: a lone one not where more processes are bound by their I/O than
   // here, a burst not where three more are (placement keeps schedulers

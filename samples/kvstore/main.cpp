@@ -98,6 +98,7 @@ otp::start_fn make_shards(shards_config c) {
                                                               kv::shard_config{i, c.data_dir, c.appendfsync, c.count,
                                                                                 c.repair_log, c.aof_rewrite_min_size,
                                                                                 share, c.policy, c.aof_rewrite_chunk})});
+  children.push_back({.id = "clock", .start = otp::process_worker(kv::shard_clock, c.count)});
   return otp::supervisor::starter({.strategy = otp::strategy::one_for_one, .intensity = c.intensity,
                                    .period = std::chrono::seconds(c.period)},
                                   std::move(children), std::string("shards"));

@@ -549,7 +549,7 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
     // each was, what runs there now, what moved, whether it is idle
     // (hungry) or shares its core with another busy thread (contended), and
     // how many processes its I/O binds there (connections: their sockets).
-    const auto sched = otp::this_scheduler().owner().statistics(); // bound already: its socket
+    const auto sched = otp::this_node().statistics();
     info += "# Schedulers\r\nschedulers:" + std::to_string(sched.size()) + "\r\n";
     for (const auto& st : sched) {
       const auto pct = st.total.count() > 0 ? 100 * st.active.count() / st.total.count() : 0;
@@ -653,9 +653,11 @@ namespace {
 // A writer process, linked and on the connection's scheduler (the socket's
 // io_context), sends them while the connection goes on reading; past
 // `output_limit` of backlog the connection stops reading until it drains.
+// The socket moves with the connection (otp::follow) until a writer is
+// needed: then both stay on that scheduler for good.
 struct output {
-  explicit output(tcp::socket s) : socket(std::move(s)) {}
-  tcp::socket socket;
+  explicit output(int fd) : socket(tcp::v4(), fd) {}
+  otp::follow<tcp::socket> socket;
   std::atomic<int> refs{0};
   std::size_t backlog = 0; // bytes handed to the writer, not yet sent
   bool waiting = false;    // the connection waits for the backlog to drain
@@ -690,7 +692,7 @@ constexpr std::size_t output_limit = 64 * 1024 * 1024;
 otp::task<void> writer(output_ref o) {
   for (;;) {
     outgoing next = co_await otp::receive<outgoing>();
-    auto [ec, sent] = co_await asio::async_write(o->socket, asio::buffer(next.bytes), otp::use_process_nothrow);
+    auto [ec, sent] = co_await asio::async_write(*o->socket, asio::buffer(next.bytes), otp::use_process_nothrow);
     (void)sent;
     o->backlog -= next.bytes.size();
     if (ec)
@@ -710,7 +712,7 @@ void send_replies(const output_ref& o, std::string& out) {
   std::size_t done = 0;
   if (o->backlog == 0) {
     asio::error_code ec;
-    done = o->socket.write_some(asio::buffer(out), ec);
+    done = o->socket->write_some(asio::buffer(out), ec);
     if (ec && ec != asio::error::would_block) {
       o->failed = true;
       out.clear();
@@ -718,7 +720,7 @@ void send_replies(const output_ref& o, std::string& out) {
     }
   }
   if (done < out.size()) {
-    if (!o->writer)
+    if (!o->writer) // both bound here: this_scheduler() binds the connection
       o->writer = otp::spawn_opt({.scheduler = otp::this_scheduler().index(), .link = true}, writer, o).pid;
     out.erase(0, done);
     o->backlog += out.size();
@@ -740,14 +742,14 @@ otp::task<void> drain(const output_ref& o, std::size_t most) {
 } // namespace
 
 otp::task<void> connection(int fd, connection_config config) {
-  const output_ref io(new output(tcp::socket(otp::this_scheduler().get_executor(), tcp::v4(), fd)));
-  tcp::socket& socket = io->socket;
-  socket.non_blocking(true); // send_replies writes what the socket takes at once
+  const output_ref io(new output(fd));
+  otp::follow<tcp::socket>& socket = io->socket;
+  socket->non_blocking(true); // send_replies writes what the socket takes at once
   {
     // As Redis: no Nagle. A reply written while an earlier one is
     // unacknowledged would otherwise wait for the client's (delayed) ACK.
     asio::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
+    socket->set_option(tcp::no_delay(true), ignored);
   }
   io->connection = otp::self();
   ++stats().connections;
@@ -762,7 +764,7 @@ otp::task<void> connection(int fd, connection_config config) {
     // Read into the parser's buffer (4 KiB at first, more while a client
     // sends more): no buffer of its own in each connection's frame.
     char* room = parser.prepare(4096);
-    auto [ec, got] = co_await socket.async_read_some(asio::buffer(room, parser.room()), otp::use_process_nothrow);
+    auto [ec, got] = co_await socket->async_read_some(asio::buffer(room, parser.room()), socket.use_process_nothrow);
     if (ec)
       break; // the client went away (mid-command or not): nothing to answer
     parser.commit(got);

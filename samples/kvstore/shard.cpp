@@ -480,7 +480,16 @@ shard::~shard() {
     ::close(fd_);
 }
 
-void shard::init(otp::context& ctx) {
+otp::task<void> shard_clock(int count) {
+  for (;;) {
+    co_await otp::sleep_for(tick_interval);
+    for (int i = 0; i < count; ++i)
+      if (const auto p = otp::whereis(shard_name(i)))
+        otp::send(*p, shard::tick{});
+  }
+}
+
+void shard::init(otp::context& /*ctx*/) {
   if (config_.appendfsync != "always" && config_.appendfsync != "everysec" && config_.appendfsync != "no")
     throw std::invalid_argument("appendfsync must be always, everysec or no, not " + config_.appendfsync);
   if (config_.rewrite_chunk < 1)
@@ -492,7 +501,6 @@ void shard::init(otp::context& ctx) {
     fail("open " + path_);
   load();
   last_sync_ = std::chrono::steady_clock::now();
-  otp::send_after(tick_interval, ctx.self(), tick{});
   ++stats().shard_starts.at(static_cast<std::size_t>(config_.index));
 }
 
@@ -1335,9 +1343,9 @@ void shard::handle_info(otp::context& ctx, std::variant<tick, scan_step, rewrite
     }
     return;
   }
-  // A timer, not the idle timeout: any message would cancel that one, and
-  // a stream of reads would keep a write unsynced for ever.
-  otp::send_after(tick_interval, ctx.self(), tick{});
+  // The clock's tick (shard_clock), not the idle timeout: any message
+  // would cancel that one, and a stream of reads would keep a write
+  // unsynced for ever.
   expire_cycle();
   flush();
   if (dirty_ && std::chrono::steady_clock::now() - last_sync_ >= 1s)

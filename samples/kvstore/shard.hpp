@@ -77,6 +77,12 @@ server_stats& stats();
 /// The registered name of shard `i`.
 [[nodiscard]] std::string shard_name(int i);
 
+/// Sends each of `count` shards its periodic tick (fsync, active expiry,
+/// log rewrite) every 100 ms, as Redis's hz 10. One process for all: a
+/// shard's own pending timer would keep it on its scheduler (cancel_timer
+/// is exact there), and shards must move where the cores are free.
+otp::task<void> shard_clock(int count);
+
 /// The append-only log's format (see the README): a header record
 /// `*2 $5 KVLOG $1 2`, then RESP arrays `SET key value [PXAT ms]` or
 /// `DEL key`, each with one more element, the CRC-32 of the record's bytes
