@@ -150,7 +150,7 @@ scheduler& node::place_spawn(scheduler& from) noexcept {
   std::uint32_t least = ours - 1; // a move needs two fewer
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    if (const std::uint32_t l = s->io_load(); l < least && !s->contended()) {
+    if (const std::uint32_t l = s->io_load(); l < least && !s->leaving()) {
       least = l;
       best = s;
     }

@@ -35,6 +35,14 @@ struct node_options {
   /// whose core another busy thread wants skips the spin while that lasts
   /// (scheduler_stats::contended).
   std::chrono::microseconds spin{50};
+  /// A scheduler whose core another busy thread wants (a load generator, a
+  /// second server on the machine) hands its movable processes to one whose
+  /// core is free, and takes none, while that lasts and such a one exists:
+  /// the node keeps off a core its neighbours need (docs/design.md,
+  /// "Leaving a shared core"). Off by default: a busy machine (a build, a
+  /// test run) makes cores look shared for moments, and the node would
+  /// gather its work on fewer of them.
+  bool leave_shared_cores = false;
   /// Deterministic mode: one scheduler and no thread; the caller drives it
   /// with run_until_idle() and advance(), on a manual clock.
   bool deterministic = false;
@@ -170,6 +178,8 @@ public:
   /// Returns the node's clock (manual in deterministic mode).
   [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept;
   [[nodiscard]] bool deterministic() const noexcept { return opts_.deterministic; }
+  /// @private node_options::leave_shared_cores.
+  [[nodiscard]] bool leaves_shared_cores() const noexcept { return opts_.leave_shared_cores; }
 
   /// Destroys every process and stops every thread; idempotent.
   void shutdown();

@@ -349,13 +349,14 @@ void scheduler::shed_load() noexcept {
 
 // A scheduler whose core another busy thread wants (a load generator, a
 // second server: core_contended) takes that thread's time with every step,
-// and each message to it waits for the core. So, as the BEAM compacts load
-// onto fewer schedulers, it hands every ready process that may move to a
+// and each message to it waits for the core. So, on a node that leaves
+// shared cores (node_options::leave_shared_cores), and as the BEAM compacts
+// load onto fewer schedulers, it hands every ready process that may move to a
 // scheduler whose core is its own, those woken by messages too, and asks
 // for no work until its core is free again; placement and the balance
 // check pass it over. Processes bound to it stay (spawn_opt's, or bound by
 // their I/O; otp::follow's sockets move with theirs). Measured: kvstore on
-// 2 cores beside redis-benchmark, docs/design.md ("Spinning on a shared core").
+// 2 cores beside redis-benchmark, docs/design.md ("Leaving a shared core").
 void scheduler::give_away() noexcept {
   if (node_.stopping())
     return;
@@ -433,7 +434,7 @@ void scheduler::check_balance() noexcept {
     mostly_idle_[i] = sampled && busy * 2 <= window;
     if (&s == this)
       ours = busy;
-    else if (busy < least && !s.contended()) { // a contended one idles to leave its core
+    else if (busy < least && !s.leaving()) { // it idles to leave its core
       least = busy;
       idlest = &s;
     }
@@ -481,7 +482,7 @@ scheduler* scheduler::follow_target(const process& p) const noexcept {
   if (c == nullptr || c->id.load(std::memory_order_relaxed) != callee.id())
     return nullptr; // a hint only: the callee may be gone, its block reused
   scheduler* to = c->home();
-  if (to == nullptr || to == this || p.bound || node_.stopping() || to->contended())
+  if (to == nullptr || to == this || p.bound || node_.stopping() || to->leaving())
     return nullptr;
   if (holds_timers(p))
     return nullptr;
@@ -771,7 +772,7 @@ bool scheduler::run_batch() {
     arm_pending_timers(t_now);
     did |= fire_timers(t_now);
   }
-  if (ready_head_ != nullptr && contended_.load(std::memory_order_relaxed)) [[unlikely]]
+  if (ready_head_ != nullptr && leaving_.load(std::memory_order_relaxed)) [[unlikely]]
     give_away();
   // A bounded batch, so that I/O and other cores' wake-ups are not starved
   // by two processes that keep each other busy.
@@ -895,8 +896,12 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
                      std::memory_order_relaxed);
     active_since_ns_.store(0, std::memory_order_relaxed);
     const bool contended = core_contended(t);
-    if (contended && balance)
-      retract_hunger(); // it asks for no work (give_away)
+    // Leaving its core (give_away) while another's is free: it asks for no work.
+    const bool leaving = contended && balance && node_.leaves_shared_cores() && node_.uncontended(*this) != nullptr;
+    if (leaving != leaving_.load(std::memory_order_relaxed))
+      leaving_.store(leaving, std::memory_order_relaxed);
+    if (leaving)
+      retract_hunger();
     const auto until = contended ? t : t + spin;
     bool woke = false;
     for (unsigned k = 1;; ++k) {
@@ -909,7 +914,7 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
         // Hungry only once idle for a few polls: a scheduler that waits a
         // moment for a reply from another core is not short of work.
         if (k == 64) {
-          if (balance && !contended)
+          if (balance && !leaving)
             advertise_hunger();
           if (!idle_once_.load(std::memory_order_relaxed)) {
             idle_once_.store(true, std::memory_order_release); // the node's constructor waits for it

@@ -169,6 +169,8 @@ public:
   [[nodiscard]] bool hungry() const noexcept { return hungry_.load(std::memory_order_relaxed); }
   /// @private Another busy thread wants its core (scheduler_stats::contended).
   [[nodiscard]] bool contended() const noexcept { return contended_.load(std::memory_order_relaxed); }
+  /// @private Contended, on a node that leaves shared cores: no work goes to it.
+  [[nodiscard]] bool leaving() const noexcept { return leaving_.load(std::memory_order_relaxed); }
   /// @private Blocks until the thread's loop has first run out of work
   /// (and, with others to share with, said it is hungry).
   void wait_until_idle_once() const noexcept { idle_once_.wait(false, std::memory_order_acquire); }
@@ -427,6 +429,7 @@ private:
   std::atomic<std::uint64_t> migrated_out_{0};
   std::atomic<std::uint64_t> migrated_in_{0};
   std::atomic<bool> contended_{false};
+  std::atomic<bool> leaving_{false};
   // Changed rarely (a process binds for I/O, such a one exits, a spawn is
   // placed here): read by spawners choosing where to start one.
   std::atomic<std::uint32_t> io_load_{0}; // see io_load()

@@ -139,7 +139,7 @@ std::size_t fit_clients(std::size_t wanted, unsigned schedulers, int shards) {
 
 void usage() {
   std::fprintf(stderr, "usage: kvstore [--config app.json] [--port N] [--shards N] [--data DIR] "
-                       "[--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N] "
+                       "[--appendfsync always|everysec|no] [--repair-log] [--admin] [--schedulers N] [--use-shared-cores] "
                        "[--max-clients N] [--max-query-buffer BYTES] [--maxmemory BYTES] "
                        "[--maxmemory-policy noeviction|allkeys-lru|volatile-lru|allkeys-random|volatile-random|"
                        "volatile-ttl]\n");
@@ -158,6 +158,9 @@ int main(int argc, char** argv) {
   std::string config = KVSTORE_CONFIG;
   otp::json overrides = otp::json::object();
   otp::node_options node_opts;
+  // A server often shares its machine with its clients (redis-benchmark on
+  // a 2-core VM): a scheduler whose core they want leaves it to them.
+  node_opts.leave_shared_cores = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -211,6 +214,8 @@ int main(int argc, char** argv) {
     }
     else if (a == "--schedulers")
       node_opts.schedulers = static_cast<unsigned>(std::atoi(value().c_str()));
+    else if (a == "--use-shared-cores")
+      node_opts.leave_shared_cores = false;
     else {
       usage();
       return 2;

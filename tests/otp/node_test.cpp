@@ -270,6 +270,97 @@ TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, an
   CHECK(worker.exit.get() == otp::exit_reason::normal());
 }
 
+TEST_CASE("a scheduler whose core another busy thread wants hands its movable processes to a free one") {
+  otp::node n({.schedulers = 2, .pin_threads = false, .leave_shared_cores = true});
+  // Scheduler 1's thread on one CPU this test may use, scheduler 0's on
+  // another; a busy neighbour thread then wants scheduler 1's.
+  cpu_set_t allowed;
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2) {
+    MESSAGE("one CPU: nothing to hand over to");
+    return;
+  }
+  std::atomic<int> cpu1{-1};
+  std::atomic<bool> pinned0{false};
+  std::atomic<bool> done{false};
+  auto busy1 = n.spawn_watch({.scheduler = 1}, [&]() -> otp::task<void> {
+    const int here = sched_getcpu();
+    cpu1.store(here >= 0 && pin_to(here) ? here : -2);
+    while (!done.load(std::memory_order_relaxed)) { // busy, then idle: it looks at its core
+      const auto until = std::chrono::steady_clock::now() + 3ms;
+      while (std::chrono::steady_clock::now() < until) {
+      }
+      co_await otp::sleep_for(1ms);
+    }
+  });
+  REQUIRE(holds_within([&] { return cpu1.load() != -1; }, 60s));
+  REQUIRE_MESSAGE(cpu1.load() >= 0, "scheduler 1's thread could not be pinned to its CPU");
+  int other = -1;
+  for (int c = 0; c < CPU_SETSIZE && other < 0; ++c)
+    if (CPU_ISSET(c, &allowed) && c != cpu1.load())
+      other = c;
+  auto pin0 = n.spawn_watch({.scheduler = 0}, [&pinned0, other]() -> otp::task<void> {
+    pinned0.store(pin_to(other));
+    co_return;
+  });
+  REQUIRE(pin0.exit.get() == otp::exit_reason::normal());
+  REQUIRE(pinned0.load());
+  std::atomic<bool> neighbour_done{false};
+  std::thread neighbour([&neighbour_done, at = cpu1.load()] {
+    (void)pin_to(at);
+    while (!neighbour_done.load(std::memory_order_relaxed)) {
+    }
+  });
+  struct neighbour_stop {
+    std::atomic<bool>& flag;
+    std::thread& t;
+    ~neighbour_stop() {
+      flag.store(true);
+      t.join();
+    }
+  } stop{neighbour_done, neighbour};
+  REQUIRE(holds_within([&n] { return n.statistics()[1].contended; }, 60s));
+
+  // Plain processes started on scheduler 1 (new ones, and one woken by a
+  // message from scheduler 0) end up on scheduler 0; a bound one stays.
+  constexpr int plain = 8;
+  std::atomic<int> on0{0};
+  std::atomic<int> bound_moved{0};
+  auto driver = n.spawn_watch({.scheduler = 1}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    for (int i = 0; i < plain; ++i)
+      otp::spawn([&on0](otp::pid to) -> otp::task<void> {
+        for (int k = 0; k < 200; ++k)
+          co_await otp::yield();
+        if (auto info = co_await otp::get_process_info(otp::self()); info && info->scheduler == 0)
+          ++on0;
+        otp::send(to, 1);
+      }, me);
+    const otp::pid waiter = otp::spawn([&on0](otp::pid to) -> otp::task<void> {
+      (void)co_await otp::receive<int>();
+      for (int k = 0; k < 200; ++k)
+        co_await otp::yield();
+      if (auto info = co_await otp::get_process_info(otp::self()); info && info->scheduler == 0)
+        ++on0;
+      otp::send(to, 1);
+    }, me);
+    otp::spawn_opt({.scheduler = 0}, [](otp::pid w) -> otp::task<void> {
+      otp::send(w, 7);
+      co_return;
+    }, waiter);
+    for (int i = 0; i < plain + 1; ++i)
+      (void)co_await otp::receive<int>();
+    if (auto info = co_await otp::get_process_info(me); !info || info->scheduler != 1)
+      ++bound_moved;
+  });
+  REQUIRE(driver.exit.get() == otp::exit_reason::normal());
+  CHECK(on0 == plain + 1);
+  CHECK(bound_moved == 0);
+  CHECK_FALSE(n.statistics()[1].hungry);
+  done.store(true);
+  CHECK(busy1.exit.get() == otp::exit_reason::normal());
+}
+
 TEST_SUITE_END();
 
 TEST_SUITE_BEGIN("otp/node");
