@@ -297,6 +297,41 @@ bool scheduler::can_migrate(const process& p) const noexcept {
   return !p.bound && p.ready_as != detail::ready_kind::stays && p.state == proc_state::runnable && !holds_timers(p);
 }
 
+// Hands `to` up to `want` ready processes that `may` move, looking at
+// `look` at most, in one push; returns how many.
+template <class May>
+std::size_t scheduler::hand_over(scheduler* to, std::size_t want, std::size_t look, May may) noexcept {
+  // The chain is built newest first: the receiver reverses its stack, so
+  // the processes keep their ready order there.
+  process* first = nullptr;
+  process* last = nullptr;
+  std::size_t moved = 0;
+  std::size_t looked = 0;
+  process* prev = nullptr;
+  for (process* p = ready_head_; p != nullptr && moved < want && looked < look; ++looked) {
+    process* next = p->ready_next;
+    // `notified` held, no sender can put p on a remote-ready stack, and p's
+    // home stays what we write until the receiver clears it.
+    if (may(std::as_const(*p)) && !p->notified.exchange(true, std::memory_order_seq_cst)) {
+      detach_ready(p, prev, to);
+      p->remote_next = first;
+      first = p;
+      if (last == nullptr)
+        last = p;
+      ++moved;
+    } else {
+      prev = p;
+    }
+    p = next;
+  }
+  if (moved != 0) {
+    migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
+    to->migrated_in_.fetch_add(moved, std::memory_order_relaxed);
+    to->remote_enqueue_chain(first, last);
+  }
+  return moved;
+}
+
 void scheduler::shed_load() noexcept {
   if (node_.stopping())
     return; // the receiver may have torn its processes down already
@@ -311,40 +346,15 @@ void scheduler::shed_load() noexcept {
     return;
   const bool news_may_go = new_may_go(*to);
   const std::size_t want = std::min((movable_ready_ + 1) / 2, max_shed);
-  // The chain is built newest first: the receiver reverses its stack, so
-  // the processes keep their ready order there.
-  process* first = nullptr;
-  process* last = nullptr;
-  std::size_t moved = 0;
-  std::size_t looked = 0;
-  process* prev = nullptr;
-  for (process* p = ready_head_; p != nullptr && moved < want && looked < 4 * want + 64; ++looked) {
-    process* next = p->ready_next;
-    // `notified` held, no sender can put p on a remote-ready stack, and p's
-    // home stays what we write until the receiver clears it.
-    if (can_migrate(*p) && (news_may_go || p->ready_as != detail::ready_kind::spawned)
-        && !p->notified.exchange(true, std::memory_order_seq_cst)) {
-      detach_ready(p, prev, to);
-      p->remote_next = first;
-      first = p;
-      if (last == nullptr)
-        last = p;
-      ++moved;
-    } else {
-      prev = p;
-    }
-    p = next;
-  }
+  const std::size_t moved = hand_over(to, want, 4 * want + 64, [&](const process& p) {
+    return can_migrate(p) && (news_may_go || p.ready_as != detail::ready_kind::spawned);
+  });
   if (moved == 0) {
     // Nothing could move (timers, waits): let another feed it, and do not
     // walk this queue again at every step.
     to->advertise_hunger();
     shed_pause_ = shed_retry_steps;
-    return;
   }
-  migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
-  to->migrated_in_.fetch_add(moved, std::memory_order_relaxed);
-  to->remote_enqueue_chain(first, last);
 }
 
 // A scheduler whose core another busy thread wants (a load generator, a
@@ -363,30 +373,10 @@ void scheduler::give_away() noexcept {
   scheduler* to = node_.uncontended(*this);
   if (to == nullptr)
     return; // every core is shared: nothing better than here
-  process* first = nullptr;
-  process* last = nullptr;
-  std::size_t moved = 0;
-  process* prev = nullptr;
-  for (process* p = ready_head_; p != nullptr;) {
-    process* next = p->ready_next;
-    if (!p->bound && p->state == proc_state::runnable && !holds_timers(*p)
-        && !p->notified.exchange(true, std::memory_order_seq_cst)) {
-      detach_ready(p, prev, to);
-      p->remote_next = first;
-      first = p;
-      if (last == nullptr)
-        last = p;
-      ++moved;
-    } else {
-      prev = p;
-    }
-    p = next;
-  }
-  if (moved == 0)
-    return;
-  migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
-  to->migrated_in_.fetch_add(moved, std::memory_order_relaxed);
-  to->remote_enqueue_chain(first, last);
+  constexpr auto all = static_cast<std::size_t>(-1);
+  (void)hand_over(to, all, all, [](const process& p) {
+    return !p.bound && p.state == proc_state::runnable && !holds_timers(p);
+  });
 }
 
 // Takes `p` (after `prev` in the ready queue) out of this scheduler for

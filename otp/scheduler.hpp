@@ -319,6 +319,8 @@ private:
   // On a contended core: hands every ready process that may move to a
   // scheduler whose core is its own (scheduler.cpp).
   void give_away() noexcept;
+  template <class May>
+  std::size_t hand_over(scheduler* to, std::size_t want, std::size_t look, May may) noexcept;
   // Whether our new processes, which may bind on their first run, may go to
   // `to`: a lone one not where more processes are bound by their I/O than
   // here, a burst not where three more are (placement keeps schedulers
