@@ -42,7 +42,7 @@ namespace otp {
 struct use_process_t {
   constexpr use_process_t() noexcept = default;
   /// @private false: the object follows its process (otp::follow).
-  constexpr explicit use_process_t(bool binds) noexcept : binds(binds) {}
+  constexpr explicit use_process_t(bool for_life) noexcept : binds(for_life) {}
   bool binds = true;
 };
 inline constexpr use_process_t use_process{};
@@ -52,7 +52,7 @@ inline constexpr use_process_t use_process{};
 struct use_process_nothrow_t {
   constexpr use_process_nothrow_t() noexcept = default;
   /// @private false: the object follows its process (otp::follow).
-  constexpr explicit use_process_nothrow_t(bool binds) noexcept : binds(binds) {}
+  constexpr explicit use_process_nothrow_t(bool for_life) noexcept : binds(for_life) {}
   bool binds = true;
 };
 inline constexpr use_process_nothrow_t use_process_nothrow{};
