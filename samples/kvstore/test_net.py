@@ -604,19 +604,19 @@ def big_value(data):
 
 
 def connections_spread(port):
-    """Plain-spawned connections bind to their scheduler on their first run (their socket):
-    they start where fewer are bound, so 20 clients use both schedulers (all 20 landed on
-    one before, whichever spawned them)."""
+    """Plain-spawned connections start where fewer processes do their I/O, so 20 clients
+    use both schedulers (all 20 landed on one before, whichever spawned them)."""
     clients = [Client(port) for _ in range(20)]
     for c in clients:
         check("a connection answers", c.call("PING") == b"PONG")
     info = clients[0].call("INFO").decode()
     bound = [int(x) for x in re.findall(r"^scheduler_\d+:.*,io_bound=(\d+)\r?$", info, re.M)]
-    # 20 clients and the acceptor's socket: 10/11 (0/21 before; 5/16, and
-    # 7/14 in 3 of 10 runs, while a shed could take a new connection along
-    # with other work to the scheduler that had more).
+    # 20 clients and the acceptor's socket: 10/11 when connections stayed
+    # where they were placed (0/21 before the placement rule). Their sockets
+    # are otp::follow now, so the balancing may move them after placement:
+    # 5/16 once under ASan. All on one scheduler is what this guards against.
     check("20 connections spread over both schedulers (io_bound %s)" % bound,
-          len(bound) == 2 and sum(bound) == 21 and min(bound) >= 9, info)
+          len(bound) == 2 and sum(bound) == 21 and min(bound) >= 4, info)
     for c in clients:
         c.close()
 
