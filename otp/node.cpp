@@ -160,12 +160,16 @@ scheduler& node::place_spawn(scheduler& from) noexcept {
   return *best;
 }
 
+// A core that only looked shared for a moment (the probe is noisy: a
+// short-lived thread, the hypervisor) still counts as free next to one
+// that a busy neighbour wants: its yields took a small part of ours.
 scheduler* node::uncontended(const scheduler& from) noexcept {
   const auto n = static_cast<unsigned>(schedulers_.size());
   scheduler* best = nullptr;
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    if (!s->contended() && (best == nullptr || s->io_load() < best->io_load()))
+    const bool free = !s->contended() || s->probe_ns() * 8 < from.probe_ns();
+    if (free && (best == nullptr || s->io_load() < best->io_load()))
       best = s;
   }
   return best;

@@ -214,7 +214,7 @@ bool scheduler::drain_remote() noexcept {
       continue;
     }
     if (p->state == proc_state::waiting && !p->in_ready && p->waiter != nullptr
-        && (p->waiter->follow != nullptr ? follow_callee(p) : follow_waker(p)))
+        && (leave_with(p) || (p->waiter->follow != nullptr ? follow_callee(p) : follow_waker(p))))
       continue;
     // Cleared before the inbox is drained (in step): a push after the drain
     // sees notified == false and enqueues the process again.
@@ -377,6 +377,21 @@ void scheduler::give_away() noexcept {
   (void)hand_over(to, all, all, [](const process& p) {
     return !p.bound && p.state == proc_state::runnable && !holds_timers(p);
   });
+}
+
+// A process woken by a message from another scheduler while this one is
+// leaving its core (give_away) goes to a free one before it runs, its
+// receive's timeout with it: a server fed only by messages (kvstore's
+// shards) is never runnable here, so give_away alone never moved it.
+// Called from drain_remote, with `notified` held, as follow_callee.
+bool scheduler::leave_with(process* p) noexcept {
+  if (!leaving_.load(std::memory_order_relaxed) || p->bound || holds_timers(*p) || node_.stopping())
+    return false;
+  scheduler* to = node_.uncontended(*this);
+  if (to == nullptr)
+    return false;
+  move_waiting(p, to);
+  return true;
 }
 
 // Takes `p` (after `prev` in the ready queue) out of this scheduler for
@@ -850,6 +865,9 @@ bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept
     const auto after = std::chrono::steady_clock::now();
     if (after - t >= contention_probe)
       spin_off_until_ = after + contention_hold;
+    const std::int64_t took = std::chrono::duration_cast<std::chrono::nanoseconds>(after - t).count();
+    const std::int64_t avg = probe_ns_.load(std::memory_order_relaxed);
+    probe_ns_.store(avg - avg / 4 + took / 4, std::memory_order_relaxed);
     contention_checked_ = after;
   }
   const bool contended = t < spin_off_until_;

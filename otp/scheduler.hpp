@@ -169,6 +169,8 @@ public:
   [[nodiscard]] bool hungry() const noexcept { return hungry_.load(std::memory_order_relaxed); }
   /// @private Another busy thread wants its core (scheduler_stats::contended).
   [[nodiscard]] bool contended() const noexcept { return contended_.load(std::memory_order_relaxed); }
+  /// @private The probe's recent yield time (ns, a moving average).
+  [[nodiscard]] std::int64_t probe_ns() const noexcept { return probe_ns_.load(std::memory_order_relaxed); }
   /// @private Contended, on a node that leaves shared cores: no work goes to it.
   [[nodiscard]] bool leaving() const noexcept { return leaving_.load(std::memory_order_relaxed); }
   /// @private Blocks until the thread's loop has first run out of work
@@ -319,6 +321,7 @@ private:
   // On a contended core: hands every ready process that may move to a
   // scheduler whose core is its own (scheduler.cpp).
   void give_away() noexcept;
+  bool leave_with(detail::process* p) noexcept;
   template <class May>
   std::size_t hand_over(scheduler* to, std::size_t want, std::size_t look, May may) noexcept;
   // Whether our new processes, which may bind on their first run, may go to
@@ -367,6 +370,10 @@ private:
   static constexpr std::chrono::microseconds contention_probe{20};
   std::chrono::steady_clock::time_point contention_checked_{};
   std::chrono::steady_clock::time_point spin_off_until_{};
+  // How long the probe's yields took lately (ns, a moving average): a core
+  // that a busy neighbour wants gives it milliseconds, one that only looked
+  // shared for a moment microseconds (node::uncontended compares them).
+  std::atomic<std::int64_t> probe_ns_{0};
 
   node& node_;
   unsigned index_;
