@@ -288,13 +288,16 @@ namespace {
 bool holds_timers(const process& p) noexcept {
   return p.extras != nullptr && (p.extras->timers != nullptr || p.extras->timers_started != 0);
 }
+// Tied to this scheduler whatever it is doing: bound (spawn_opt's
+// scheduler, or its I/O), or holding send_after timers here.
+bool tied_here(const process& p) noexcept { return p.bound || holds_timers(p); }
 } // namespace
 
 bool scheduler::can_migrate(const process& p) const noexcept {
   // Only between two runs, with nothing that ties it to this thread: no
   // timeout armed in our heap (a waiting process may have one), no send_after
   // timer of ours aimed at it or started by it, no io_context of ours.
-  return !p.bound && p.ready_as != detail::ready_kind::stays && p.state == proc_state::runnable && !holds_timers(p);
+  return !tied_here(p) && p.ready_as != detail::ready_kind::stays && p.state == proc_state::runnable;
 }
 
 // Hands `to` up to `want` ready processes that `may` move, looking at
@@ -375,7 +378,7 @@ void scheduler::give_away() noexcept {
     return; // every core is shared: nothing better than here
   constexpr auto all = static_cast<std::size_t>(-1);
   (void)hand_over(to, all, all, [](const process& p) {
-    return !p.bound && p.state == proc_state::runnable && !holds_timers(p);
+    return !tied_here(p) && p.state == proc_state::runnable;
   });
 }
 
@@ -385,7 +388,7 @@ void scheduler::give_away() noexcept {
 // shards) is never runnable here, so give_away alone never moved it.
 // Called from drain_remote, with `notified` held, as follow_callee.
 bool scheduler::leave_with(process* p) noexcept {
-  if (!leaving_.load(std::memory_order_relaxed) || p->bound || holds_timers(*p) || node_.stopping())
+  if (!leaving_.load(std::memory_order_relaxed) || tied_here(*p) || node_.stopping())
     return false;
   scheduler* to = node_.uncontended(*this);
   if (to == nullptr)
@@ -456,7 +459,7 @@ void scheduler::check_balance() noexcept {
   process* prev = nullptr;
   unsigned looked = 0;
   for (process* p = ready_head_; p != nullptr && looked < 64; prev = p, p = p->ready_next, ++looked) {
-    if (p->bound || p->state != proc_state::runnable || holds_timers(*p))
+    if (tied_here(*p) || p->state != proc_state::runnable)
       continue;
     if (p->ready_as == detail::ready_kind::spawned && !new_may_go(*idlest))
       continue; // as in shed_load: it may bind on its first run
@@ -487,9 +490,7 @@ scheduler* scheduler::follow_target(const process& p) const noexcept {
   if (c == nullptr || c->id.load(std::memory_order_relaxed) != callee.id())
     return nullptr; // a hint only: the callee may be gone, its block reused
   scheduler* to = c->home();
-  if (to == nullptr || to == this || p.bound || node_.stopping() || to->leaving())
-    return nullptr;
-  if (holds_timers(p))
+  if (to == nullptr || to == this || tied_here(p) || node_.stopping() || to->leaving())
     return nullptr;
   return to;
 }
@@ -529,9 +530,7 @@ bool scheduler::follow_waker(process* p) noexcept {
   }
   if (p->wake_streak < process::wake_streak_max)
     ++p->wake_streak;
-  if (p->wake_streak < follow_after || p->bound || node_.stopping() || from > node_.scheduler_count())
-    return false;
-  if (holds_timers(*p))
+  if (p->wake_streak < follow_after || tied_here(*p) || node_.stopping() || from > node_.scheduler_count())
     return false;
   scheduler* to = &node_.get_scheduler(from - 1);
   // Only to a scheduler idle now, and idle half the last balance period
