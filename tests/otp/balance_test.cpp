@@ -61,6 +61,20 @@ std::uint64_t burn(std::uint64_t x, int steps) {
 
 constexpr long patience = 2'000'000; // yields before a case gives up on moving
 
+// Unbound load: `count` processes that yield 2,000 times, and on until
+// something on the node has moved (or `patience` runs out); each sends 0
+// to `to` when done.
+void spawn_movable_load(otp::pid to, otp::node& n, int count) {
+  for (int i = 0; i < count; ++i)
+    otp::spawn([](otp::pid driver, otp::node* node) -> otp::task<void> {
+      for (long k = 0; k < 2000 || (migrations(*node) == 0 && k < patience); ++k) {
+        (void)burn(static_cast<std::uint64_t>(k), 100);
+        co_await otp::yield();
+      }
+      otp::send(driver, 0);
+    }, to, &n);
+}
+
 // Waits (a bounded poll of the node's statistics) until scheduler `i` says
 // it is hungry; false if it did not within 30 s.
 bool wait_until_hungry(otp::node& n, unsigned i) {
@@ -299,15 +313,7 @@ TEST_CASE("a bound process, or one that asked for its scheduler, never moves") {
   std::atomic<int> moved{0};
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     const otp::pid me = otp::self();
-    // Unbound load, so that scheduler 1 is fed from scheduler 0.
-    for (int i = 0; i < 32; ++i)
-      otp::spawn([](otp::pid driver, otp::node* node) -> otp::task<void> {
-        for (long k = 0; k < 2000 || (migrations(*node) == 0 && k < patience); ++k) {
-          (void)burn(k, 100);
-          co_await otp::yield();
-        }
-        otp::send(driver, 0);
-      }, me, &n);
+    spawn_movable_load(me, n, 32); // so that scheduler 1 is fed from scheduler 0
     for (int i = 0; i < 8; ++i) {
       const bool by_option = i % 2 == 0;
       auto body = [&moved, by_option](otp::pid driver) -> otp::task<void> {
@@ -626,14 +632,7 @@ TEST_CASE("a process with Asio operations pending stays where its io_context is,
   std::atomic<int> completed{0};
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     const otp::pid driver = otp::self();
-    for (int i = 0; i < 16; ++i) // movable load
-      otp::spawn([](otp::pid to, otp::node* node) -> otp::task<void> {
-        for (long k = 0; k < 2000 || (migrations(*node) == 0 && k < patience); ++k) {
-          (void)burn(static_cast<std::uint64_t>(k), 100);
-          co_await otp::yield();
-        }
-        otp::send(to, 0);
-      }, driver, &n);
+    spawn_movable_load(driver, n, 16);
     std::vector<otp::pid> io;
     std::vector<otp::monitor_ref> refs;
     for (int i = 0; i < 16; ++i) {
@@ -684,14 +683,7 @@ TEST_CASE("a process whose sockets are otp::follow moves between its reads and w
   std::atomic<int> garbled{0};
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     const otp::pid driver = otp::self();
-    for (int i = 0; i < 16; ++i) // movable load, until something moved
-      otp::spawn([](otp::pid to, otp::node* node) -> otp::task<void> {
-        for (long k = 0; k < 2000 || (migrations(*node) == 0 && k < patience); ++k) {
-          (void)burn(static_cast<std::uint64_t>(k), 100);
-          co_await otp::yield();
-        }
-        otp::send(to, 0);
-      }, driver, &n);
+    spawn_movable_load(driver, n, 16);
     for (int i = 0; i < talkers; ++i)
       otp::spawn([&travelled, &garbled](otp::pid to) -> otp::task<void> {
         int fds[2];

@@ -353,21 +353,19 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
     }
     auto driver = n.spawn_watch({.scheduler = 1}, [&]() -> otp::task<void> {
       const otp::pid me = otp::self();
-      for (int i = 0; i < plain; ++i)
-        otp::spawn([&on0](otp::pid to) -> otp::task<void> {
-          for (int k = 0; k < 200; ++k)
-            co_await otp::yield();
-          if (auto info = co_await otp::get_process_info(otp::self()); info && info->scheduler == 0)
-            ++on0;
-          otp::send(to, 1);
-        }, me);
-      const otp::pid waiter = otp::spawn([&on0](otp::pid to) -> otp::task<void> {
-        (void)co_await otp::receive<int>();
+      // Runs a while, counts itself if it ended up on scheduler 0, reports.
+      auto settle = [&on0](otp::pid to) -> otp::task<void> {
         for (int k = 0; k < 200; ++k)
           co_await otp::yield();
         if (auto info = co_await otp::get_process_info(otp::self()); info && info->scheduler == 0)
           ++on0;
         otp::send(to, 1);
+      };
+      for (int i = 0; i < plain; ++i)
+        otp::spawn(settle, me);
+      const otp::pid waiter = otp::spawn([settle](otp::pid to) -> otp::task<void> {
+        (void)co_await otp::receive<int>();
+        co_await settle(to);
       }, me);
       otp::spawn_opt({.scheduler = 0}, [](otp::pid w) -> otp::task<void> {
         otp::send(w, 7);
