@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "otp/node.hpp"
 
+#include "otp/detail/core_watch.hpp"
 #include "otp/detail/runtime.hpp"
 #include "otp/process.hpp"
 #include "otp/receive.hpp"
@@ -23,6 +24,8 @@ node::node(node_options o) : opts_(o) {
   if (n > 255)
     throw std::invalid_argument("node: at most 255 schedulers (asked for " + std::to_string(n) + ")");
   manual_now_ = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  if (opts_.leave_shared_cores && !opts_.deterministic && n > 1)
+    watch_ = detail::core_watch::open(n); // before the threads, which attach to it
   schedulers_.reserve(n);
   for (unsigned i = 0; i < n; ++i)
     schedulers_.push_back(std::make_unique<scheduler>(*this, i));
@@ -160,15 +163,51 @@ scheduler& node::place_spawn(scheduler& from) noexcept {
   return *best;
 }
 
-// A core that only looked shared for a moment (the probe is noisy: a
-// short-lived thread, the hypervisor) still counts as free next to one
-// that a busy neighbour wants: its yields took a small part of ours.
+// A core is shared from the moment other threads take 30% of it, and stays
+// so until they take less than 15%; a core is free under 15%. Between the
+// two, a core is neither: nothing leaves it and nothing goes to it. On
+// these 2-core machines an idle core read 0-5% and the load generator's
+// core 60-100% (docs/design.md, "Leaving a shared core").
+namespace {
+constexpr int shared_from_permille = 300;
+constexpr int free_below_permille = 150;
+} // namespace
+
+void node::attach_to_watch(unsigned i) noexcept {
+  if (watch_ != nullptr)
+    watch_->attach(i);
+}
+
+double node::others_on_core(unsigned i) const noexcept {
+  const int p = watch_ != nullptr ? watch_->others_permille(i) : -1;
+  return p < 0 ? -1.0 : p / 1000.0;
+}
+
+void node::look_at_cores() noexcept {
+  if (watch_ == nullptr || !watch_->sample())
+    return;
+  const auto n = static_cast<unsigned>(schedulers_.size());
+  unsigned free = 0;
+  for (unsigned i = 0; i < n; ++i)
+    if (const int p = watch_->others_permille(i); p >= 0 && p < free_below_permille)
+      ++free;
+  for (unsigned i = 0; i < n; ++i) {
+    scheduler& s = *schedulers_[i];
+    const int p = watch_->others_permille(i);
+    const bool shared = p >= shared_from_permille || (s.leaving() && p >= free_below_permille);
+    s.set_leaving(shared && free > 0 && !stopping());
+  }
+}
+
 scheduler* node::uncontended(const scheduler& from) noexcept {
+  if (watch_ == nullptr)
+    return nullptr;
   const auto n = static_cast<unsigned>(schedulers_.size());
   scheduler* best = nullptr;
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    const bool free = !s->contended() || s->probe_ns() * 8 < from.probe_ns();
+    const int p = watch_->others_permille(s->index());
+    const bool free = p >= 0 && p < free_below_permille && !s->leaving();
     if (free && (best == nullptr || s->io_load() < best->io_load()))
       best = s;
   }

@@ -95,6 +95,7 @@ struct process_info {
 struct scheduler_stats;
 
 namespace detail {
+class core_watch;
 inline constexpr std::size_t max_services = 8;
 // Hands out the slots of node::service, one per service type.
 std::size_t next_service_slot();
@@ -231,9 +232,16 @@ public:
   /// @private A hungry scheduler other than `from` with at most `most`
   /// processes bound by I/O (the fewest first), its hunger claimed; or null.
   [[nodiscard]] scheduler* claim_hungry(const scheduler& from, std::uint32_t most = any_load) noexcept;
-  /// @private For a contended scheduler: the one with the fewest processes
-  /// bound by their I/O among those whose core is their own, or null.
+  /// @private For a scheduler leaving its core: the one with the fewest
+  /// processes bound by their I/O among those whose core is their own, or null.
   [[nodiscard]] scheduler* uncontended(const scheduler& from) noexcept;
+  /// @private From scheduler `i`'s thread as it starts (leave_shared_cores).
+  void attach_to_watch(unsigned i) noexcept;
+  /// @private From an idle scheduler: once a period, measures what other
+  /// threads take of each scheduler's core, and sets which ones leave theirs.
+  void look_at_cores() noexcept;
+  /// @private scheduler_stats::others_on_core.
+  [[nodiscard]] double others_on_core(unsigned i) const noexcept;
   /// @private
   static constexpr std::uint32_t any_load = ~std::uint32_t{0};
   /// @private
@@ -248,6 +256,7 @@ public:
 private:
   node_options opts_;
   std::vector<std::unique_ptr<scheduler>> schedulers_;
+  std::unique_ptr<detail::core_watch> watch_; // leave_shared_cores only
   std::atomic<unsigned> round_robin_{0};
   // Read by every busy scheduler between steps; written only when one goes
   // idle or is given work: on a line of its own.

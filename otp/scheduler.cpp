@@ -585,6 +585,8 @@ scheduler_stats scheduler::stats() const noexcept {
   st.migrated_out = migrated_out_.load(std::memory_order_relaxed);
   st.migrated_in = migrated_in_.load(std::memory_order_relaxed);
   st.contended = contended_.load(std::memory_order_relaxed);
+  st.others_on_core = node_.others_on_core(index_);
+  st.leaving = leaving_.load(std::memory_order_relaxed);
   st.hungry = hungry_.load(std::memory_order_relaxed);
   return st;
 }
@@ -864,9 +866,6 @@ bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept
     const auto after = std::chrono::steady_clock::now();
     if (after - t >= contention_probe)
       spin_off_until_ = after + contention_hold;
-    const std::int64_t took = std::chrono::duration_cast<std::chrono::nanoseconds>(after - t).count();
-    const std::int64_t avg = probe_ns_.load(std::memory_order_relaxed);
-    probe_ns_.store(avg - avg / 4 + took / 4, std::memory_order_relaxed);
     contention_checked_ = after;
   }
   const bool contended = t < spin_off_until_;
@@ -877,6 +876,7 @@ bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept
 
 void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
   detail::this_thread.sched = this;
+  node_.attach_to_watch(index_);
   if (pin) {
     unsigned cores = std::thread::hardware_concurrency();
     if (cores > 0) {
@@ -903,13 +903,14 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
                      std::memory_order_relaxed);
     active_since_ns_.store(0, std::memory_order_relaxed);
     const bool contended = core_contended(t);
-    // Leaving its core (give_away) while another's is free: it asks for no work.
-    const bool leaving = contended && balance && node_.leaves_shared_cores() && node_.uncontended(*this) != nullptr;
-    if (leaving != leaving_.load(std::memory_order_relaxed))
-      leaving_.store(leaving, std::memory_order_relaxed);
+    if (balance && node_.leaves_shared_cores())
+      node_.look_at_cores();
+    // Leaving its core (give_away) while another's is free: it asks for no
+    // work, and does not spin on the core it leaves.
+    const bool leaving = leaving_.load(std::memory_order_relaxed);
     if (leaving)
       retract_hunger();
-    const auto until = contended ? t : t + spin;
+    const auto until = contended || leaving ? t : t + spin;
     bool woke = false;
     for (unsigned k = 1;; ++k) {
       if (remote_ready_.load(std::memory_order_relaxed) != nullptr || stop_.load(std::memory_order_relaxed)) {

@@ -96,6 +96,14 @@ struct scheduler_stats {
   /// idle moment): then it sleeps when idle instead of spinning
   /// (docs/design.md, "Spinning on a shared core").
   bool contended = false;
+  /// On a node that leaves shared cores (node_options::leave_shared_cores):
+  /// the share of its core's time that other threads than the node's
+  /// schedulers took lately, from 0 to 1, or negative while unknown (its
+  /// thread is not pinned to one core, the option is off, or the kernel does
+  /// not say); and whether it hands its processes to a scheduler whose core
+  /// is free because of that (docs/design.md, "Leaving a shared core").
+  double others_on_core = -1;
+  bool leaving = false;
   /// Whether it is idle and asks for work: a busy scheduler hands it ready
   /// processes that may move (docs/design.md, "Load balancing").
   bool hungry = false;
@@ -169,10 +177,14 @@ public:
   [[nodiscard]] bool hungry() const noexcept { return hungry_.load(std::memory_order_relaxed); }
   /// @private Another busy thread wants its core (scheduler_stats::contended).
   [[nodiscard]] bool contended() const noexcept { return contended_.load(std::memory_order_relaxed); }
-  /// @private The probe's recent yield time (ns, a moving average).
-  [[nodiscard]] std::int64_t probe_ns() const noexcept { return probe_ns_.load(std::memory_order_relaxed); }
-  /// @private Contended, on a node that leaves shared cores: no work goes to it.
+  /// @private Its core shared, on a node that leaves shared cores: no work
+  /// goes to it (scheduler_stats::leaving; set by node::look_at_cores).
   [[nodiscard]] bool leaving() const noexcept { return leaving_.load(std::memory_order_relaxed); }
+  /// @private
+  void set_leaving(bool on) noexcept {
+    if (on != leaving_.load(std::memory_order_relaxed))
+      leaving_.store(on, std::memory_order_relaxed);
+  }
   /// @private Blocks until the thread's loop has first run out of work
   /// (and, with others to share with, said it is hungry).
   void wait_until_idle_once() const noexcept { idle_once_.wait(false, std::memory_order_acquire); }
@@ -370,10 +382,6 @@ private:
   static constexpr std::chrono::microseconds contention_probe{20};
   std::chrono::steady_clock::time_point contention_checked_{};
   std::chrono::steady_clock::time_point spin_off_until_{};
-  // How long the probe's yields took lately (ns, a moving average): a core
-  // that a busy neighbour wants gives it milliseconds, one that only looked
-  // shared for a moment microseconds (node::uncontended compares them).
-  std::atomic<std::int64_t> probe_ns_{0};
 
   node& node_;
   unsigned index_;

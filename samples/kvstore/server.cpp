@@ -17,6 +17,7 @@
 #include <array>
 #include <atomic>
 #include <cctype>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -547,7 +548,9 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
     info += "# Keyspace\r\ndb0:keys=" + std::to_string(total) + ",expires=0,avg_ttl=0\r\n";
     // The runtime's schedulers (node::statistics()): since start, how busy
     // each was, what runs there now, what moved, whether it is idle
-    // (hungry) or shares its core with another busy thread (contended), and
+    // (hungry), shares its core with another busy thread (contended; unless
+    // --use-shared-cores, how much of its core other threads took, and
+    // whether it hands its processes to a free core: leaving), and
     // how many processes its I/O binds there (connections: their sockets).
     const auto sched = otp::this_node().statistics();
     info += "# Schedulers\r\nschedulers:" + std::to_string(sched.size()) + "\r\n";
@@ -557,7 +560,9 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
               + ",run_queue=" + std::to_string(st.run_queue) + ",processes=" + std::to_string(st.processes)
               + ",migrated_in=" + std::to_string(st.migrated_in) + ",migrated_out=" + std::to_string(st.migrated_out)
               + ",hungry=" + (st.hungry ? "1" : "0") + ",contended=" + (st.contended ? "1" : "0")
-              + ",io_bound=" + std::to_string(st.io_bound) + "\r\n";
+              + ",others_on_core_pct="
+              + (st.others_on_core < 0 ? std::string("unknown") : std::to_string(std::lround(st.others_on_core * 100)))
+              + ",leaving=" + (st.leaving ? "1" : "0") + ",io_bound=" + std::to_string(st.io_bound) + "\r\n";
     }
     bulk(out, info);
   } else if (n == 3 && iequals(argv[1], "CRASH") && iequals(argv[2], "CONNECTION") && config_.admin) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Threaded nodes: several schedulers, cross-core messages, shutdown.
 #include "otp/otp.hpp"
+#include "otp/detail/core_watch.hpp"
 
 #include "tests/support/counted.hpp"
 
@@ -270,6 +271,75 @@ TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, an
   CHECK(worker.exit.get() == otp::exit_reason::normal());
 }
 
+TEST_CASE("the core watch counts what other threads take of a scheduler's core, not the scheduler's own time") {
+  cpu_set_t allowed;
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  int cpu = -1;
+  for (int c = 0; c < CPU_SETSIZE && cpu < 0; ++c)
+    if (CPU_ISSET(c, &allowed))
+      cpu = c;
+  REQUIRE(cpu >= 0);
+  auto watch = otp::detail::core_watch::open(1);
+  REQUIRE_MESSAGE(watch != nullptr, "/proc/stat could not be read");
+  // Stands for a scheduler's thread: unpinned, then pinned and idle, then
+  // pinned and busy.
+  enum class phase { unpinned, idle, busy, done };
+  std::atomic<phase> now{phase::unpinned};
+  std::atomic<bool> attached{false};
+  std::atomic<bool> pinned{false};
+  std::thread owner([&] {
+    watch->attach(0);
+    attached.store(true);
+    while (now.load() == phase::unpinned)
+      std::this_thread::sleep_for(1ms);
+    pinned.store(pin_to(cpu));
+    while (now.load() == phase::idle)
+      std::this_thread::sleep_for(1ms);
+    while (now.load() == phase::busy) {
+    }
+  });
+  struct joined {
+    std::atomic<phase>& now;
+    std::thread& t;
+    ~joined() {
+      now.store(phase::done);
+      t.join();
+    }
+  } join_owner{now, owner};
+  REQUIRE(holds_within([&] { return attached.load(); }, 60s));
+  auto others = [&watch] {
+    (void)watch->sample();
+    return watch->others_permille(0);
+  };
+  // A thread that may run on several cores has no core of its own: unknown.
+  if (CPU_COUNT(&allowed) > 1) {
+    const auto until = std::chrono::steady_clock::now() + 3 * std::chrono::nanoseconds(otp::detail::core_watch::period_ns);
+    while (std::chrono::steady_clock::now() < until) {
+      CHECK(others() == -1);
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  // Pinned and idle, beside a thread that never sleeps on the same core.
+  now.store(phase::idle);
+  std::atomic<bool> neighbour_done{false};
+  std::thread neighbour([&neighbour_done, cpu] {
+    (void)pin_to(cpu);
+    while (!neighbour_done.load(std::memory_order_relaxed)) {
+    }
+  });
+  const bool seen = holds_within([&] { return others() >= 300; }, 30s);
+  neighbour_done.store(true);
+  neighbour.join();
+  REQUIRE(pinned.load());
+  CHECK_MESSAGE(seen, "the neighbour's share was never seen: " << others() << " permille");
+  // Busy itself, alone on the core: its own time is not another's. Other
+  // processes of the machine may share the core, but they cannot take
+  // most of it from a thread that never sleeps.
+  now.store(phase::busy);
+  CHECK_MESSAGE(holds_within([&] { const int p = others(); return p >= 0 && p < 700; }, 30s),
+                "its own time counted as another's: " << others() << " permille");
+}
+
 TEST_CASE("a scheduler whose core another busy thread wants hands its movable processes to a free one") {
   otp::node n({.schedulers = 2, .pin_threads = false, .leave_shared_cores = true});
   // Scheduler 1's thread on one CPU this test may use, scheduler 0's on
@@ -328,7 +398,9 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
       t.join();
     }
   } stop{neighbour_done, neighbour};
-  REQUIRE(holds_within([&n] { return n.statistics()[1].contended; }, 60s));
+  // The neighbour's share of core 1 is seen.
+  REQUIRE(holds_within([&n] { return n.statistics()[1].others_on_core >= 0.3; }, 60s));
+  auto leaving1 = [&n] { return n.statistics()[1].leaving; };
 
   // Plain processes started on scheduler 1 (new ones, and one woken by a
   // message from scheduler 0) end up on scheduler 0; a bound one stays.
@@ -342,12 +414,11 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
   const auto give_up = std::chrono::steady_clock::now() + 20s;
   for (int attempt = 0; attempt < 20 && (attempt == 0 || on0 != plain + 1); ++attempt) {
     on0 = 0;
-    REQUIRE(holds_within([&n] { return n.statistics()[1].contended; }, 60s));
-    if (std::chrono::steady_clock::now() > give_up
-        || !holds_within([&n] { return !n.statistics()[0].contended; }, 10s)) {
-      // The probe is noisy (why leave_shared_cores is off by default): in
-      // some runs here scheduler 0's core never looked free.
-      MESSAGE("scheduler 0's core never looked free: nothing to hand over to");
+    if (std::chrono::steady_clock::now() > give_up || !holds_within(leaving1, 10s)) {
+      // Other tests of the suite run beside this one and may keep core 0
+      // busy too: then nothing is better than here.
+      MESSAGE("scheduler 0's core never looked free: nothing to hand over to (others took "
+              << n.statistics()[0].others_on_core << " of it)");
       skipped = true;
       break;
     }
@@ -378,7 +449,7 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
     });
     REQUIRE(driver.exit.get() == otp::exit_reason::normal());
   }
-  if (skipped || (n.statistics()[0].contended && on0 != plain + 1)) {
+  if (skipped || (!leaving1() && on0 != plain + 1)) {
     neighbour_done.store(true);
     done.store(true);
     (void)busy1.exit.get();
