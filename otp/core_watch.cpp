@@ -56,7 +56,9 @@ void core_watch::attach(unsigned i) noexcept {
 }
 
 // The "cpuN user nice system idle iowait irq softirq steal ..." lines: busy
-// is all but idle, iowait and steal (the hypervisor's, not a neighbour's).
+// is threads' time, user and system. Not interrupts: the kernel delivers a
+// loopback packet in a softirq on the sender's core and may not charge it to
+// the sender, so a server's own replies read as another's 5-20% of its core.
 bool core_watch::read_cores(std::vector<std::int64_t>& busy_ns) {
   const int fd = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -80,14 +82,14 @@ bool core_watch::read_cores(std::vector<std::int64_t>& busy_ns) {
     if (end == p || cpu > CPU_SETSIZE)
       continue;
     p = end;
-    unsigned long long field[8] = {};
+    unsigned long long field[3] = {};
     for (auto& f : field) {
       f = std::strtoull(p, &end, 10);
       p = end;
     }
     if (busy_ns.size() <= cpu)
       busy_ns.resize(cpu + 1, 0);
-    const unsigned long long busy = field[0] + field[1] + field[2] + field[5] + field[6];
+    const unsigned long long busy = field[0] + field[1] + field[2];
     busy_ns[cpu] = static_cast<std::int64_t>(busy) * ns_per_tick_;
   }
   return !busy_ns.empty();

@@ -146,11 +146,12 @@ scheduler& node::pick_scheduler() noexcept {
 // does not count. Measured: docs/design.md, "Where a new process starts".
 scheduler& node::place_spawn(scheduler& from) noexcept {
   const std::uint32_t ours = from.io_load();
-  if (ours < 2)
+  const bool leaving = from.leaving(); // then any other that is not, else it moves at its first step
+  if (ours < 2 && !leaving)
     return from; // spawn_frame looks first
   const auto n = static_cast<unsigned>(schedulers_.size());
   scheduler* best = &from;
-  std::uint32_t least = ours - 1; // a move needs two fewer
+  std::uint32_t least = leaving ? any_load : ours - 1; // a move needs two fewer
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
     if (const std::uint32_t l = s->io_load(); l < least && !s->leaving()) {
@@ -164,13 +165,12 @@ scheduler& node::place_spawn(scheduler& from) noexcept {
 }
 
 // A core is shared from the moment other threads take 30% of it, and stays
-// so until they take less than 15%; a core is free under 15%. Between the
-// two, a core is neither: nothing leaves it and nothing goes to it. On
-// these 2-core machines an idle core read 0-5% and the load generator's
-// core 60-100% (docs/design.md, "Leaving a shared core").
+// so until they take less than 15%; a core that is not shared is free. On
+// these 2-core machines a server's own core read 0-5% and the load
+// generator's core 90-100% (docs/design.md, "Leaving a shared core").
 namespace {
 constexpr int shared_from_permille = 300;
-constexpr int free_below_permille = 150;
+constexpr int shared_until_permille = 150;
 } // namespace
 
 void node::attach_to_watch(unsigned i) noexcept {
@@ -183,19 +183,23 @@ double node::others_on_core(unsigned i) const noexcept {
   return p < 0 ? -1.0 : p / 1000.0;
 }
 
+// Sets each scheduler's `contended` (instead of its own yield probe) and,
+// on a node that leaves shared cores, its `leaving`.
 void node::look_at_cores() noexcept {
   if (watch_ == nullptr || !watch_->sample())
     return;
   const auto n = static_cast<unsigned>(schedulers_.size());
   unsigned free = 0;
-  for (unsigned i = 0; i < n; ++i)
-    if (const int p = watch_->others_permille(i); p >= 0 && p < free_below_permille)
-      ++free;
   for (unsigned i = 0; i < n; ++i) {
     scheduler& s = *schedulers_[i];
     const int p = watch_->others_permille(i);
-    const bool shared = p >= shared_from_permille || (s.leaving() && p >= free_below_permille);
-    s.set_leaving(shared && free > 0 && !stopping());
+    const bool shared = p >= shared_from_permille || (s.contended() && p >= shared_until_permille);
+    s.set_contended(shared);
+    free += p >= 0 && !shared ? 1 : 0;
+  }
+  for (unsigned i = 0; i < n; ++i) {
+    scheduler& s = *schedulers_[i];
+    s.set_leaving(s.contended() && free > 0 && opts_.leave_shared_cores && !stopping());
   }
 }
 
@@ -206,8 +210,7 @@ scheduler* node::uncontended(const scheduler& from) noexcept {
   scheduler* best = nullptr;
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    const int p = watch_->others_permille(s->index());
-    const bool free = p >= 0 && p < free_below_permille && !s->leaving();
+    const bool free = watch_->others_permille(s->index()) >= 0 && !s->contended() && !s->leaving();
     if (free && (best == nullptr || s->io_load() < best->io_load()))
       best = s;
   }
@@ -223,7 +226,7 @@ scheduler* node::claim_hungry(const scheduler& from, std::uint32_t most) noexcep
   std::uint32_t least = most;
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    if (!s->hungry())
+    if (!s->hungry() || s->leaving()) // it went to sleep hungry, then was found leaving
       continue;
     if (const std::uint32_t l = s->io_load(); best == nullptr ? l <= least : l < least) {
       least = l;

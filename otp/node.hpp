@@ -237,8 +237,13 @@ public:
   [[nodiscard]] scheduler* uncontended(const scheduler& from) noexcept;
   /// @private From scheduler `i`'s thread as it starts (leave_shared_cores).
   void attach_to_watch(unsigned i) noexcept;
+  /// @private Whether the node measures what other threads take of its
+  /// schedulers' cores (leave_shared_cores, on Linux): then look_at_cores
+  /// sets scheduler_stats::contended, not the schedulers' yield probe.
+  [[nodiscard]] bool watches_cores() const noexcept { return watch_ != nullptr; }
   /// @private From an idle scheduler: once a period, measures what other
-  /// threads take of each scheduler's core, and sets which ones leave theirs.
+  /// threads take of each scheduler's core, and sets which ones are
+  /// contended and which leave their core.
   void look_at_cores() noexcept;
   /// @private scheduler_stats::others_on_core.
   [[nodiscard]] double others_on_core(unsigned i) const noexcept;

@@ -536,7 +536,7 @@ bool scheduler::follow_waker(process* p) noexcept {
   // Only to a scheduler idle now, and idle half the last balance period
   // or more as this one measured it (check_balance): a worker of a busy
   // pool, woken from a scheduler that is idle for a moment, stays.
-  if (!to->hungry_.load(std::memory_order_relaxed) || from > mostly_idle_.size() || !mostly_idle_[from - 1]
+  if (!to->hungry_.load(std::memory_order_relaxed) || to->leaving() || from > mostly_idle_.size() || !mostly_idle_[from - 1]
       || ns_of(std::chrono::steady_clock::now()) - balance_checked_ns_ > 2 * balance_period_ns)
     return false;
   p->wake_streak = 0;
@@ -861,6 +861,10 @@ void scheduler::sleep_until_work() {
 // neighbour, so it stayed low while the neighbour lost its time).
 // Measured, kvstore on 2 cores beside redis-benchmark: docs/design.md.
 bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept {
+  if (node_.watches_cores()) { // a steadier reading, taken for every scheduler at once
+    node_.look_at_cores();
+    return contended_.load(std::memory_order_relaxed);
+  }
   if (t - contention_checked_ >= contention_window) {
     ::sched_yield();
     const auto after = std::chrono::steady_clock::now();
@@ -903,8 +907,6 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
                      std::memory_order_relaxed);
     active_since_ns_.store(0, std::memory_order_relaxed);
     const bool contended = core_contended(t);
-    if (balance && node_.leaves_shared_cores())
-      node_.look_at_cores();
     // Leaving its core (give_away) while another's is free: it asks for no
     // work, and does not spin on the core it leaves.
     const bool leaving = leaving_.load(std::memory_order_relaxed);

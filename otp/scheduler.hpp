@@ -181,6 +181,11 @@ public:
   /// goes to it (scheduler_stats::leaving; set by node::look_at_cores).
   [[nodiscard]] bool leaving() const noexcept { return leaving_.load(std::memory_order_relaxed); }
   /// @private
+  void set_contended(bool on) noexcept {
+    if (on != contended_.load(std::memory_order_relaxed))
+      contended_.store(on, std::memory_order_relaxed);
+  }
+  /// @private
   void set_leaving(bool on) noexcept {
     if (on != leaving_.load(std::memory_order_relaxed))
       leaving_.store(on, std::memory_order_relaxed);

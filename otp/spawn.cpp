@@ -53,14 +53,15 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
     in_flight.n = n;
   // A plain spawn starts here and moves when load is shed (sending it
   // straight to a hungry scheduler measured worse: docs/design.md), unless
-  // more processes are bound here by their I/O than elsewhere
-  // (node::place_spawn; one load of our counter when fewer than two are).
+  // more processes are bound here by their I/O than elsewhere, or this
+  // scheduler is leaving its core (node::place_spawn; two loads of our own
+  // counters when neither).
   scheduler* target = cur;
   if (o.scheduler)
     target = &n->get_scheduler(*o.scheduler);
   else if (cur == nullptr)
     target = &n->pick_scheduler();
-  else if (cur->io_load() >= 2) [[unlikely]]
+  else if (cur->io_load() >= 2 || cur->leaving()) [[unlikely]]
     target = &n->place_spawn(*cur);
 
   process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
