@@ -137,7 +137,10 @@ bool core_watch::sample() noexcept {
         const std::int64_t others = now_busy_ns_[c] - core_busy_ns_[c] - ours_ns_[c];
         const int permille = static_cast<int>(std::clamp<std::int64_t>(others * 1000 / window, 0, 1000));
         const int old = s.others.load(std::memory_order_relaxed);
-        s.others.store(old < 0 ? permille : (old + permille) / 2, std::memory_order_relaxed);
+        // Down at once, up by halves: a core that the neighbour has just left
+        // is free for the next placement, and one busy period alone does not
+        // make a core shared.
+        s.others.store(old < 0 || permille < old ? permille : (old + permille) / 2, std::memory_order_relaxed);
       }
       core_busy_ns_.swap(now_busy_ns_);
       sampled_ns_ = now;

@@ -34,8 +34,9 @@ public:
   // From any thread, often: takes a sample when a period has passed since the
   // last and no other thread is taking one. True when it took one.
   bool sample() noexcept;
-  // Permille of scheduler `i`'s core that other threads used lately (a moving
-  // average over periods); -1 while unknown (its thread is not pinned to one
+  // Permille of scheduler `i`'s core that other threads used lately (the
+  // last period's when lower, else the mean of it and the one before); -1
+  // while unknown (its thread is not pinned to one
   // core, or no two samples yet).
   [[nodiscard]] int others_permille(unsigned i) const noexcept {
     return slots_[i].others.load(std::memory_order_relaxed);
