@@ -860,6 +860,8 @@ void scheduler::sleep_until_work() {
 // own wait for the core (schedstat's run_delay: our wake-ups preempt the
 // neighbour, so it stayed low while the neighbour lost its time).
 // Measured, kvstore on 2 cores beside redis-benchmark: docs/design.md.
+// A node that leaves shared cores has a steadier reading, for busy and
+// idle schedulers alike (detail::core_watch): it is used instead.
 bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept {
   if (node_.watches_cores()) { // a steadier reading, taken for every scheduler at once
     node_.look_at_cores();
