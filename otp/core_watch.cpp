@@ -79,7 +79,7 @@ bool core_watch::read_cores(std::vector<std::int64_t>& busy_ns) {
     p += 4;
     char* end = nullptr;
     const unsigned long cpu = std::strtoul(p, &end, 10);
-    if (end == p || cpu > CPU_SETSIZE)
+    if (end == p || cpu >= CPU_SETSIZE)
       continue;
     p = end;
     unsigned long long field[3] = {};

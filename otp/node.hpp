@@ -36,12 +36,14 @@ struct node_options {
   /// (scheduler_stats::contended).
   std::chrono::microseconds spin{50};
   /// A scheduler whose core another busy thread wants (a load generator, a
-  /// second server on the machine) hands its movable processes to one whose
-  /// core is free, and takes none, while that lasts and such a one exists:
-  /// the node keeps off a core its neighbours need (docs/design.md,
-  /// "Leaving a shared core"). Off by default: a busy machine (a build, a
-  /// test run) makes cores look shared for moments, and the node would
-  /// gather its work on fewer of them.
+  /// second server on the machine: other threads take 30% of the core or
+  /// more, by the kernel's accounting) hands its movable processes to one
+  /// whose core is free, and takes none, while that lasts and such a one
+  /// exists: the node keeps off a core its neighbours need (docs/design.md,
+  /// "Leaving a shared core"). Needs Linux and pinned threads. Off by
+  /// default: it is right when that thread serves the node (its clients),
+  /// and wrong beside unrelated work (a build), where the node would gather
+  /// its work on fewer cores.
   bool leave_shared_cores = false;
   /// Deterministic mode: one scheduler and no thread; the caller drives it
   /// with run_until_idle() and advance(), on a manual clock.

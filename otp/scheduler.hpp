@@ -93,8 +93,9 @@ struct scheduler_stats {
   std::uint64_t migrated_out = 0;
   std::uint64_t migrated_in = 0;
   /// Whether it found its core wanted by another busy thread (as of its last
-  /// idle moment): then it sleeps when idle instead of spinning
-  /// (docs/design.md, "Spinning on a shared core").
+  /// idle moment, or, on a node that leaves shared cores, of the last
+  /// reading of others_on_core): then it sleeps when idle instead of
+  /// spinning (docs/design.md, "Spinning on a shared core").
   bool contended = false;
   /// On a node that leaves shared cores (node_options::leave_shared_cores):
   /// the share of its core's time that other threads than the node's

@@ -36,8 +36,8 @@ public:
   bool sample() noexcept;
   // Permille of scheduler `i`'s core that other threads used lately (the
   // last period's when lower, else the mean of it and the one before); -1
-  // while unknown (its thread is not pinned to one
-  // core, or no two samples yet).
+  // while unknown (its thread is not pinned to one core, or no two samples
+  // yet).
   [[nodiscard]] int others_permille(unsigned i) const noexcept {
     return slots_[i].others.load(std::memory_order_relaxed);
   }
