@@ -112,7 +112,6 @@ bool core_watch::sample() noexcept {
       ours_ns_.assign(now_busy_ns_.size(), 0);
       // Each scheduler thread's core and CPU time. One that changed core
       // since the last sample is not counted this time.
-      std::vector<bool> fresh(count_, false);
       for (unsigned i = 0; i < count_; ++i) {
         slot& s = slots_[i];
         const pid_t tid = s.tid.load(std::memory_order_acquire);
@@ -120,16 +119,16 @@ bool core_watch::sample() noexcept {
         timespec ts{};
         const bool timed = cpu >= 0 && ::clock_gettime(s.clock.load(std::memory_order_relaxed), &ts) == 0;
         const std::int64_t t = timed ? std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec : -1;
-        fresh[i] = before && timed && cpu == s.cpu && s.cpu_ns >= 0
-                   && static_cast<std::size_t>(cpu) < ours_ns_.size();
-        if (fresh[i])
+        s.fresh = before && timed && cpu == s.cpu && s.cpu_ns >= 0
+                  && static_cast<std::size_t>(cpu) < ours_ns_.size();
+        if (s.fresh)
           ours_ns_[static_cast<std::size_t>(cpu)] += t - s.cpu_ns;
         s.cpu = timed ? cpu : -1;
         s.cpu_ns = t;
       }
       for (unsigned i = 0; i < count_; ++i) {
         slot& s = slots_[i];
-        if (!fresh[i] || window <= 0) {
+        if (!s.fresh || window <= 0) {
           s.others.store(-1, std::memory_order_relaxed);
           continue;
         }

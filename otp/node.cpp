@@ -183,24 +183,24 @@ double node::others_on_core(unsigned i) const noexcept {
   return p < 0 ? -1.0 : p / 1000.0;
 }
 
-// Sets each scheduler's `contended` (instead of its own yield probe) and,
-// on a node that leaves shared cores, its `leaving`.
+// Measured, and not shared: work may go there (watch_ is set).
+bool node::core_free(const scheduler& s) const noexcept {
+  return watch_->others_permille(s.index()) >= 0 && !s.contended();
+}
+
+// Sets each scheduler's `contended` (instead of its own yield probe) and its
+// `leaving` (the watch exists only on a node that leaves shared cores).
 void node::look_at_cores() noexcept {
   if (watch_ == nullptr || !watch_->sample())
     return;
-  const auto n = static_cast<unsigned>(schedulers_.size());
   unsigned free = 0;
-  for (unsigned i = 0; i < n; ++i) {
-    scheduler& s = *schedulers_[i];
-    const int p = watch_->others_permille(i);
-    const bool shared = p >= shared_from_permille || (s.contended() && p >= shared_until_permille);
-    s.set_contended(shared);
-    free += p >= 0 && !shared ? 1 : 0;
+  for (const auto& s : schedulers_) {
+    const int p = watch_->others_permille(s->index());
+    s->set_contended(p >= shared_from_permille || (s->contended() && p >= shared_until_permille));
+    free += core_free(*s) ? 1 : 0;
   }
-  for (unsigned i = 0; i < n; ++i) {
-    scheduler& s = *schedulers_[i];
-    s.set_leaving(s.contended() && free > 0 && opts_.leave_shared_cores && !stopping());
-  }
+  for (const auto& s : schedulers_)
+    s->set_leaving(s->contended() && free > 0 && !stopping());
 }
 
 scheduler* node::uncontended(const scheduler& from) noexcept {
@@ -210,8 +210,8 @@ scheduler* node::uncontended(const scheduler& from) noexcept {
   scheduler* best = nullptr;
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    const bool free = watch_->others_permille(s->index()) >= 0 && !s->contended() && !s->leaving();
-    if (free && (best == nullptr || s->io_load() < best->io_load()))
+    // Not leaving either: look_at_cores may be between its two passes.
+    if (core_free(*s) && !s->leaving() && (best == nullptr || s->io_load() < best->io_load()))
       best = s;
   }
   return best;

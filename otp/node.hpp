@@ -264,6 +264,7 @@ private:
   node_options opts_;
   std::vector<std::unique_ptr<scheduler>> schedulers_;
   std::unique_ptr<detail::core_watch> watch_; // leave_shared_cores only
+  [[nodiscard]] bool core_free(const scheduler& s) const noexcept;
   std::atomic<unsigned> round_robin_{0};
   // Read by every busy scheduler between steps; written only when one goes
   // idle or is given work: on a line of its own.

@@ -52,6 +52,7 @@ private:
     // Touched only by the thread holding `sampling_`.
     int cpu = -1;                     // at the last sample
     std::int64_t cpu_ns = 0;          // its thread's CPU time then
+    bool fresh = false;               // on the same core at both samples
   };
   // Per-core busy time, from /proc/stat (ns); false if unreadable.
   bool read_cores(std::vector<std::int64_t>& busy_ns);
