@@ -5,6 +5,8 @@
 // under TSan and ASan with the other suites.
 #include "otp/otp.hpp"
 
+#include "tests/support/holds_within.hpp"
+
 #include <asio/local/stream_protocol.hpp>
 #include <asio/read.hpp>
 #include <asio/steady_timer.hpp>
@@ -78,13 +80,7 @@ void spawn_movable_load(otp::pid to, otp::node& n, int count) {
 // Waits (a bounded poll of the node's statistics) until scheduler `i` says
 // it is hungry; false if it did not within 30 s.
 bool wait_until_hungry(otp::node& n, unsigned i) {
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!n.statistics()[i].hungry) {
-    if (std::chrono::steady_clock::now() >= deadline)
-      return false;
-    std::this_thread::yield();
-  }
-  return true;
+  return otp::test::holds_within([&n, i] { return n.statistics()[i].hungry; }, 30s);
 }
 
 // Randomized cases run this many nodes (OTP_STRESS_RUNS; scripts/stress.sh
@@ -713,15 +709,12 @@ TEST_CASE("a process whose sockets are otp::follow moves between its reads and w
   CHECK(travelled > 0);
   // A talker counts until its exit is done, which may be just after its
   // last message reached the driver: a bounded wait for the count itself.
-  auto none_bound = [&n] {
+  (void)otp::test::holds_within([&n] {
     for (const auto& s : n.statistics())
       if (s.io_bound != 0)
         return false;
     return true;
-  };
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!none_bound() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::yield();
+  }, 30s);
   for (const auto& s : n.statistics())
     CHECK(s.io_bound == 0);
 }

@@ -4,6 +4,7 @@
 #include "otp/detail/core_watch.hpp"
 
 #include "tests/support/counted.hpp"
+#include "tests/support/holds_within.hpp"
 
 #include <doctest/doctest.h>
 
@@ -18,6 +19,7 @@
 
 using namespace std::chrono_literals;
 using otp::test::counted;
+using otp::test::holds_within;
 
 namespace {
 
@@ -206,19 +208,6 @@ TEST_CASE("idle schedulers go to sleep, and a message wakes them") {
 }
 
 namespace {
-
-// Polls `done` every millisecond (a sleeping poller, so that the test's
-// own thread is not a busy neighbour) until it holds or `limit` passes.
-template <class F>
-bool holds_within(F done, std::chrono::seconds limit) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up)
-      return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
 
 // Pins the calling thread to one CPU; false if the kernel refused.
 bool pin_to(int cpu) {
