@@ -1123,6 +1123,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
 otp::call_result<shard::batch> shard::handle_call(otp::context& ctx, batch b) {
   b.out.clear();
   const auto now = now_ms();
+  prefetch(b, 0);
   for (std::size_t i = 0; i < b.ops.size();) {
     const std::size_t group = std::min<std::size_t>(std::max<std::uint32_t>(b.ops[i].group, 1), b.ops.size() - i);
     if (group > 1 && !room_for(b, i, group)) {
@@ -1135,8 +1136,11 @@ otp::call_result<shard::batch> shard::handle_call(otp::context& ctx, batch b) {
         b.ops[k].out_len = b.out.size() - at;
       }
     } else {
-      for (std::size_t k = i; k < i + group; ++k)
+      for (std::size_t k = i; k < i + group; ++k) {
+        if (k % prefetch_window == 0)
+          prefetch(b, k + prefetch_window);
         run(b.ops[k], b, now, group > 1);
+      }
     }
     i += group;
   }
@@ -1150,6 +1154,22 @@ otp::call_result<shard::batch> shard::handle_call(otp::context& ctx, batch b) {
     flush();
   settle(ctx);
   return otp::noreply;
+}
+
+// A pipeline's keys are random lookups in a table larger than the caches:
+// each costs a few memory round trips (the slot, then the record). Asking
+// for a window of them at once lets those trips overlap.
+void shard::prefetch(const batch& b, std::size_t first) const noexcept {
+  const std::size_t end = std::min(first + prefetch_window, b.ops.size());
+  if (first >= end || (first == 0 && end < 2))
+    return; // past the end, or a lone command: nothing to overlap with
+  std::uint32_t hashes[prefetch_window];
+  for (std::size_t k = first; k < end; ++k) {
+    hashes[k - first] = hash_key(b.key(b.ops[k]));
+    index_.prefetch_slot(hashes[k - first]);
+  }
+  for (std::size_t k = first; k < end; ++k)
+    index_.prefetch_record(hashes[k - first]);
 }
 
 // Writes the pending records (one write, and with `always` one fsync),

@@ -255,6 +255,9 @@ private:
   void expire(op& o, batch& b, std::int64_t now);
   void set(op& o, batch& b, std::int64_t now);
   void run(op& o, batch& b, std::int64_t now, bool room_checked);
+  /// Ops whose lookups are started together (prefetch), ahead of running them.
+  static constexpr std::size_t prefetch_window = 8;
+  void prefetch(const batch& b, std::size_t first) const noexcept;
   void log_set(std::string_view key, std::string_view value, std::optional<std::int64_t> expire_at_ms);
   void flush();
   void settle(otp::context& ctx);
