@@ -20,10 +20,16 @@
 
 #include "behaviours/application.hpp"
 
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+
 #include <atomic>
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -145,6 +151,40 @@ void usage() {
                        "volatile-ttl]\n");
 }
 
+// A whole number from lo to hi, as the command line gave it, or nothing.
+std::optional<long long> whole_number(const std::string& v, long long lo, long long hi) {
+  if (v.empty() || !(std::isdigit(static_cast<unsigned char>(v[0])) || v[0] == '-'))
+    return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (*end != '\0' || errno == ERANGE || n < lo || n > hi)
+    return std::nullopt;
+  return n;
+}
+
+// A port that is taken (or an address that is not this machine's) is the
+// user's to fix: one line before anything starts, as Redis says it. Left to
+// the acceptor, each of its restarts would crash the same way, with a report
+// each, until the tree gave up.
+bool can_listen(const kv::acceptor_config& c) {
+  asio::io_context io;
+  std::error_code ec;
+  const asio::ip::tcp::endpoint at(asio::ip::make_address(c.host), static_cast<unsigned short>(c.port));
+  asio::ip::tcp::acceptor a(io);
+  a.open(at.protocol(), ec);
+  if (!ec)
+    a.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec)
+    a.bind(at, ec);
+  if (!ec)
+    a.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec)
+    return true; // closed again here; the acceptor opens its own
+  std::fprintf(stderr, "kvstore: cannot listen on %s:%d: %s\n", c.host.c_str(), c.port, ec.message().c_str());
+  return false;
+}
+
 otp::json* child_args(otp::json& doc, const std::string& id) {
   for (auto& c : doc["supervisor"]["children"])
     if (c.value("id", "") == id)
@@ -172,10 +212,19 @@ int main(int argc, char** argv) {
     };
     if (a == "--config")
       config = value();
-    else if (a == "--port")
-      overrides["port"] = std::atoi(value().c_str());
-    else if (a == "--shards")
-      overrides["count"] = std::atoi(value().c_str());
+    else if (a == "--port" || a == "--shards" || a == "--schedulers") {
+      const std::string v = value();
+      const long long hi = a == "--port" ? 65535 : a == "--shards" ? kv::server_stats::max_shards : 255;
+      const auto n = whole_number(v, 1, hi);
+      if (!n) {
+        std::fprintf(stderr, "kvstore: %s wants a whole number from 1 to %lld, not '%s'\n", a.c_str(), hi, v.c_str());
+        return 2;
+      }
+      if (a == "--schedulers")
+        node_opts.schedulers = static_cast<unsigned>(*n);
+      else
+        overrides[a == "--port" ? "port" : "count"] = *n;
+    }
     else if (a == "--data")
       overrides["data_dir"] = value();
     else if (a == "--appendfsync")
@@ -212,8 +261,6 @@ int main(int argc, char** argv) {
       }
       overrides["maxmemory_policy"] = v;
     }
-    else if (a == "--schedulers")
-      node_opts.schedulers = static_cast<unsigned>(std::atoi(value().c_str()));
     else if (a == "--use-shared-cores")
       node_opts.leave_shared_cores = false;
     else {
@@ -271,6 +318,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", cfg.error().context.c_str());
     return 1;
   }
+  if (const otp::json* a = child_args(doc, "acceptor"); a != nullptr && !can_listen(a->get<kv::acceptor_config>()))
+    return 1;
   if (const otp::json* s = child_args(doc, "shards"))
     std::printf("kvstore: data in %s\n", s->value("data_dir", default_data_dir()).c_str());
   const int rc = otp::run_application(std::move(cfg).value(), node_opts);

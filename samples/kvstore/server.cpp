@@ -647,8 +647,18 @@ void from_json(const otp::json& j, connection_config& c) {
 }
 
 void from_json(const otp::json& j, acceptor_config& c) {
-  c.host = j.value("host", c.host);
-  c.port = j.value("port", c.port);
+  if (const auto h = j.find("host"); h != j.end()) {
+    std::error_code ec;
+    if (!h->is_string() || (asio::ip::make_address(h->get<std::string>(), ec), ec))
+      throw std::invalid_argument("acceptor: host must be an IP address as a string (\"127.0.0.1\", \"::1\"), not "
+                                  + h->dump());
+    c.host = h->get<std::string>();
+  }
+  if (const auto p = j.find("port"); p != j.end()) {
+    if (!p->is_number_integer() || p->get<std::int64_t>() < 1 || p->get<std::int64_t>() > 65535)
+      throw std::invalid_argument("acceptor: port must be a number from 1 to 65535, not " + p->dump());
+    c.port = p->get<int>();
+  }
 }
 
 namespace {

@@ -10,6 +10,7 @@ import random
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -1181,13 +1182,62 @@ def maxmemory_options():
     shutil.rmtree(data, ignore_errors=True)
 
 
+def startup_errors():
+    """A port that cannot be listened on, or a bad number on the command line: one clear line, nothing started."""
+    data = new_dir()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    srv = kvtest.Server(BIN, data, "--shards", "1", port=port, expect_fail=True)
+    if srv.started:
+        srv.stop()
+    out = srv.output()
+    check("a port in use: exit code 1, the address and the reason named, no crash reports",
+          not srv.started and srv.proc.returncode == 1 and ("cannot listen on 127.0.0.1:%d" % port) in out
+          and "Address already in use" in out and "crash_report" not in out, (srv.proc.returncode, out[-400:]))
+    taken.close()
+    for option, value in [("--port", "x"), ("--port", "0"), ("--port", "65536"), ("--port", "99999"),
+                          ("--shards", "x"), ("--shards", "0"), ("--shards", "65"), ("--schedulers", "x"),
+                          ("--schedulers", "-1"), ("--schedulers", "0")]:
+        srv = Server(data, "--shards", "1", option, value, expect_fail=True)
+        if srv.started:
+            srv.stop()
+        out = srv.output()
+        check("%s %s: exit code 2, the option and the value named" % (option, value),
+              not srv.started and srv.proc.returncode == 2 and option in out and ("'%s'" % value) in out,
+              (srv.proc.returncode, out[-300:]))
+    # In app.json: the acceptor's args.
+    with open(CONFIG) as f:
+        doc = json.load(f)
+    acceptor = next(ch for ch in doc["supervisor"]["children"] if ch["id"] == "acceptor")
+    path = os.path.join(data, "..", os.path.basename(data) + "-app.json")
+    for key, value in [("port", 70000), ("port", "6380"), ("host", "localhost:1"), ("host", 7)]:
+        acceptor["args"] = {key: value}
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        # No --port: the file's own is the one checked.
+        try:
+            proc = subprocess.run([BIN, "--config", path, "--data", data, "--shards", "1"], capture_output=True,
+                                  text=True, timeout=20)
+            out = proc.stdout + proc.stderr
+        except subprocess.TimeoutExpired as e:  # it started: killed by run()
+            proc, out = e, str(e.stdout)
+            proc.returncode = 0
+        check("app.json acceptor %s %r: refused, naming acceptor: %s" % (key, value, key),
+              proc.returncode != 0 and ("acceptor: " + key) in out and "listening on" not in out, out[-300:])
+    os.unlink(path)
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def main():
     started = time.monotonic()
     only = sys.argv[2:]
     for t in [damaged_logs, old_format, everysec, expiry, expire_commands, set_options, string_commands, rewrite,
               rewrite_in_steps, writes_during_rewrite,
               rewrite_fails, kill9_during_rewrite, kill9, shard_count, unsafe_dirs, keys_in_chunks, default_data_dir,
-              maxmemory_noeviction, maxmemory_accounting, maxmemory_lru, maxmemory_volatile, maxmemory_options]:
+              maxmemory_noeviction, maxmemory_accounting, maxmemory_lru, maxmemory_volatile, maxmemory_options,
+              startup_errors]:
         if only and t.__name__ not in only:
             continue
         t0 = time.monotonic()
