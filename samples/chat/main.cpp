@@ -23,6 +23,8 @@
 
 #include <array>
 #include <atomic>
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -240,9 +242,17 @@ int main(int argc, char** argv) {
   std::ifstream in(CHAT_CONFIG);
   otp::json doc = otp::json::parse(in);
   if (argc == 3 && std::string(argv[1]) == "--port") {
+    char* end = nullptr;
+    errno = 0;
+    const long port = std::strtol(argv[2], &end, 10);
+    if (!std::isdigit(static_cast<unsigned char>(argv[2][0])) || *end != '\0' || errno == ERANGE || port < 1
+        || port > 65535) {
+      std::fprintf(stderr, "chat: --port wants a whole number from 1 to 65535, not '%s'\n", argv[2]);
+      return 2;
+    }
     for (auto& child : doc["supervisor"]["children"])
       if (child["id"] == "listener")
-        child["args"]["port"] = std::atoi(argv[2]);
+        child["args"]["port"] = port;
   } else if (argc != 1) {
     std::fprintf(stderr, "usage: chat [--port N]\n");
     return 2;

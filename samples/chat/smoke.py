@@ -44,6 +44,11 @@ class Client:
             return True
 
 
+# A port that is no port is refused at once, naming it (it used to listen on a random one).
+for bad in ("x", "0", "65536"):
+    r = subprocess.run([sys.argv[1], "--port", bad], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and ("'%s'" % bad) in r.stderr, (bad, r.returncode, r.stdout, r.stderr)
+
 port = free_port()
 server = subprocess.Popen([sys.argv[1], "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 out = server.stdout.readline()
