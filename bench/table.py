@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HIGHER_IS_BETTER = {"msgs_per_s", "calls_per_s", "msgs/s", "requests_per_s"}
@@ -25,7 +26,7 @@ def fmt(v):
     return f"{v:,.1f}"
 
 
-def ratio(ours, theirs, unit):
+def ratio(ours, theirs, unit, digits=1):
     if ours is None or theirs is None or ours <= 0 or theirs <= 0:
         return "–"
     if unit in HIGHER_IS_BETTER:
@@ -34,8 +35,20 @@ def ratio(ours, theirs, unit):
         r = theirs / ours
     memory = unit in ("bytes", "x the value")
     if r >= 1:
-        return f"{r:.1f}x {'smaller' if memory else 'faster'}"
-    return f"{1 / r:.1f}x {'larger' if memory else 'slower'}"
+        return f"{r:.{digits}f}x {'smaller' if memory else 'faster'}"
+    return f"{1 / r:.{digits}f}x {'larger' if memory else 'slower'}"
+
+
+def paired_ratio(row, ours, theirs, unit):
+    """ours against theirs. redis_bench.py measures the servers one after the
+    other within each run, so run i of each is a pair taken under the same
+    load of the host: the median of the pairs' ratios, which a slow phase of
+    the host does not skew as it skews a ratio of medians. Without runs of
+    the same count, the ratio of the medians."""
+    a, b = row.get("runs", {}).get(ours), row.get("runs", {}).get(theirs)
+    if a and b and len(a) == len(b) and all(x > 0 for x in a + b):
+        return ratio(statistics.median(x / y for x, y in zip(a, b)), 1.0, unit, 2)
+    return ratio(row.get(ours), row.get(theirs), unit, 2)
 
 
 def rows_by_bench(results):
@@ -46,6 +59,8 @@ def rows_by_bench(results):
             by[key] = {"unit": r["unit"]}
             order.append(key)
         by[key][r["impl"]] = r["value"]
+        if r.get("runs"):
+            by[key].setdefault("runs", {})[r["impl"]] = r["runs"]
     return by, order
 
 
@@ -80,8 +95,8 @@ def render_redis(results):
             continue
         u = row["unit"]
         lines.append(f"| `{key}` | {u} | {fmt(row.get('otp'))} | {fmt(row.get('otp_default'))} "
-                     f"| {fmt(row.get('redis'))} | {ratio(row.get('otp'), row.get('redis'), u)} "
-                     f"| {ratio(row.get('otp_default'), row.get('otp'), u)} |")
+                     f"| {fmt(row.get('redis'))} | {paired_ratio(row, 'otp', 'redis', u)} "
+                     f"| {paired_ratio(row, 'otp_default', 'otp', u)} |")
     return "\n".join(lines) if len(lines) > 2 else "(no kvstore results yet: run `make bench`)"
 
 
