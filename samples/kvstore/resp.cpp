@@ -12,6 +12,24 @@ namespace {
 constexpr std::size_t initial_buffer = 4096;
 // A buffer grown past this by one large command is given back once it is consumed.
 constexpr std::size_t keep_buffer = 64 * 1024;
+
+// A header line in its common form, `0` or `[1-9][0-9]*` then CRLF, read in
+// one pass from `at` (just after its '*' or '$'): its value, and where the
+// next line starts. Anything else (a sign, leading zeros, more than 18
+// digits, a line not all here yet) returns false, and the general path,
+// which looks for the line's end first, gives Redis's answer for it.
+bool quick_header(std::string_view b, std::size_t at, std::int64_t& value, std::size_t& next) noexcept {
+  std::size_t i = at;
+  std::int64_t v = 0;
+  for (const std::size_t stop = std::min(b.size(), at + 18); i < stop && b[i] >= '0' && b[i] <= '9'; ++i)
+    v = v * 10 + (b[i] - '0');
+  const std::size_t digits = i - at;
+  if (digits == 0 || (digits > 1 && b[at] == '0') || i + 1 >= b.size() || b[i] != '\r' || b[i + 1] != '\n')
+    return false;
+  value = v;
+  next = i + 2;
+  return true;
+}
 } // namespace
 
 void request_parser::reserve(std::size_t total) {
@@ -77,47 +95,67 @@ request_parser::status request_parser::next(std::vector<std::string_view>& argv,
           return s;
         continue;
       }
-      const std::size_t eol = b.find("\r\n", pos_);
-      if (eol == std::string_view::npos) {
-        if (b.size() - pos_ > max_inline_len) {
-          message = "ERR Protocol error: too big mbulk count string";
-          return status::error;
-        }
-        return status::need_more;
-      }
-      const auto count = to_int64(b.substr(pos_ + 1, eol - pos_ - 1));
-      if (!count || *count > max_multibulk_len) {
-        message = "ERR Protocol error: invalid multibulk length";
-        return status::error;
-      }
-      pos_ = eol + 2;
-      if (*count <= 0)
-        continue; // `*0`, `*-1`: an empty command, skipped
-      remaining_ = *count;
-      args_.clear();
-    }
-    while (remaining_ > 0) {
-      if (bulk_len_ < 0) {
-        // As Redis: the header line must be complete before its '$' is checked.
+      std::int64_t count = 0;
+      std::size_t after = 0;
+      if (!quick_header(b, pos_ + 1, count, after)) {
         const std::size_t eol = b.find("\r\n", pos_);
         if (eol == std::string_view::npos) {
           if (b.size() - pos_ > max_inline_len) {
-            message = "ERR Protocol error: too big bulk count string";
+            message = "ERR Protocol error: too big mbulk count string";
             return status::error;
           }
           return status::need_more;
         }
-        if (b[pos_] != '$') {
-          message = std::string("ERR Protocol error: expected '$', got '") + b[pos_] + "'";
+        const auto c = to_int64(b.substr(pos_ + 1, eol - pos_ - 1));
+        if (!c) {
+          message = "ERR Protocol error: invalid multibulk length";
           return status::error;
         }
-        const auto len = to_int64(b.substr(pos_ + 1, eol - pos_ - 1));
-        if (!len || *len < 0 || *len > max_bulk_len) {
+        count = *c;
+        after = eol + 2;
+      }
+      if (count > max_multibulk_len) {
+        message = "ERR Protocol error: invalid multibulk length";
+        return status::error;
+      }
+      pos_ = after;
+      if (count <= 0)
+        continue; // `*0`, `*-1`: an empty command, skipped
+      remaining_ = count;
+      args_.clear();
+    }
+    while (remaining_ > 0) {
+      if (bulk_len_ < 0) {
+        std::int64_t len = 0;
+        std::size_t after = 0;
+        if (pos_ >= b.size() || b[pos_] != '$' || !quick_header(b, pos_ + 1, len, after)) {
+          // As Redis: the header line must be complete before its '$' is checked.
+          const std::size_t eol = b.find("\r\n", pos_);
+          if (eol == std::string_view::npos) {
+            if (b.size() - pos_ > max_inline_len) {
+              message = "ERR Protocol error: too big bulk count string";
+              return status::error;
+            }
+            return status::need_more;
+          }
+          if (b[pos_] != '$') {
+            message = std::string("ERR Protocol error: expected '$', got '") + b[pos_] + "'";
+            return status::error;
+          }
+          const auto l = to_int64(b.substr(pos_ + 1, eol - pos_ - 1));
+          if (!l || *l < 0) {
+            message = "ERR Protocol error: invalid bulk length";
+            return status::error;
+          }
+          len = *l;
+          after = eol + 2;
+        }
+        if (len > max_bulk_len) {
           message = "ERR Protocol error: invalid bulk length";
           return status::error;
         }
-        pos_ = eol + 2;
-        bulk_len_ = *len;
+        pos_ = after;
+        bulk_len_ = len;
       }
       const auto n = static_cast<std::size_t>(bulk_len_);
       if (b.size() - pos_ < n + 2)
@@ -134,7 +172,7 @@ request_parser::status request_parser::next(std::vector<std::string_view>& argv,
     remaining_ = -1;
     start_ = pos_;
     for (const auto& [off, len] : args_)
-      argv.push_back(view(off, len));
+      argv.emplace_back(data_.get() + off, len); // in place: a view built on the stack and copied stalled the copy
     return status::command;
   }
 }
