@@ -65,7 +65,6 @@ public:
 private:
   status parse_inline(std::vector<std::string_view>& argv, std::string& message);
   void reserve(std::size_t total);
-  [[nodiscard]] std::string_view view(std::size_t off, std::size_t len) const noexcept { return {data_.get() + off, len}; }
 
   std::unique_ptr<char[]> data_; // not a std::string: growing it does not zero the room a read fills
   std::size_t size_ = 0;
