@@ -225,10 +225,21 @@ int main(int argc, char** argv) {
       else
         overrides[a == "--port" ? "port" : "count"] = *n;
     }
-    else if (a == "--data")
-      overrides["data_dir"] = value();
-    else if (a == "--appendfsync")
-      overrides["appendfsync"] = value();
+    else if (a == "--data") {
+      const std::string v = value();
+      if (v.empty()) {
+        std::fprintf(stderr, "kvstore: --data wants a directory, not ''\n");
+        return 2;
+      }
+      overrides["data_dir"] = v;
+    } else if (a == "--appendfsync") {
+      const std::string v = value();
+      if (v != "always" && v != "everysec" && v != "no") {
+        std::fprintf(stderr, "kvstore: --appendfsync wants always, everysec or no, not '%s'\n", v.c_str());
+        return 2;
+      }
+      overrides["appendfsync"] = v;
+    }
     else if (a == "--repair-log")
       overrides["repair_log"] = true;
     else if (a == "--admin")

@@ -1199,7 +1199,8 @@ def startup_errors():
     taken.close()
     for option, value in [("--port", "x"), ("--port", "0"), ("--port", "65536"), ("--port", "99999"),
                           ("--shards", "x"), ("--shards", "0"), ("--shards", "65"), ("--schedulers", "x"),
-                          ("--schedulers", "-1"), ("--schedulers", "0")]:
+                          ("--schedulers", "-1"), ("--schedulers", "0"), ("--appendfsync", "sometimes"),
+                          ("--data", "")]:
         srv = Server(data, "--shards", "1", option, value, expect_fail=True)
         if srv.started:
             srv.stop()
