@@ -1183,7 +1183,7 @@ def maxmemory_options():
 
 
 def startup_errors():
-    """A port that cannot be listened on, or a bad number on the command line: one clear line, nothing started."""
+    """A port that cannot be listened on, or a bad value on the command line or in app.json: one clear line, nothing started."""
     data = new_dir()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
