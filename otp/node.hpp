@@ -181,8 +181,6 @@ public:
   /// Returns the node's clock (manual in deterministic mode).
   [[nodiscard]] std::chrono::steady_clock::time_point now() const noexcept;
   [[nodiscard]] bool deterministic() const noexcept { return opts_.deterministic; }
-  /// @private node_options::leave_shared_cores.
-  [[nodiscard]] bool leaves_shared_cores() const noexcept { return opts_.leave_shared_cores; }
 
   /// Destroys every process and stops every thread; idempotent.
   void shutdown();

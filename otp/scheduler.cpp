@@ -863,7 +863,7 @@ void scheduler::sleep_until_work() {
 // A node that leaves shared cores has a steadier reading, for busy and
 // idle schedulers alike (detail::core_watch): it is used instead.
 bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept {
-  if (node_.watches_cores()) { // a steadier reading, taken for every scheduler at once
+  if (node_.watches_cores()) {
     node_.look_at_cores();
     return contended_.load(std::memory_order_relaxed);
   }
@@ -875,8 +875,7 @@ bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept
     contention_checked_ = after;
   }
   const bool contended = t < spin_off_until_;
-  if (contended != contended_.load(std::memory_order_relaxed))
-    contended_.store(contended, std::memory_order_relaxed);
+  set_contended(contended);
   return contended;
 }
 

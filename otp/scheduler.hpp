@@ -182,15 +182,9 @@ public:
   /// goes to it (scheduler_stats::leaving; set by node::look_at_cores).
   [[nodiscard]] bool leaving() const noexcept { return leaving_.load(std::memory_order_relaxed); }
   /// @private
-  void set_contended(bool on) noexcept {
-    if (on != contended_.load(std::memory_order_relaxed))
-      contended_.store(on, std::memory_order_relaxed);
-  }
+  void set_contended(bool on) noexcept { store_if_changed(contended_, on); }
   /// @private
-  void set_leaving(bool on) noexcept {
-    if (on != leaving_.load(std::memory_order_relaxed))
-      leaving_.store(on, std::memory_order_relaxed);
-  }
+  void set_leaving(bool on) noexcept { store_if_changed(leaving_, on); }
   /// @private Blocks until the thread's loop has first run out of work
   /// (and, with others to share with, said it is hungry).
   void wait_until_idle_once() const noexcept { idle_once_.wait(false, std::memory_order_acquire); }
@@ -294,6 +288,12 @@ public:
   bool process_signals(detail::process* p) noexcept;
 
 private:
+  // Read by other schedulers between steps: written only when it changes,
+  // so that their cached copy of the line stays valid.
+  static void store_if_changed(std::atomic<bool>& flag, bool on) noexcept {
+    if (on != flag.load(std::memory_order_relaxed))
+      flag.store(on, std::memory_order_relaxed);
+  }
   // signals.cpp: one signal taking effect; ending a process at shutdown.
   bool handle_signal(detail::process* p, detail::signal* s) noexcept;
   void teardown(detail::process* p) noexcept;
