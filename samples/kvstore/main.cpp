@@ -234,7 +234,7 @@ int main(int argc, char** argv) {
       overrides["data_dir"] = v;
     } else if (a == "--appendfsync") {
       const std::string v = value();
-      if (v != "always" && v != "everysec" && v != "no") {
+      if (!kv::valid_appendfsync(v)) {
         std::fprintf(stderr, "kvstore: --appendfsync wants always, everysec or no, not '%s'\n", v.c_str());
         return 2;
       }

@@ -46,6 +46,8 @@ std::string_view policy_name(eviction_policy p) noexcept {
   return "noeviction";
 }
 
+bool valid_appendfsync(std::string_view s) noexcept { return s == "always" || s == "everysec" || s == "no"; }
+
 std::optional<eviction_policy> parse_policy(std::string_view s) noexcept {
   for (const auto& [name, v] : policies)
     if (name == s)
@@ -490,7 +492,7 @@ otp::task<void> shard_clock(int count) {
 }
 
 void shard::init(otp::context& /*ctx*/) {
-  if (config_.appendfsync != "always" && config_.appendfsync != "everysec" && config_.appendfsync != "no")
+  if (!valid_appendfsync(config_.appendfsync))
     throw std::invalid_argument("appendfsync must be always, everysec or no, not " + config_.appendfsync);
   if (config_.rewrite_chunk < 1)
     throw std::invalid_argument("aof_rewrite_chunk must be at least 1, not " + std::to_string(config_.rewrite_chunk));

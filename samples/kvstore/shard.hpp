@@ -29,6 +29,8 @@ enum class eviction_policy { noeviction, allkeys_lru, volatile_lru, allkeys_rand
 /// Redis's names: "allkeys-lru", ...
 [[nodiscard]] std::string_view policy_name(eviction_policy p) noexcept;
 [[nodiscard]] std::optional<eviction_policy> parse_policy(std::string_view s) noexcept;
+/// Redis's appendfsync values: always, everysec, no.
+[[nodiscard]] bool valid_appendfsync(std::string_view s) noexcept;
 
 /// A memory size as Redis's memtoull reads it: digits, then nothing or a
 /// unit b, k (1000), kb (1024), m, mb, g, gb, any case. Nothing on a bad
