@@ -13,10 +13,9 @@
 
 namespace kv {
 
-std::uint32_t hash_key(std::string_view key) noexcept {
-  const std::size_t h = std::hash<std::string_view>{}(key);
-  return static_cast<std::uint32_t>(h ^ (static_cast<std::uint64_t>(h) >> 32));
-}
+std::size_t wide_hash(std::string_view key) noexcept { return std::hash<std::string_view>{}(key); }
+
+std::uint32_t hash_key(std::string_view key) noexcept { return fold_hash(wide_hash(key)); }
 
 // ---- record
 

@@ -36,8 +36,23 @@ private:
   std::int64_t v_ = none;
 };
 
-/// The 32-bit hash of a key that records keep and the index places by.
+/// A key's full hash: its shard is this modulo the shard count.
+[[nodiscard]] std::size_t wide_hash(std::string_view key) noexcept;
+/// The 32-bit hash that records keep and the index places by, from the full one.
+[[nodiscard]] constexpr std::uint32_t fold_hash(std::size_t wide) noexcept {
+  return static_cast<std::uint32_t>(wide ^ (static_cast<std::uint64_t>(wide) >> 32));
+}
+/// The 32-bit hash of a key: fold_hash(wide_hash(key)).
 [[nodiscard]] std::uint32_t hash_key(std::string_view key) noexcept;
+
+/// A key with its hash_key, hashed once per command: the connection hashes
+/// it to pick the shard, and the shard's prefetch and lookups reuse that.
+struct hashed_key {
+  std::string_view text;
+  std::uint32_t hash;
+  explicit hashed_key(std::string_view key) noexcept : text(key), hash(hash_key(key)) {}
+  hashed_key(std::string_view key, std::uint32_t h) noexcept : text(key), hash(h) {}
+};
 
 /// A key and its value in one allocation: this header, the deadline when
 /// there is one, the key's bytes, then the value's bytes; a large value

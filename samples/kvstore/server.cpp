@@ -35,9 +35,8 @@ namespace {
 
 int shard_count() { return std::max(1, stats().shards.load()); }
 
-int shard_of(std::string_view key) {
-  return static_cast<int>(std::hash<std::string_view>{}(key) % static_cast<std::size_t>(shard_count()));
-}
+int shard_of_hash(std::size_t wide) { return static_cast<int>(wide % static_cast<std::size_t>(shard_count())); }
+int shard_of(std::string_view key) { return shard_of_hash(wide_hash(key)); }
 
 bool iequals(std::string_view a, std::string_view upper) {
   return a.size() == upper.size() && std::equal(a.begin(), a.end(), upper.begin(), [](char x, char u) {
@@ -169,7 +168,9 @@ private:
 
 void pipeline::op(shard::op::kind_t kind, std::string_view key, std::string_view value, std::int64_t expire_at_ms,
                   std::uint8_t cond) {
-  const auto s = static_cast<std::uint32_t>(shard_of(key));
+  // Hashed once: the shard's prefetch and lookups take key_hash.
+  const std::size_t wide = wide_hash(key);
+  const auto s = static_cast<std::uint32_t>(shard_of_hash(wide));
   if (batches_.size() < static_cast<std::size_t>(shard_count()))
     batches_.resize(static_cast<std::size_t>(shard_count()));
   shard::batch& b = batches_[s];
@@ -177,6 +178,7 @@ void pipeline::op(shard::op::kind_t kind, std::string_view key, std::string_view
   o.kind = kind;
   o.key_off = b.bytes.size();
   o.key_len = static_cast<std::uint32_t>(key.size());
+  o.key_hash = fold_hash(wide);
   b.bytes += key;
   if (value.size() >= shard::big_value) {
     o.value_big = true;

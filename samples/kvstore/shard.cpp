@@ -590,8 +590,9 @@ void shard::load() {
   (void)::unlink(rewrite_path().c_str());
   const auto now = now_ms();
   const aof::read_result r = aof::read(fd_, [&](std::vector<std::string>& argv) {
+    const hashed_key key(argv[1]);
     if (argv[0] == "DEL") {
-      if (record* gone = find(argv[1]))
+      if (record* gone = find(key))
         remove(gone);
       return;
     }
@@ -599,11 +600,11 @@ void shard::load() {
     if (argv.size() == 5)
       at = to_int64(argv[4]);
     if (deadline(at).passed(now)) { // expired while we were down: never loaded
-      if (record* gone = find(argv[1]))
+      if (record* gone = find(key))
         remove(gone);
       return;
     }
-    put(argv[1], at, std::move(argv[2]));
+    put(key, at, std::move(argv[2]));
   });
   const std::string where = path_ + " at byte " + std::to_string(r.valid_end);
   const std::string dropped = std::to_string(r.size - r.valid_end) + " bytes";
@@ -814,9 +815,8 @@ void shard::account(std::int64_t delta) {
   stats().shard_memory.at(static_cast<std::size_t>(config_.index)).store(used_, std::memory_order_relaxed);
 }
 
-void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value) {
-  const std::uint32_t h = hash_key(key);
-  record* r = index_.find(key, h);
+void shard::put(hashed_key key, std::optional<std::int64_t> expire_at_ms, std::string_view value) {
+  record* r = find(key);
   if (r != nullptr) {
     const std::size_t before = r->heap_bytes();
     if (r->assign(value, expire_at_ms)) {
@@ -825,16 +825,15 @@ void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, 
       return;
     }
   }
-  install(r, record::make(key, h, expire_at_ms, value));
+  install(r, record::make(key.text, key.hash, expire_at_ms, value));
 }
 
-void shard::put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value) {
+void shard::put(hashed_key key, std::optional<std::int64_t> expire_at_ms, std::string&& value) {
   if (value.size() < record::own_string_from) {
     put(key, expire_at_ms, std::string_view(value)); // copied: may overwrite in place
     return;
   }
-  const std::uint32_t h = hash_key(key);
-  install(index_.find(key, h), record::make(key, h, expire_at_ms, std::move(value)));
+  install(find(key), record::make(key.text, key.hash, expire_at_ms, std::move(value)));
 }
 
 // Puts the new record `now` in place of `old` (the same key), or adds it
@@ -913,7 +912,7 @@ void shard::remove(record* r) noexcept {
 
 // The key's record unless it has expired (then removed). `touch`: counts
 // as a use for LRU (TTL does not, as in Redis).
-record* shard::find_live(std::string_view key, std::int64_t now, bool touch) {
+record* shard::find_live(hashed_key key, std::int64_t now, bool touch) {
   record* r = find(key);
   if (r == nullptr)
     return nullptr;
@@ -941,7 +940,7 @@ void shard::retime(record* r, deadline d) {
 // an unmet NX or XX sets nothing (and replies nil without GET); a deadline
 // already past (EXAT, PXAT) deletes the key.
 void shard::set(op& o, batch& b, std::int64_t now) {
-  const std::string_view key = b.key(o);
+  const hashed_key key = b.key(o);
   // A plain SET needs no lookup of its own (put() makes the one it needs).
   const bool needs_old = (o.cond & (op::nx | op::xx | op::get_old | op::keepttl)) != 0;
   record* r = needs_old ? find_live(key, now) : nullptr;
@@ -969,11 +968,11 @@ void shard::set(op& o, batch& b, std::int64_t now) {
     if (!needs_old)
       r = find_live(key, now);
     if (r != nullptr) {
-      aof::encode(pending_log_, {"DEL", key});
+      aof::encode(pending_log_, {"DEL", key.text});
       remove(r);
     }
   } else {
-    log_set(key, b.value(o), expire); // before the store: a failed write leaves it as it was
+    log_set(key.text, b.value(o), expire); // before the store: a failed write leaves it as it was
     if (o.value_big)
       put(key, expire, std::move(b.big[o.value_off]));
     else
@@ -990,7 +989,7 @@ void shard::set(op& o, batch& b, std::int64_t now) {
 // past deletes the key. Logged as the SET (PXAT) of the key's value, or as
 // its DEL, so that replay needs no other kind of record.
 void shard::expire(op& o, batch& b, std::int64_t now) {
-  const std::string_view key = b.key(o);
+  const hashed_key key = b.key(o);
   record* r = find_live(key, now);
   const deadline current = r != nullptr ? r->expire_at() : deadline{};
   const std::int64_t when = o.expire_at_ms;
@@ -1002,10 +1001,10 @@ void shard::expire(op& o, batch& b, std::int64_t now) {
     return;
   }
   if (when <= now) {
-    aof::encode(pending_log_, {"DEL", key});
+    aof::encode(pending_log_, {"DEL", key.text});
     remove(r);
   } else {
-    log_set(key, r->value(), when);
+    log_set(key.text, r->value(), when);
     retime(r, std::optional(when));
   }
   integer(b.out, 1);
@@ -1014,7 +1013,7 @@ void shard::expire(op& o, batch& b, std::int64_t now) {
 // `room_checked`: its command's room was made already (room_for), so it is
 // not refused alone (an MSET is done whole or not at all, as in Redis).
 void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
-  const std::string_view key = b.key(o);
+  const hashed_key key = b.key(o);
   const std::size_t at = b.out.size();
   auto fail_with = [&](std::string_view text) {
     error(b.out, text);
@@ -1039,7 +1038,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
       record* r = find_live(key, now);
       o.n = r != nullptr ? 1 : 0;
       if (o.kind == op::del && r != nullptr) {
-        aof::encode(pending_log_, {"DEL", key});
+        aof::encode(pending_log_, {"DEL", key.text});
         remove(r);
       }
       integer(b.out, o.n);
@@ -1057,7 +1056,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
         break;
       }
       bulk(b.out, r->value());
-      aof::encode(pending_log_, {"DEL", key});
+      aof::encode(pending_log_, {"DEL", key.text});
       remove(r);
       break;
     }
@@ -1083,7 +1082,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
         integer(b.out, 0);
         break;
       }
-      log_set(key, r->value(), std::nullopt);
+      log_set(key.text, r->value(), std::nullopt);
       retime(r, {});
       integer(b.out, 1);
       break;
@@ -1111,7 +1110,7 @@ void shard::run(op& o, batch& b, std::int64_t now, bool room_checked) {
       }
       char buf[24];
       const std::string_view text = digits(buf, v);
-      log_set(key, text, expire); // logged as the resulting SET
+      log_set(key.text, text, expire); // logged as the resulting SET
       put(key, expire, text);
       o.n = v;
       integer(b.out, v);
@@ -1167,7 +1166,7 @@ void shard::prefetch(const batch& b, std::size_t first) const noexcept {
     return; // past the end, or a lone command: nothing to overlap with
   std::uint32_t hashes[prefetch_window];
   for (std::size_t k = first; k < end; ++k) {
-    hashes[k - first] = hash_key(b.key(b.ops[k]));
+    hashes[k - first] = b.ops[k].key_hash;
     index_.prefetch_slot(hashes[k - first]);
   }
   for (std::size_t k = first; k < end; ++k)
@@ -1263,7 +1262,7 @@ bool shard::room_for(const batch& b, std::size_t first, std::size_t count) {
 std::size_t shard::growth(const batch& b, const op& o) const {
   if (o.kind != op::set && o.kind != op::incr)
     return 0;
-  const std::string_view key = b.key(o);
+  const hashed_key key = b.key(o);
   const std::size_t size = o.kind == op::set ? o.value_len : 20;
   const record* r = find(key);
   // INCR and SET KEEPTTL keep the key's deadline; SET sets its own or none.
@@ -1271,7 +1270,7 @@ std::size_t shard::growth(const batch& b, const op& o) const {
   const bool timed =
     (o.kind == op::set && o.expire_at_ms != op::no_expiry) || (keeps && r != nullptr && bool(r->expire_at()));
   if (r == nullptr)
-    return record::footprint(key.size(), size, timed) + key_overhead;
+    return record::footprint(key.text.size(), size, timed) + key_overhead;
   const std::size_t now = r->value().size() + (r->expire_at() ? 8 : 0);
   const std::size_t then = size + (timed ? 8 : 0);
   return then > now ? then - now : 0;

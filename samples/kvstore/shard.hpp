@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -143,6 +144,7 @@ struct shard {
     static constexpr std::int64_t no_expiry = INT64_MIN;
     kind_t kind = get;
     std::uint32_t key_len = 0;
+    std::uint32_t key_hash = 0; ///< hash_key of its key, from the connection
     std::size_t key_off = 0;
     std::size_t value_off = 0; ///< into bytes, or into big when value_big
     std::size_t value_len = 0;
@@ -179,7 +181,11 @@ struct shard {
       big.clear();
       ops.clear();
     }
-    [[nodiscard]] std::string_view key(const op& o) const noexcept { return {bytes.data() + o.key_off, o.key_len}; }
+    [[nodiscard]] std::string_view key_text(const op& o) const noexcept { return {bytes.data() + o.key_off, o.key_len}; }
+    [[nodiscard]] hashed_key key(const op& o) const noexcept {
+      assert(o.key_hash == hash_key(key_text(o)) && "an op made without its key's hash");
+      return {key_text(o), o.key_hash};
+    }
     [[nodiscard]] std::string_view value(const op& o) const noexcept {
       return o.value_big ? std::string_view(big[o.value_off]) : std::string_view(bytes.data() + o.value_off, o.value_len);
     }
@@ -247,10 +253,10 @@ private:
     batch b;
   };
 
-  [[nodiscard]] record* find(std::string_view key) const noexcept { return index_.find(key, hash_key(key)); }
-  record* find_live(std::string_view key, std::int64_t now, bool touch = true);
-  void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string_view value);
-  void put(std::string_view key, std::optional<std::int64_t> expire_at_ms, std::string&& value);
+  [[nodiscard]] record* find(hashed_key key) const noexcept { return index_.find(key.text, key.hash); }
+  record* find_live(hashed_key key, std::int64_t now, bool touch = true);
+  void put(hashed_key key, std::optional<std::int64_t> expire_at_ms, std::string_view value);
+  void put(hashed_key key, std::optional<std::int64_t> expire_at_ms, std::string&& value);
   void install(record* old, record* now);
   void install(record* old, record* now, std::size_t old_bytes);
   void retime(record* r, deadline d);
