@@ -678,7 +678,9 @@ void scale_ping_pong_pairs_bench() {
 void scale_gen_server_clients_bench() {
   otp::node node(scaling_options());
   print_schedulers(node);
-  result("scale_gen_server_clients_calls_per_s", calls_per_s(node, 200, 5000), "calls_per_s");
+  const double rate = calls_per_s(node, 200, 5000);
+  print_migrations(node);
+  result("scale_gen_server_clients_calls_per_s", rate, "calls_per_s");
 }
 
 // supervised_pool: a supervisor starts 16 gen_server workers (one after
