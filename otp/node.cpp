@@ -2,6 +2,7 @@
 #include "otp/node.hpp"
 
 #include "otp/detail/core_watch.hpp"
+#include "otp/detail/pool.hpp"
 #include "otp/detail/runtime.hpp"
 #include "otp/process.hpp"
 #include "otp/receive.hpp"
@@ -11,6 +12,7 @@
 #include <asio/post.hpp>
 
 #include <future>
+#include <memory>
 #include <thread>
 
 namespace otp {
@@ -57,9 +59,16 @@ std::size_t detail::next_service_slot() {
   return slot;
 }
 
+void detail::chunk_deleter::operator()(process* chunk) const noexcept {
+  std::destroy_n(chunk, node::block_batch);
+  give_pages(chunk, node::block_batch * sizeof(process));
+}
+
 detail::process* node::allocate_chunk() {
-  // Built outside the lock: zeroing 8 KiB of fresh pages is the slow part.
-  auto chunk = std::make_unique<detail::process[]>(block_batch);
+  // Built outside the lock: it may map fresh pages.
+  auto* blocks = static_cast<detail::process*>(detail::take_pages(block_batch * sizeof(detail::process)));
+  std::uninitialized_value_construct_n(blocks, block_batch);
+  std::unique_ptr<detail::process[], detail::chunk_deleter> chunk(blocks);
   for (std::size_t i = 0; i < block_batch; ++i)
     chunk[i].remote_next = i + 1 < block_batch ? &chunk[i + 1] : nullptr;
   detail::process* head = &chunk[0];

@@ -103,6 +103,10 @@ inline constexpr std::size_t max_services = 8;
 std::size_t next_service_slot();
 spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<> top,
                          std::shared_ptr<std::promise<exit_reason>> watcher = {});
+// Ends a chunk of control blocks with its node: destroys them, gives back their pages.
+struct chunk_deleter {
+  void operator()(process* chunk) const noexcept;
+};
 } // namespace detail
 
 /// A runtime instance: N schedulers (one io_context and one pinned thread
@@ -282,7 +286,7 @@ private:
 
   std::atomic<unsigned> foreign_spawns_{0};
   detail::spin_lock blocks_lock_; // guards the three below
-  std::vector<std::unique_ptr<detail::process[]>> block_chunks_;
+  std::vector<std::unique_ptr<detail::process[], detail::chunk_deleter>> block_chunks_;
   std::vector<detail::process*> free_batches_; // each block_batch long
   detail::process* loose_blocks_ = nullptr;    // fewer than a batch, for foreign spawns
   std::atomic<std::size_t> blocks_allocated_{0};

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "otp/detail/pool.hpp"
 
+#include <sys/mman.h>
+
+#include <atomic>
 #include <mutex>
+#include <new>
+#include <utility>
 #include <vector>
 
 namespace otp::detail {
@@ -22,9 +27,41 @@ struct depot_class {
 
 struct depot {
   depot_class classes[pool_classes];
-  std::mutex slab_mutex;
-  std::vector<void*> slabs; // kept for the life of the program, reachable
 };
+
+constexpr std::size_t page_bytes = 4096;
+constexpr std::size_t region_bytes = std::size_t{256} << 10;
+
+struct given_pages {
+  given_pages* next;
+};
+
+struct page_source {
+  std::mutex mutex;
+  char* tail = nullptr; // the unused end of the newest region
+  std::size_t tail_bytes = 0;
+  struct returned {
+    std::size_t bytes;
+    given_pages* head;
+  };
+  std::vector<returned> returned_lists; // one list per size given back
+};
+
+page_source& the_page_source() {
+  static page_source* s = new page_source; // never destroyed, as the depot
+  return *s;
+}
+
+std::atomic<std::size_t> mapped_bytes{0};
+
+char* map_populated(std::size_t bytes) {
+  void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (m == MAP_FAILED)
+    throw std::bad_alloc();
+  mapped_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  return static_cast<char*>(m);
+}
 
 depot& the_depot() {
   // Never destroyed: threads (and their pools) may outlive static destruction.
@@ -40,6 +77,65 @@ struct pool_flusher {
 } // namespace
 
 constinit thread_local thread_pool this_thread_pool{};
+
+void* take_pages(std::size_t bytes) {
+  bytes = (bytes + page_bytes - 1) / page_bytes * page_bytes;
+#ifdef OTP_POOL_BYPASS
+  return ::operator new(bytes, std::align_val_t{page_bytes});
+#endif
+  auto& s = the_page_source();
+  {
+    std::lock_guard lock(s.mutex);
+    for (auto& list : s.returned_lists) {
+      if (list.bytes == bytes && list.head != nullptr)
+        return std::exchange(list.head, list.head->next);
+    }
+    if (bytes <= s.tail_bytes) {
+      char* p = s.tail;
+      s.tail += bytes;
+      s.tail_bytes -= bytes;
+      return p;
+    }
+  }
+  if (bytes >= region_bytes)
+    return map_populated(bytes);
+  // Mapped and paged in outside the lock: that takes a millisecond on a
+  // slow VM, and the other schedulers may need pages meanwhile.
+  char* region = map_populated(region_bytes);
+  std::lock_guard lock(s.mutex);
+  if (region_bytes - bytes > s.tail_bytes) { // the smaller rest stays unused
+    s.tail = region + bytes;
+    s.tail_bytes = region_bytes - bytes;
+  }
+  return region;
+}
+
+std::size_t pages_mapped() noexcept {
+  return mapped_bytes.load(std::memory_order_relaxed);
+}
+
+void give_pages(void* pages, std::size_t bytes) noexcept {
+  bytes = (bytes + page_bytes - 1) / page_bytes * page_bytes;
+#ifdef OTP_POOL_BYPASS
+  ::operator delete(pages, std::align_val_t{page_bytes});
+  return;
+#endif
+  auto& s = the_page_source();
+  std::lock_guard lock(s.mutex);
+  auto* g = ::new (pages) given_pages{nullptr};
+  for (auto& list : s.returned_lists) {
+    if (list.bytes == bytes) {
+      g->next = list.head;
+      list.head = g;
+      return;
+    }
+  }
+  try {
+    s.returned_lists.push_back({bytes, g});
+  } catch (...) {
+    // No room for another size's list: these pages stay unused.
+  }
+}
 
 void pool_refill(thread_pool& p, std::size_t c) {
   thread_local pool_flusher flusher; // registered once per thread, here off the fast path
@@ -57,11 +153,7 @@ void pool_refill(thread_pool& p, std::size_t c) {
   }
   // Carve a fresh slab into blocks of this class.
   const std::size_t size = (c + 1) * pool_granularity;
-  auto* slab = static_cast<char*>(::operator new(slab_bytes));
-  {
-    std::lock_guard lock(d.slab_mutex);
-    d.slabs.push_back(slab);
-  }
+  auto* slab = static_cast<char*>(take_pages(slab_bytes));
   pool_block* head = nullptr;
   std::size_t n = slab_bytes / size;
   for (std::size_t i = n; i > 0; --i) {
