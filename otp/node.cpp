@@ -59,14 +59,18 @@ std::size_t detail::next_service_slot() {
   return slot;
 }
 
+namespace {
+constexpr std::size_t chunk_bytes = node::block_batch * sizeof(detail::process);
+} // namespace
+
 void detail::chunk_deleter::operator()(process* chunk) const noexcept {
   std::destroy_n(chunk, node::block_batch);
-  give_pages(chunk, node::block_batch * sizeof(process));
+  give_pages(chunk, chunk_bytes);
 }
 
 detail::process* node::allocate_chunk() {
   // Built outside the lock: it may map fresh pages.
-  auto* blocks = static_cast<detail::process*>(detail::take_pages(block_batch * sizeof(detail::process)));
+  auto* blocks = static_cast<detail::process*>(detail::take_pages(chunk_bytes));
   std::uninitialized_value_construct_n(blocks, block_batch);
   std::unique_ptr<detail::process[], detail::chunk_deleter> chunk(blocks);
   for (std::size_t i = 0; i < block_batch; ++i)

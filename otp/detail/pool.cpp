@@ -32,6 +32,11 @@ struct depot {
 constexpr std::size_t page_bytes = 4096;
 constexpr std::size_t region_bytes = std::size_t{256} << 10;
 
+// take_pages and give_pages round alike, so a size given back finds its list.
+constexpr std::size_t whole_pages(std::size_t bytes) noexcept {
+  return (bytes + page_bytes - 1) / page_bytes * page_bytes;
+}
+
 struct given_pages {
   given_pages* next;
 };
@@ -79,7 +84,7 @@ struct pool_flusher {
 constinit thread_local thread_pool this_thread_pool{};
 
 void* take_pages(std::size_t bytes) {
-  bytes = (bytes + page_bytes - 1) / page_bytes * page_bytes;
+  bytes = whole_pages(bytes);
 #ifdef OTP_POOL_BYPASS
   return ::operator new(bytes, std::align_val_t{page_bytes});
 #endif
@@ -115,7 +120,7 @@ std::size_t pages_mapped() noexcept {
 }
 
 void give_pages(void* pages, std::size_t bytes) noexcept {
-  bytes = (bytes + page_bytes - 1) / page_bytes * page_bytes;
+  bytes = whole_pages(bytes);
 #ifdef OTP_POOL_BYPASS
   ::operator delete(pages, std::align_val_t{page_bytes});
   return;
