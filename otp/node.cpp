@@ -202,18 +202,20 @@ bool node::core_free(const scheduler& s) const noexcept {
 }
 
 // Sets each scheduler's `contended` (instead of its own yield probe) and its
-// `leaving` (the watch exists only on a node that leaves shared cores).
+// `leaving` (the watch exists only on a node that leaves shared cores). A
+// shared core takes no work even when no core is free: with every core
+// shared (a server's client on one core, the last thread that used the
+// other not yet aged out of its reading), hungry schedulers passed kvstore's
+// connections back and forth, 200-800 moves in a 0.2 s benchmark row, at
+// 0.73-0.85x of one scheduler (docs/design.md, "Leaving a shared core").
 void node::look_at_cores() noexcept {
   if (watch_ == nullptr || !watch_->sample())
     return;
-  unsigned free = 0;
   for (const auto& s : schedulers_) {
     const int p = watch_->others_permille(s->index());
     s->set_contended(p >= shared_from_permille || (s->contended() && p >= shared_until_permille));
-    free += core_free(*s) ? 1 : 0;
+    s->set_leaving(s->contended() && !stopping());
   }
-  for (const auto& s : schedulers_)
-    s->set_leaving(s->contended() && free > 0 && !stopping());
 }
 
 scheduler* node::uncontended(const scheduler& from) noexcept {

@@ -37,10 +37,10 @@ struct node_options {
   std::chrono::microseconds spin{50};
   /// A scheduler whose core another busy thread wants (a load generator, a
   /// second server on the machine: other threads take 30% of the core or
-  /// more, by the kernel's accounting) hands its movable processes to one
-  /// whose core is free, and takes none, while that lasts and such a one
-  /// exists: the node keeps off a core its neighbours need (docs/design.md,
-  /// "Leaving a shared core"). Needs Linux and pinned threads. Off by
+  /// more, by the kernel's accounting) takes no work from the others while
+  /// that lasts, and hands its movable processes to one whose core is free
+  /// if there is one: the node keeps off a core its neighbours need
+  /// (docs/design.md, "Leaving a shared core"). Needs Linux and pinned threads. Off by
   /// default: it is right when that thread serves the node (its clients),
   /// and wrong beside unrelated work (a build), where the node would gather
   /// its work on fewer cores.

@@ -908,8 +908,8 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
                      std::memory_order_relaxed);
     active_since_ns_.store(0, std::memory_order_relaxed);
     const bool contended = core_contended(t);
-    // Leaving its core (give_away) while another's is free: it asks for no
-    // work, and does not spin on the core it leaves.
+    // Leaving its shared core (give_away, when another's is free): it asks
+    // for no work, and does not spin on that core.
     const bool leaving = leaving_.load(std::memory_order_relaxed);
     if (leaving)
       retract_hunger();

@@ -101,8 +101,9 @@ struct scheduler_stats {
   /// the share of its core's time that other threads than the node's
   /// schedulers took lately, from 0 to 1, or negative while unknown (its
   /// thread is not pinned to one core, the option is off, or the kernel does
-  /// not say); and whether it hands its processes to a scheduler whose core
-  /// is free because of that (docs/design.md, "Leaving a shared core").
+  /// not say); and whether its core is shared because of that: then it
+  /// takes no work from the others, and hands its processes to one whose
+  /// core is free, if there is one (docs/design.md, "Leaving a shared core").
   double others_on_core = -1;
   bool leaving = false;
   /// Whether it is idle and asks for work: a busy scheduler hands it ready
@@ -179,7 +180,8 @@ public:
   /// @private Another busy thread wants its core (scheduler_stats::contended).
   [[nodiscard]] bool contended() const noexcept { return contended_.load(std::memory_order_relaxed); }
   /// @private Its core shared, on a node that leaves shared cores: no work
-  /// goes to it (scheduler_stats::leaving; set by node::look_at_cores).
+  /// goes to it, and its own goes to a free core if there is one
+  /// (scheduler_stats::leaving; set by node::look_at_cores).
   [[nodiscard]] bool leaving() const noexcept { return leaving_.load(std::memory_order_relaxed); }
   /// @private
   void set_contended(bool on) noexcept { store_if_changed(contended_, on); }

@@ -389,7 +389,12 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
   } stop{neighbour_done, neighbour};
   // The neighbour's share of core 1 is seen.
   REQUIRE(holds_within([&n] { return n.statistics()[1].others_on_core >= 0.3; }, 60s));
-  auto leaving1 = [&n] { return n.statistics()[1].leaving; };
+  // Scheduler 1 leaves its core; it hands its processes over only while
+  // scheduler 0's core is free.
+  auto leaving1 = [&n] {
+    const auto st = n.statistics();
+    return st[1].leaving && !st[0].contended && st[0].others_on_core >= 0;
+  };
 
   // Plain processes started on scheduler 1 (new ones, and one woken by a
   // message from scheduler 0) end up on scheduler 0; a bound one stays.
@@ -449,6 +454,95 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
   CHECK_FALSE(n.statistics()[1].hungry);
   done.store(true);
   CHECK(busy1.exit.get() == otp::exit_reason::normal());
+}
+
+TEST_CASE("when every scheduler's core is shared, none takes work from another") {
+  otp::node n({.schedulers = 2, .pin_threads = false, .leave_shared_cores = true});
+  cpu_set_t allowed;
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2) {
+    MESSAGE("one CPU: nothing to share");
+    return;
+  }
+  // Each scheduler's thread on its own CPU; scheduler 1 wakes every
+  // millisecond, so that the node keeps reading its cores.
+  std::atomic<int> cpu1{-1};
+  std::atomic<bool> done{false};
+  auto ticker = n.spawn_watch({.scheduler = 1}, [&]() -> otp::task<void> {
+    const int here = sched_getcpu();
+    cpu1.store(here >= 0 && pin_to(here) ? here : -2);
+    while (!done.load(std::memory_order_relaxed))
+      co_await otp::sleep_for(1ms);
+  });
+  REQUIRE(holds_within([&] { return cpu1.load() != -1; }, 60s));
+  REQUIRE_MESSAGE(cpu1.load() >= 0, "scheduler 1's thread could not be pinned to its CPU");
+  int cpu0 = -1;
+  for (int c = 0; c < CPU_SETSIZE && cpu0 < 0; ++c)
+    if (CPU_ISSET(c, &allowed) && c != cpu1.load())
+      cpu0 = c;
+  std::atomic<bool> pinned0{false};
+  REQUIRE(n.spawn_watch({.scheduler = 0}, [&pinned0, cpu0]() -> otp::task<void> {
+              pinned0.store(pin_to(cpu0));
+              co_return;
+            }).exit.get()
+          == otp::exit_reason::normal());
+  REQUIRE(pinned0.load());
+  // A busy neighbour thread on each core.
+  std::atomic<bool> neighbours_done{false};
+  std::vector<std::thread> neighbours;
+  for (const int at : {cpu0, cpu1.load()})
+    neighbours.emplace_back([&neighbours_done, at] {
+      (void)pin_to(at);
+      while (!neighbours_done.load(std::memory_order_relaxed)) {
+      }
+    });
+  struct stop_all {
+    std::atomic<bool>& flag;
+    std::vector<std::thread>& threads;
+    ~stop_all() {
+      flag.store(true);
+      for (auto& t : threads)
+        t.join();
+    }
+  } stop{neighbours_done, neighbours};
+  auto both_shared = [&n] {
+    const auto st = n.statistics();
+    return st[0].contended && st[1].contended;
+  };
+  REQUIRE_MESSAGE(holds_within(both_shared, 60s), "the neighbours' shares were never seen");
+
+  // Workers spawned on scheduler 0 stay there: scheduler 1 asks for none.
+  // (Before, it did whenever no core was free, and kvstore's connections
+  // went back and forth between two shared cores.)
+  constexpr int workers = 8;
+  const std::uint64_t taken_before = n.statistics()[1].migrated_in;
+  std::atomic<int> ran_on1{0};
+  auto driver = n.spawn_watch({.scheduler = 0}, [&ran_on1]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    for (int i = 0; i < workers; ++i)
+      otp::spawn([&ran_on1](otp::pid to) -> otp::task<void> {
+        for (int k = 0; k < 20000; ++k) {
+          co_await otp::yield();
+          if (k % 1000 == 0)
+            if (auto info = co_await otp::get_process_info(otp::self()); info && info->scheduler == 1)
+              ++ran_on1;
+        }
+        otp::send(to, 1);
+      }, me);
+    for (int i = 0; i < workers; ++i)
+      (void)co_await otp::receive<int>();
+  });
+  REQUIRE(driver.exit.get() == otp::exit_reason::normal());
+  const bool still_shared = both_shared();
+  const std::uint64_t taken = n.statistics()[1].migrated_in - taken_before;
+  done.store(true);
+  CHECK(ticker.exit.get() == otp::exit_reason::normal());
+  if (!still_shared) {
+    MESSAGE("a core stopped looking shared while the workers ran: nothing to conclude");
+    return;
+  }
+  CHECK(ran_on1 == 0);
+  CHECK(taken == 0);
 }
 
 TEST_SUITE_END();
