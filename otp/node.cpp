@@ -225,7 +225,7 @@ scheduler* node::uncontended(const scheduler& from) noexcept {
   scheduler* best = nullptr;
   for (unsigned k = 1; k < n; ++k) {
     scheduler* s = schedulers_[(from.index() + k) % n].get();
-    // Not leaving either: look_at_cores may be between its two passes.
+    // Not leaving either: look_at_cores sets the two flags one after the other.
     if (core_free(*s) && !s->leaving() && (best == nullptr || s->io_load() < best->io_load()))
       best = s;
   }

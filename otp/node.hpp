@@ -40,10 +40,10 @@ struct node_options {
   /// more, by the kernel's accounting) takes no work from the others while
   /// that lasts, and hands its movable processes to one whose core is free
   /// if there is one: the node keeps off a core its neighbours need
-  /// (docs/design.md, "Leaving a shared core"). Needs Linux and pinned threads. Off by
-  /// default: it is right when that thread serves the node (its clients),
-  /// and wrong beside unrelated work (a build), where the node would gather
-  /// its work on fewer cores.
+  /// (docs/design.md, "Leaving a shared core"). Needs Linux and pinned
+  /// threads. Off by default: it is right when that thread serves the node
+  /// (its clients), and wrong beside unrelated work (a build), where the
+  /// node would gather its work on fewer cores.
   bool leave_shared_cores = false;
   /// Deterministic mode: one scheduler and no thread; the caller drives it
   /// with run_until_idle() and advance(), on a manual clock.
