@@ -37,6 +37,6 @@ done | tee "$out/single.txt"
 last=$((cores - 1))
 timeout 240 python3 bench/redis_bench.py --kvstore "$d/bin/kvstore" --schedulers "$half" \
   --redis-io-threads "$half" --server-cores "0-$((half - 1))" --client-cores "$half-$last" \
-  --client-threads "$half" --clients 400 --requests "$requests" --runs "$runs" \
+  --client-threads "$half" --clients 400 --requests "$requests" --requests-pipelined "$((requests * 4))" --runs "$runs" \
   --out "$out/kvstore.json" 2>&1 | tee "$out/kvstore.txt"
 ls -l "$out"
