@@ -50,12 +50,13 @@ extern constinit thread_local thread_pool this_thread_pool;
 
 // Fresh memory for the slabs and for the node's control blocks, in whole
 // pages, from 256 KiB regions that the kernel pages in at once
-// (MAP_POPULATE): one call instead of a page fault per page (skynet's kernel
-// time: 0.75 s -> 0.20 s). Pages given back wait for the next request of the
-// same size; none go back to the system.
+// (MADV_POPULATE_WRITE): one call instead of a page fault per page
+// (skynet's kernel time: 0.75 s -> 0.20 s). Pages given back wait for the
+// next request of the same size; none go back to the system.
 [[nodiscard]] void* take_pages(std::size_t bytes);
 void give_pages(void* pages, std::size_t bytes) noexcept;
-// Bytes mapped by take_pages since the program started (0 when bypassed).
+// Bytes of fresh memory take_pages handed out or holds since the program
+// started (0 when bypassed).
 [[nodiscard]] std::size_t pages_mapped() noexcept;
 
 // Slow paths: refill an empty list; give a batch back when one is too long.
