@@ -217,6 +217,14 @@ bool pin_to(int cpu) {
   return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
 }
 
+// The first CPU of `allowed` other than `not_this`, or -1.
+int other_cpu(const cpu_set_t& allowed, int not_this) {
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &allowed) && c != not_this)
+      return c;
+  return -1;
+}
+
 } // namespace
 
 TEST_CASE("a scheduler whose core another busy thread wants sleeps when idle, and spins again once it is free") {
@@ -354,10 +362,7 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
   });
   REQUIRE(holds_within([&] { return cpu1.load() != -1; }, 60s));
   REQUIRE_MESSAGE(cpu1.load() >= 0, "scheduler 1's thread could not be pinned to its CPU");
-  int other = -1;
-  for (int c = 0; c < CPU_SETSIZE && other < 0; ++c)
-    if (CPU_ISSET(c, &allowed) && c != cpu1.load())
-      other = c;
+  const int other = other_cpu(allowed, cpu1.load());
   auto pin0 = n.spawn_watch({.scheduler = 0}, [&pinned0, other]() -> otp::task<void> {
     pinned0.store(pin_to(other));
     co_return;
@@ -476,10 +481,7 @@ TEST_CASE("when every scheduler's core is shared, none takes work from another")
   });
   REQUIRE(holds_within([&] { return cpu1.load() != -1; }, 60s));
   REQUIRE_MESSAGE(cpu1.load() >= 0, "scheduler 1's thread could not be pinned to its CPU");
-  int cpu0 = -1;
-  for (int c = 0; c < CPU_SETSIZE && cpu0 < 0; ++c)
-    if (CPU_ISSET(c, &allowed) && c != cpu1.load())
-      cpu0 = c;
+  const int cpu0 = other_cpu(allowed, cpu1.load());
   std::atomic<bool> pinned0{false};
   REQUIRE(n.spawn_watch({.scheduler = 0}, [&pinned0, cpu0]() -> otp::task<void> {
               pinned0.store(pin_to(cpu0));
