@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -217,12 +218,38 @@ bool pin_to(int cpu) {
   return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
 }
 
-// The first CPU of `allowed` other than `not_this`, or -1.
-int other_cpu(const cpu_set_t& allowed, int not_this) {
-  for (int c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &allowed) && c != not_this)
-      return c;
-  return -1;
+struct scheduler_cpus {
+  int cpu0;
+  int cpu1;
+};
+
+// Pins scheduler 1's thread to the CPU it runs on, and scheduler 0's to
+// another CPU this test may use; nullopt when it may use only one.
+std::optional<scheduler_cpus> pin_two_schedulers(otp::node& n) {
+  cpu_set_t allowed;
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2)
+    return std::nullopt;
+  std::atomic<int> cpu1{-1};
+  REQUIRE(n.spawn_watch({.scheduler = 1}, [&cpu1]() -> otp::task<void> {
+              const int here = sched_getcpu();
+              cpu1.store(here >= 0 && pin_to(here) ? here : -2);
+              co_return;
+            }).exit.get()
+          == otp::exit_reason::normal());
+  REQUIRE_MESSAGE(cpu1.load() >= 0, "scheduler 1's thread could not be pinned to its CPU");
+  int cpu0 = -1;
+  for (int c = 0; c < CPU_SETSIZE && cpu0 < 0; ++c)
+    if (CPU_ISSET(c, &allowed) && c != cpu1.load())
+      cpu0 = c;
+  std::atomic<bool> pinned0{false};
+  REQUIRE(n.spawn_watch({.scheduler = 0}, [&pinned0, cpu0]() -> otp::task<void> {
+              pinned0.store(pin_to(cpu0));
+              co_return;
+            }).exit.get()
+          == otp::exit_reason::normal());
+  REQUIRE(pinned0.load());
+  return scheduler_cpus{cpu0, cpu1.load()};
 }
 
 } // namespace
@@ -341,18 +368,13 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
   otp::node n({.schedulers = 2, .pin_threads = false, .leave_shared_cores = true});
   // Scheduler 1's thread on one CPU this test may use, scheduler 0's on
   // another; a busy neighbour thread then wants scheduler 1's.
-  cpu_set_t allowed;
-  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
-  if (CPU_COUNT(&allowed) < 2) {
+  const auto cpus = pin_two_schedulers(n);
+  if (!cpus) {
     MESSAGE("one CPU: nothing to hand over to");
     return;
   }
-  std::atomic<int> cpu1{-1};
-  std::atomic<bool> pinned0{false};
   std::atomic<bool> done{false};
   auto busy1 = n.spawn_watch({.scheduler = 1}, [&]() -> otp::task<void> {
-    const int here = sched_getcpu();
-    cpu1.store(here >= 0 && pin_to(here) ? here : -2);
     while (!done.load(std::memory_order_relaxed)) { // busy, then idle: it looks at its core
       const auto until = std::chrono::steady_clock::now() + 3ms;
       while (std::chrono::steady_clock::now() < until) {
@@ -360,26 +382,17 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
       co_await otp::sleep_for(1ms);
     }
   });
-  REQUIRE(holds_within([&] { return cpu1.load() != -1; }, 60s));
-  REQUIRE_MESSAGE(cpu1.load() >= 0, "scheduler 1's thread could not be pinned to its CPU");
-  const int other = other_cpu(allowed, cpu1.load());
-  auto pin0 = n.spawn_watch({.scheduler = 0}, [&pinned0, other]() -> otp::task<void> {
-    pinned0.store(pin_to(other));
-    co_return;
-  });
-  REQUIRE(pin0.exit.get() == otp::exit_reason::normal());
-  REQUIRE(pinned0.load());
   // This thread waits on scheduler 1's CPU too: woken on scheduler 0's, it
   // would make that core look shared.
   cpu_set_t mine;
   REQUIRE(pthread_getaffinity_np(pthread_self(), sizeof(mine), &mine) == 0);
-  REQUIRE(pin_to(cpu1.load()));
+  REQUIRE(pin_to(cpus->cpu1));
   struct affinity_back {
     cpu_set_t set;
     ~affinity_back() { (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set); }
   } restore{mine};
   std::atomic<bool> neighbour_done{false};
-  std::thread neighbour([&neighbour_done, at = cpu1.load()] {
+  std::thread neighbour([&neighbour_done, at = cpus->cpu1] {
     (void)pin_to(at);
     while (!neighbour_done.load(std::memory_order_relaxed)) {
     }
@@ -463,36 +476,22 @@ TEST_CASE("a scheduler whose core another busy thread wants hands its movable pr
 
 TEST_CASE("when every scheduler's core is shared, none takes work from another") {
   otp::node n({.schedulers = 2, .pin_threads = false, .leave_shared_cores = true});
-  cpu_set_t allowed;
-  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
-  if (CPU_COUNT(&allowed) < 2) {
+  // Each scheduler's thread on its own CPU; scheduler 1 wakes every
+  // millisecond, so that the node keeps reading its cores.
+  const auto cpus = pin_two_schedulers(n);
+  if (!cpus) {
     MESSAGE("one CPU: nothing to share");
     return;
   }
-  // Each scheduler's thread on its own CPU; scheduler 1 wakes every
-  // millisecond, so that the node keeps reading its cores.
-  std::atomic<int> cpu1{-1};
   std::atomic<bool> done{false};
-  auto ticker = n.spawn_watch({.scheduler = 1}, [&]() -> otp::task<void> {
-    const int here = sched_getcpu();
-    cpu1.store(here >= 0 && pin_to(here) ? here : -2);
+  auto ticker = n.spawn_watch({.scheduler = 1}, [&done]() -> otp::task<void> {
     while (!done.load(std::memory_order_relaxed))
       co_await otp::sleep_for(1ms);
   });
-  REQUIRE(holds_within([&] { return cpu1.load() != -1; }, 60s));
-  REQUIRE_MESSAGE(cpu1.load() >= 0, "scheduler 1's thread could not be pinned to its CPU");
-  const int cpu0 = other_cpu(allowed, cpu1.load());
-  std::atomic<bool> pinned0{false};
-  REQUIRE(n.spawn_watch({.scheduler = 0}, [&pinned0, cpu0]() -> otp::task<void> {
-              pinned0.store(pin_to(cpu0));
-              co_return;
-            }).exit.get()
-          == otp::exit_reason::normal());
-  REQUIRE(pinned0.load());
   // A busy neighbour thread on each core.
   std::atomic<bool> neighbours_done{false};
   std::vector<std::thread> neighbours;
-  for (const int at : {cpu0, cpu1.load()})
+  for (const int at : {cpus->cpu0, cpus->cpu1})
     neighbours.emplace_back([&neighbours_done, at] {
       (void)pin_to(at);
       while (!neighbours_done.load(std::memory_order_relaxed)) {
