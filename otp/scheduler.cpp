@@ -18,6 +18,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -480,6 +481,75 @@ void scheduler::check_balance() noexcept {
   idlest->remote_enqueue(pick);
 }
 
+// Compaction of load (the BEAM's, +scl): placement and sheds spread a
+// burst over every hungry scheduler, and processes woken by messages then
+// stay where they landed. A chain that passes one token (a ring) or a
+// light load split that way runs at the speed of its cross-core hops and
+// wake-ups (ring_hop_ns 21 -> 34 ns at two schedulers). So a scheduler
+// that goes idle looks, once a period, at what every scheduler did in it:
+// if it was the least busy, and its work fits beside the busiest one that
+// has room for it (nine tenths of the period in all), it hands that one
+// its waiting processes and runs nothing until work comes again. The
+// busy one keeps them: check_balance gives work away only from a
+// scheduler busy nine tenths of a period, which this one then is not.
+bool scheduler::compact_load(std::int64_t t) noexcept {
+  const std::int64_t window = t - compact_checked_ns_;
+  if (window < balance_period_ns)
+    return false;
+  // After a sleep the period is mostly idleness, and says nothing of the
+  // load: only a scheduler that keeps coming back to the idle path (a
+  // chain's hops) compacts.
+  const bool sampled = compact_checked_ns_ != 0 && window <= 4 * balance_period_ns;
+  compact_checked_ns_ = t;
+  const unsigned n = node_.scheduler_count();
+  compact_seen_ns_.resize(n, 0);
+  compact_busy_.resize(n, 0);
+  std::int64_t ours = 0;
+  for (unsigned i = 0; i < n; ++i) {
+    scheduler& s = node_.get_scheduler(i);
+    const std::int64_t since = s.active_since_ns_.load(std::memory_order_relaxed);
+    const std::int64_t active = s.active_ns_.load(std::memory_order_relaxed) + (since != 0 && t > since ? t - since : 0);
+    compact_busy_[i] = active - compact_seen_ns_[i];
+    compact_seen_ns_[i] = active;
+    if (&s == this)
+      ours = compact_busy_[i];
+  }
+  if (!sampled || live_.empty() || node_.stopping())
+    return false;
+  const std::int64_t room = window * 9 / 10;
+  std::int64_t least_other = std::numeric_limits<std::int64_t>::max();
+  scheduler* to = nullptr;
+  std::int64_t to_busy = -1;
+  for (unsigned i = 0; i < n; ++i) {
+    scheduler& s = node_.get_scheduler(i);
+    if (&s == this || s.leaving())
+      continue;
+    least_other = std::min(least_other, compact_busy_[i]);
+    if (compact_busy_[i] + ours <= room && compact_busy_[i] > to_busy) {
+      to_busy = compact_busy_[i];
+      to = &s;
+    }
+  }
+  if (to == nullptr || ours > least_other)
+    return false;
+  std::size_t moved = 0;
+  // From the back: remove_live moves the last process into the slot it
+  // empties, and that one has been looked at already.
+  for (std::size_t i = live_.size(); i > 0 && moved < max_compact; --i) {
+    process* p = live_[i - 1];
+    if (p->state != proc_state::waiting || p->in_ready || p->waiter == nullptr || tied_here(*p))
+      continue;
+    if (p->extras != nullptr && p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns)
+      continue; // the balance check sent it here lately
+    if (p->notified.exchange(true, std::memory_order_seq_cst))
+      continue; // a sender is waking it here: it runs here first
+    p->wake_streak = 0;
+    move_waiting(p, to);
+    ++moved;
+  }
+  return moved != 0;
+}
+
 // A caller woken from another scheduler while it waits for a call's reply
 // goes to its callee's scheduler, so that the calls that follow are local:
 // clients of one server gather on the server's core instead of paying two
@@ -907,6 +977,8 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
     active_ns_.store(active_ns_.load(std::memory_order_relaxed) + ns_of(t) - ns_of(active_since),
                      std::memory_order_relaxed);
     active_since_ns_.store(0, std::memory_order_relaxed);
+    if (balance && compact_load(ns_of(t)))
+      continue;
     const bool contended = core_contended(t);
     // Leaving its shared core (give_away, when another's is free): it asks
     // for no work, and does not spin on that core.

@@ -1094,6 +1094,80 @@ TEST_CASE("an idle scheduler takes processes woken by messages from a busy one, 
   }
 }
 
+namespace {
+// A ring member: passes each token on to the next, until the token says stop.
+otp::task<void> ring_member() {
+  const otp::pid next = co_await otp::receive<otp::pid>();
+  for (;;) {
+    const int token = co_await otp::receive<int>();
+    otp::send(next, token);
+    if (token < 0)
+      co_return;
+  }
+}
+} // namespace
+
+TEST_CASE("a ring split over two schedulers by a burst of spawns gathers on one") {
+  // The burst is shed half to the hungry scheduler, and ring members, woken
+  // by messages, stayed where they landed: every lap crossed cores at each
+  // boundary, and each crossing waited for a wake-up (ring_hop_ns 21 -> 34
+  // ns). One token keeps one scheduler busy at a time, so the work fits on
+  // one: the less busy scheduler hands its members over when it goes idle
+  // (compact_load).
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  constexpr int members = 64;
+  std::set<unsigned> at_start, at_end;
+  bool gathered = false;
+  long laps = 0;
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    std::vector<otp::pid> ring;
+    auto places = [&]() -> otp::task<std::set<unsigned>> {
+      std::set<unsigned> at;
+      for (const auto& p : ring)
+        if (auto info = co_await otp::get_process_info(p))
+          at.insert(info->scheduler);
+      co_return at;
+    };
+    // Rarely, scheduler 1 is not hungry at the burst and nothing is shed:
+    // then a new ring, up to ten times.
+    for (int attempt = 0; attempt < 10 && at_start.size() != 2; ++attempt) {
+      if (!ring.empty()) {
+        otp::send(ring[0], -1);
+        (void)co_await otp::receive<int>();
+        ring.clear();
+      }
+      while (!n.statistics()[1].hungry)
+        co_await otp::yield();
+      for (int i = 0; i < members; ++i)
+        ring.push_back(otp::spawn(ring_member));
+      for (int i = 0; i < members; ++i)
+        otp::send(ring[static_cast<std::size_t>(i)], i + 1 < members ? ring[static_cast<std::size_t>(i) + 1] : me);
+      // One lap first: every member has run into its receive.
+      otp::send(ring[0], 0);
+      (void)co_await otp::receive<int>();
+      at_start = co_await places();
+    }
+    if (at_start.size() != 2)
+      co_return;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!gathered && std::chrono::steady_clock::now() < deadline) {
+      for (int i = 0; i < 64; ++i, ++laps) {
+        otp::send(ring[0], 1);
+        (void)co_await otp::receive<int>();
+      }
+      at_end = co_await places();
+      gathered = at_end.size() == 1;
+    }
+    otp::send(ring[0], -1);
+    (void)co_await otp::receive<int>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CAPTURE(laps);
+  REQUIRE(at_start.size() == 2); // the burst was split
+  CHECK(gathered);
+}
+
 TEST_CASE("a deterministic node stays deterministic") {
   // One scheduler, a seeded order: the same seed gives the same trace.
   auto trace_of = [](std::uint64_t seed) {
