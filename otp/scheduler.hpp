@@ -365,12 +365,10 @@ private:
   // Compaction of load (the BEAM's +scl): a scheduler that goes idle
   // looks once a period; if it was the least busy, and its work fits
   // beside another's, it hands that one its waiting processes
-  // (scheduler.cpp, compact_load).
-  bool compact_load(std::int64_t t_ns) noexcept;
+  // (scheduler.cpp, compact_load). Its state is below, away from the
+  // fields a hop touches.
+  [[gnu::noinline]] bool compact_load(std::int64_t t_ns) noexcept;
   static constexpr std::size_t max_compact = 4096; // moved per look at most
-  std::int64_t compact_checked_ns_ = 0;
-  std::vector<std::int64_t> compact_seen_ns_; // each scheduler's active time at the last look
-  std::vector<std::int64_t> compact_busy_;    // and how much of the period since it was active
   // Wake-ups in a row from the callee's scheduler before a caller follows.
   static constexpr std::uint32_t follow_after = 8;
   [[nodiscard]] bool can_migrate(const detail::process& p) const noexcept;
@@ -453,6 +451,9 @@ private:
   std::atomic<std::uint64_t> serial_{1};
   std::uint64_t local_ref_ = 0;
   std::thread thread_;
+  std::int64_t compact_checked_ns_ = 0;       // compact_load's last look
+  std::vector<std::int64_t> compact_seen_ns_; // each scheduler's active time then
+  std::vector<std::int64_t> compact_busy_;    // and how much of the period since it was active
 
   // Counters for stats(), written by the owner thread, read by anyone.
   alignas(64) std::atomic<std::int64_t> active_ns_{0};
