@@ -1022,13 +1022,16 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
 }
 
 void scheduler::start_thread(bool pin, std::chrono::microseconds spin) {
-  // Sized here, on the node's thread: allocated by the scheduler's own
-  // thread at its first look, they made ping_pong_cross_ns 300 -> 400 ns
-  // for the rest of the run (two bound processes, which compaction never
-  // moves; the mechanism is not understood, the effect is repeatable).
+  // Sized here, on the node's thread: compact_load's, allocated by the
+  // scheduler's own thread at its first look, made ping_pong_cross_ns
+  // 300 -> 400 ns for the rest of the run (two bound processes, which
+  // compaction never moves; the mechanism is not understood, the effect is
+  // repeatable). check_balance's are sized here for the same reason.
   const unsigned n = node_.scheduler_count();
   compact_seen_ns_.assign(n, 0);
   compact_busy_.assign(n, 0);
+  seen_active_ns_.assign(n, 0);
+  mostly_idle_.assign(n, false);
   thread_ = std::thread([this, pin, spin] { run_loop(pin, spin); });
 }
 
