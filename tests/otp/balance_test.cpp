@@ -1168,6 +1168,61 @@ TEST_CASE("a ring split over two schedulers by a burst of spawns gathers on one"
   CHECK(gathered);
 }
 
+TEST_CASE("compaction leaves a worker where its feeder's scheduler has no room for it") {
+  // Scheduler 0 is busy all the time; a worker on scheduler 1, fed from 0,
+  // leaves scheduler 1 idle between requests. Compaction must not move it
+  // to scheduler 0 (the two together are over nine tenths of a period).
+  std::atomic<bool> done{false}; // before the node: its processes read it until the node stops
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  unsigned worker_start = ~0u, worker_end = ~0u;
+  long answered = 0;
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    for (int i = 0; i < 4; ++i)
+      otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* stop) -> otp::task<void> {
+        while (!stop->load(std::memory_order_relaxed)) {
+          (void)burn(1, 200);
+          co_await otp::yield();
+        }
+      }, &done);
+    while (n.statistics()[0].hungry)
+      co_await otp::yield();
+    otp::spawn_opt({.scheduler = 1}, [](otp::pid driver) -> otp::task<void> {
+      const otp::pid worker = otp::spawn([](otp::pid d) -> otp::task<void> {
+        otp::send(d, co_await where());
+        for (;;) {
+          const int k = co_await otp::receive<int>();
+          if (k < 0)
+            break;
+          otp::send(d, k + 1);
+        }
+        otp::send(d, co_await where());
+      }, driver);
+      otp::send(driver, worker);
+      co_return;
+    }, me);
+    const otp::pid worker = co_await otp::receive<otp::pid>();
+    worker_start = static_cast<unsigned>(co_await otp::receive<unsigned>());
+    // Twenty periods of compaction's look (10 ms each) or more.
+    const auto until = std::chrono::steady_clock::now() + 200ms;
+    for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
+      otp::send(worker, i);
+      answered += co_await otp::receive<int>() == i + 1 ? 1 : 0;
+    }
+    otp::send(worker, -1);
+    worker_end = co_await otp::receive<unsigned>();
+    done = true;
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(worker_start == 1);
+  CHECK(answered > 0);
+  CHECK(worker_end == 1);
+  // Nothing else here may move (the rest is bound), and the worker did not
+  // go and come back: without the rule, compaction sent it to scheduler 0
+  // and the balance check sent it back.
+  CHECK(migrations(n) == 0);
+}
+
 TEST_CASE("a deterministic node stays deterministic") {
   // One scheduler, a seeded order: the same seed gives the same trace.
   auto trace_of = [](std::uint64_t seed) {
