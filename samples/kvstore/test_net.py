@@ -615,8 +615,11 @@ def connections_spread(port):
     # where they were placed (0/21 before the placement rule). Their sockets
     # are otp::follow now, so the balancing may move them after placement:
     # 5/16 once under ASan. All on one scheduler is what this guards against.
+    # The connection answering INFO calls the shards for their lines, and
+    # compaction may move it while it waits for them: a process that moved
+    # counts again at its next socket wait, so it may be missing (9/11).
     check("20 connections spread over both schedulers (io_bound %s)" % bound,
-          len(bound) == 2 and sum(bound) == 21 and min(bound) >= 4, info)
+          len(bound) == 2 and sum(bound) in (20, 21) and min(bound) >= 4, info)
     for c in clients:
         c.close()
 
