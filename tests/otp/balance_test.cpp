@@ -984,6 +984,47 @@ otp::task<void> pair_side(otp::pid driver, int pair, std::atomic<bool>* stop) {
 }
 } // namespace
 
+namespace {
+// Scheduler 0 made busy for good by bound processes (until `stop`), and a
+// worker started on scheduler 1, fed from 0. The worker is spawned there by
+// a bound process once scheduler 0 is busy (not hungry), so nobody takes it
+// from there at its start. It sends the caller where it runs, answers each
+// int k >= 0 with {k, k + 1}, and at k < 0 sends where it runs and ends.
+otp::task<otp::pid> start_fed_worker(otp::node& n, std::atomic<bool>* stop) {
+  for (int i = 0; i < 4; ++i)
+    otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* s) -> otp::task<void> {
+      while (!s->load(std::memory_order_relaxed)) {
+        (void)burn(1, 200);
+        co_await otp::yield();
+      }
+    }, stop);
+  while (n.statistics()[0].hungry)
+    co_await otp::yield();
+  otp::spawn_opt({.scheduler = 1}, [](otp::pid driver) -> otp::task<void> {
+    const otp::pid worker = otp::spawn([](otp::pid d) -> otp::task<void> {
+      otp::send(d, co_await where());
+      for (;;) {
+        const int k = co_await otp::receive<int>();
+        if (k < 0)
+          break;
+        otp::send(d, std::pair<int, int>{k, k + 1});
+      }
+      otp::send(d, co_await where());
+    }, driver);
+    otp::send(driver, worker);
+    co_return;
+  }, otp::self());
+  co_return co_await otp::receive<otp::pid>();
+}
+
+// One request to start_fed_worker's worker: whether it answered right.
+otp::task<bool> ask_fed_worker(const otp::pid& worker, int k) {
+  otp::send(worker, k);
+  const auto r = co_await otp::receive<std::pair<int, int>>();
+  co_return r.first == k && r.second == k + 1;
+}
+} // namespace
+
 TEST_CASE("a process fed from a busier scheduler stays where it is") {
   // A dispatcher on a busy scheduler 0 feeds a worker on scheduler 1: the
   // worker must not follow it there (a pool fed by one dispatcher would
@@ -993,40 +1034,11 @@ TEST_CASE("a process fed from a busier scheduler stays where it is") {
   unsigned worker_start = ~0u, worker_end = ~0u;
   int answered = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
-    const otp::pid me = otp::self();
     // Bound load on scheduler 0: it is never idle, and nothing of it can move.
-    for (int i = 0; i < 4; ++i)
-      otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* stop) -> otp::task<void> {
-        while (!stop->load(std::memory_order_relaxed)) {
-          (void)burn(1, 200);
-          co_await otp::yield();
-        }
-      }, &done);
-    // The worker starts on scheduler 1: spawned there by a bound process,
-    // once scheduler 0 is busy (not hungry), so nobody takes it from there.
-    while (n.statistics()[0].hungry)
-      co_await otp::yield();
-    otp::spawn_opt({.scheduler = 1}, [](otp::pid driver) -> otp::task<void> {
-      const otp::pid worker = otp::spawn([](otp::pid d) -> otp::task<void> {
-        otp::send(d, co_await where());
-        for (;;) {
-          const int k = co_await otp::receive<int>();
-          if (k < 0)
-            break;
-          otp::send(d, std::pair<int, int>{k, k + 1});
-        }
-        otp::send(d, co_await where());
-      }, driver);
-      otp::send(driver, worker);
-      co_return;
-    }, me);
-    const otp::pid worker = co_await otp::receive<otp::pid>();
+    const otp::pid worker = co_await start_fed_worker(n, &done);
     worker_start = co_await otp::receive<unsigned>();
-    for (int i = 0; i < 100; ++i) {
-      otp::send(worker, i);
-      const auto r = co_await otp::receive<std::pair<int, int>>();
-      answered += r.first == i && r.second == i + 1 ? 1 : 0;
-    }
+    for (int i = 0; i < 100; ++i)
+      answered += co_await ask_fed_worker(worker, i) ? 1 : 0;
     otp::send(worker, -1);
     worker_end = co_await otp::receive<unsigned>();
     done = true;
@@ -1177,38 +1189,12 @@ TEST_CASE("compaction leaves a worker where its feeder's scheduler has no room f
   unsigned worker_start = ~0u, worker_end = ~0u;
   long answered = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
-    const otp::pid me = otp::self();
-    for (int i = 0; i < 4; ++i)
-      otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* stop) -> otp::task<void> {
-        while (!stop->load(std::memory_order_relaxed)) {
-          (void)burn(1, 200);
-          co_await otp::yield();
-        }
-      }, &done);
-    while (n.statistics()[0].hungry)
-      co_await otp::yield();
-    otp::spawn_opt({.scheduler = 1}, [](otp::pid driver) -> otp::task<void> {
-      const otp::pid worker = otp::spawn([](otp::pid d) -> otp::task<void> {
-        otp::send(d, co_await where());
-        for (;;) {
-          const int k = co_await otp::receive<int>();
-          if (k < 0)
-            break;
-          otp::send(d, k + 1);
-        }
-        otp::send(d, co_await where());
-      }, driver);
-      otp::send(driver, worker);
-      co_return;
-    }, me);
-    const otp::pid worker = co_await otp::receive<otp::pid>();
-    worker_start = static_cast<unsigned>(co_await otp::receive<unsigned>());
+    const otp::pid worker = co_await start_fed_worker(n, &done);
+    worker_start = co_await otp::receive<unsigned>();
     // Twenty periods of compaction's look (10 ms each) or more.
     const auto until = std::chrono::steady_clock::now() + 200ms;
-    for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
-      otp::send(worker, i);
-      answered += co_await otp::receive<int>() == i + 1 ? 1 : 0;
-    }
+    for (int i = 0; std::chrono::steady_clock::now() < until; ++i)
+      answered += co_await ask_fed_worker(worker, i) ? 1 : 0;
     otp::send(worker, -1);
     worker_end = co_await otp::receive<unsigned>();
     done = true;
