@@ -367,7 +367,7 @@ private:
   // beside another's, it hands that one its waiting processes
   // (scheduler.cpp, compact_load). Its state is below, away from the
   // fields a hop touches.
-  [[gnu::noinline]] bool compact_load(std::int64_t t_ns) noexcept;
+  bool compact_load(std::int64_t t_ns) noexcept;
   static constexpr std::size_t max_compact = 4096; // moved per look at most
   // Wake-ups in a row from the callee's scheduler before a caller follows.
   static constexpr std::uint32_t follow_after = 8;
