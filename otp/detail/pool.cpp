@@ -54,10 +54,24 @@ struct given_pages {
   given_pages* next;
 };
 
+// Pages of a region not handed out yet.
+struct page_span {
+  char* at = nullptr;
+  std::size_t bytes = 0;
+  char* cut(std::size_t n) noexcept {
+    bytes -= n;
+    return std::exchange(at, at + n);
+  }
+};
+
 struct page_source {
   std::mutex mutex;
-  char* tail = nullptr; // the unused end of the newest region
-  std::size_t tail_bytes = 0;
+  // The two largest rests of the regions paged in so far; requests use the
+  // smaller first. With one rest, a slab (64 KiB) that did not fit left the
+  // rest unused although chunks of control blocks (8 KiB) would have: 10%
+  // of skynet's memory paged in for nothing (docs/design.md, "The page source").
+  page_span tail;
+  page_span spare;
   char* reserve = nullptr; // the newest reservation's blocks not taken yet
   std::size_t reserve_left = 0;
   struct returned {
@@ -143,12 +157,10 @@ void* take_pages(std::size_t bytes) {
       if (list.bytes == bytes && list.head != nullptr)
         return std::exchange(list.head, list.head->next);
     }
-    if (bytes <= s.tail_bytes) {
-      char* p = s.tail;
-      s.tail += bytes;
-      s.tail_bytes -= bytes;
-      return p;
-    }
+    if (bytes <= s.spare.bytes)
+      return s.spare.cut(bytes);
+    if (bytes <= s.tail.bytes)
+      return s.tail.cut(bytes);
   }
   if (bytes >= region_bytes)
     return map_populated(bytes);
@@ -158,11 +170,13 @@ void* take_pages(std::size_t bytes) {
   // MADV_POPULATE_WRITE (before Linux 5.14) refuses it, and the pages
   // fault in as they are first touched.
   (void)::madvise(region, region_bytes, MADV_POPULATE_WRITE);
+  page_span rest{region + bytes, region_bytes - bytes};
   std::lock_guard lock(s.mutex);
-  if (region_bytes - bytes > s.tail_bytes) { // the smaller rest stays unused
-    s.tail = region + bytes;
-    s.tail_bytes = region_bytes - bytes;
-  }
+  // Keep the two largest of the three rests; the smallest stays unused.
+  if (rest.bytes > s.tail.bytes)
+    std::swap(rest, s.tail);
+  if (rest.bytes > s.spare.bytes)
+    std::swap(rest, s.spare);
   return region;
 }
 
