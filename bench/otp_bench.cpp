@@ -7,6 +7,7 @@
 //        otp_bench --list   prints the names it knows
 #include "otp/otp.hpp"
 #include "behaviours/gen_server.hpp"
+#include "otp/detail/pool.hpp"
 #include "otp/logger.hpp"
 #include "registry/registry.hpp"
 #include "supervisor/supervisor.hpp"
@@ -15,6 +16,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -177,19 +179,22 @@ void cpu_relax() noexcept {
 // and 1 are, bouncing a counter through two cache lines and nothing else.
 // ping_pong_cross_ns / this = about how many line transfers a round trip of
 // two messages costs (docs/design.md, "Where ping_pong_cross_ns goes").
+// Pins the calling thread to `core` (modulo the cores), as a scheduler is.
+void pin_to_core(unsigned core) {
+  const unsigned cores = std::thread::hardware_concurrency();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cores > 0 ? core % cores : 0, &set);
+  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
 void cache_line_round_trip() {
   constexpr int n = 2000000;
   struct alignas(64) line {
     std::atomic<int> v{0};
   };
   static line a, b;
-  auto pin = [](unsigned core) {
-    const unsigned cores = std::thread::hardware_concurrency();
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cores > 0 ? core % cores : 0, &set);
-    (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-  };
+  auto pin = pin_to_core;
   std::thread peer([&] {
     pin(1);
     for (int i = 1; i <= n; ++i) {
@@ -632,6 +637,45 @@ void scale_skynet_bench() {
   result("scale_skynet_ms", ns / 1e6, "ms");
 }
 
+// page_in: the floor under skynet_plain's speed-up. As many threads as the
+// node would have schedulers, pinned as they are, take 64 KiB slabs from
+// the runtime's page source (paged in by the kernel) until they hold 400 MB
+// between them, writing a byte every 64 bytes as the pool does when it
+// carves a slab. A million processes page in ~390 MB, so skynet_plain at N
+// schedulers cannot scale better than this.
+void scale_page_in_bench() {
+  unsigned threads = scaling_options().schedulers;
+  if (threads == 0)
+    threads = std::max(1u, std::thread::hardware_concurrency());
+  std::printf("# schedulers %u\n", threads);
+  constexpr std::size_t total = std::size_t{400} << 20;
+  constexpr std::size_t slab = std::size_t{64} << 10;
+  const std::size_t share = total / threads / slab;
+  std::atomic<unsigned> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      pin_to_core(t);
+      ready.fetch_add(1);
+      while (!go.load(std::memory_order_acquire))
+        cpu_relax();
+      for (std::size_t i = 0; i < share; ++i) {
+        auto* p = static_cast<volatile char*>(otp::detail::take_pages(slab));
+        for (std::size_t b = 0; b < slab; b += 64)
+          p[b] = 1;
+      }
+    });
+  }
+  while (ready.load() != threads)
+    cpu_relax();
+  const auto t0 = clock_type::now();
+  go.store(true, std::memory_order_release);
+  for (auto& th : pool)
+    th.join();
+  result("scale_page_in_ms", ns_since(t0) / 1e6, "ms");
+}
+
 // ping_pong_pairs: 64 pairs, all spawned by the top process; each pair makes
 // `rounds` round trips (2 messages each).
 constexpr long scale_pairs = 64;
@@ -782,6 +826,7 @@ const std::map<std::string, std::function<void()>>& benches() {
     {"sleep_queued_ns", sleep_queued},
     {"workers", scale_workers_bench},
     {"skynet_plain", scale_skynet_bench},
+    {"page_in", scale_page_in_bench},
     {"ping_pong_pairs", scale_ping_pong_pairs_bench},
     {"supervised_pool", scale_supervised_pool_bench},
     {"gen_server_clients", scale_gen_server_clients_bench},

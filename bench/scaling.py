@@ -37,6 +37,9 @@ PROGRAMS = [
     # Up to ~1.1M processes alive at once: raise Erlang's process limit.
     dict(name="skynet_plain", result="scale_skynet_ms", unit="ms",
          erl=["+P", "2097152"]),
+    # otp only: the kernel paging in as much fresh memory as skynet_plain
+    # touches, from as many pinned threads; its speed-up bounds skynet's.
+    dict(name="page_in", result="scale_page_in_ms", unit="ms", erl=[]),
     dict(name="ping_pong_pairs", result="scale_ping_pong_pairs_msgs_per_s",
          unit="msgs_per_s", erl=[]),
     dict(name="gen_server_clients",
