@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "otp/detail/pool.hpp"
+#include "otp/detail/spin_lock.hpp"
 
 #include <sys/mman.h>
 
@@ -21,8 +22,12 @@ struct batch {
   std::size_t count;
 };
 
+// Every scheduler spills and refills here, a batch per 32 frees or
+// allocations of a class: with a std::mutex the losing thread slept in the
+// kernel (skynet at two schedulers: ~250 futex waits a run on the depot
+// and the page source). The holder only pushes or pops a vector entry.
 struct depot_class {
-  std::mutex mutex;
+  spin_lock mutex;
   std::vector<batch> batches;
 };
 
@@ -65,7 +70,10 @@ struct page_span {
 };
 
 struct page_source {
-  std::mutex mutex;
+  // Held for a list or a rest's few instructions, never across a system
+  // call: a std::mutex here put the losing scheduler to sleep in the kernel
+  // (~40 futex waits a run of skynet at two schedulers).
+  spin_lock mutex;
   // The two largest rests of the regions paged in so far; requests use the
   // smaller first. With one rest, a slab (64 KiB) that did not fit left the
   // rest unused although chunks of control blocks (8 KiB) would have: 10%
@@ -94,25 +102,34 @@ std::atomic<std::size_t> mapped_bytes{0};
 constinit thread_local char* block_next = nullptr;
 constinit thread_local std::size_t block_left = 0;
 
-// Under the source's mutex: a block of address space, not paged in.
+// A block of address space, not paged in. A new reservation is mapped
+// outside the source's lock: mmap waits for the process's mmap lock, which
+// another thread paging in a region holds, and the other threads would
+// wait behind it for pages they already have.
 char* reserve_block(page_source& s) {
-  if (s.reserve_left < block_bytes) {
-    // One block more than needed, so that the blocks can start aligned.
-    void* m = ::mmap(nullptr, reserve_bytes + block_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-      throw std::bad_alloc();
-    const auto at = (reinterpret_cast<std::uintptr_t>(m) + block_bytes - 1) & ~(block_bytes - 1);
-    s.reserve = reinterpret_cast<char*>(at);
-    s.reserve_left = reserve_bytes;
+  {
+    std::lock_guard lock(s.mutex);
+    if (s.reserve_left >= block_bytes) {
+      s.reserve_left -= block_bytes;
+      return std::exchange(s.reserve, s.reserve + block_bytes);
+    }
   }
-  s.reserve_left -= block_bytes;
-  return std::exchange(s.reserve, s.reserve + block_bytes);
+  // One block more than needed, so that the blocks can start aligned.
+  void* m = ::mmap(nullptr, reserve_bytes + block_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED)
+    throw std::bad_alloc();
+  auto* at = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(m) + block_bytes - 1) & ~(block_bytes - 1));
+  std::lock_guard lock(s.mutex);
+  // Another thread may have mapped one meanwhile: the rest of that one
+  // stays unused (address space only, none of it was paged in).
+  s.reserve = at + block_bytes;
+  s.reserve_left = reserve_bytes - block_bytes;
+  return at;
 }
 
 // A region of the calling thread's block, not paged in yet.
 char* next_region(page_source& s) {
   if (block_left < region_bytes) {
-    std::lock_guard lock(s.mutex);
     block_next = reserve_block(s);
     block_left = block_bytes;
   }
