@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <new>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -109,11 +110,18 @@ struct receive_timeout : timer_node {
   std::chrono::steady_clock::duration timeout{};
 };
 struct receive_no_timeout {};
+// A receive without a timeout keeps no pointer to its process: every call
+// into it runs as that process (destroy_frame sets it for a kill), so it
+// reads this_thread.current. Its timer fires on the scheduler, outside the
+// process, so a receive with a timeout keeps one.
+struct receive_no_owner {};
 
 // The awaitable behind every receive. It lives in the awaiting frame: the
 // scheduler asks it to look at new messages (try_match) and, with an
 // `after` clause, its embedded timer node fires the timeout; nothing is
 // allocated per receive, and a receive without a timeout carries no timer.
+// Every word of it is a word of each process waiting in a receive (48
+// bytes without a timeout: skynet's frame is 176 bytes, not 192).
 template <class AfterF, class... Alts>
 class receive_awaiter final
   : receive_waiter,
@@ -136,19 +144,24 @@ public:
   receive_awaiter(const receive_awaiter&) = delete;
   receive_awaiter& operator=(const receive_awaiter&) = delete;
   ~receive_awaiter() {
-    if (proc_ != nullptr)
-      receive_cleanup(*proc_, this, timer());
-    if (matched_ != nullptr)
+    if (armed_)
+      receive_cleanup(owner(), this, timer());
+    if (index_ == failed)
+      error_.~exception_ptr();
+    else if (matched_ != nullptr)
       matched_->destroy(matched_);
   }
 
   bool await_ready() {
-    proc_ = &require_process("receive");
+    process& p = require_process("receive");
+    armed_ = true;
+    if constexpr (has_timeout)
+      owner_ = &p;
     // Pending signals (an exit, a DOWN to convert) must be handled by the
     // scheduler first; only then may the mailbox be matched.
-    if (proc_->has_pending_signals())
+    if (p.has_pending_signals())
       return false;
-    if (scan())
+    if (scan(p))
       return true;
     if (zero_timeout()) {
       timed_out_ = true;
@@ -161,12 +174,17 @@ public:
     std::optional<std::chrono::steady_clock::duration> t;
     if constexpr (has_timeout)
       t = this->timeout;
-    return receive_prepare_suspend(*proc_, this, h, timer(), t);
+    return receive_prepare_suspend(owner(), this, h, timer(), t);
   }
 
   result_type await_resume() {
-    if (error_)
-      std::rethrow_exception(error_);
+    if (index_ == failed) {
+      std::exception_ptr e = std::move(error_);
+      error_.~exception_ptr();
+      index_ = -1;
+      matched_ = nullptr;
+      std::rethrow_exception(std::move(e));
+    }
     if constexpr (has_timeout) {
       if (timed_out_)
         return after_();
@@ -182,6 +200,14 @@ public:
   }
 
 private:
+  static constexpr std::int8_t failed = -2; // index_: a predicate threw, error_ holds it
+
+  [[nodiscard]] process& owner() const noexcept {
+    if constexpr (has_timeout)
+      return *owner_;
+    else
+      return *this_thread.current;
+  }
   [[nodiscard]] timer_node* timer() noexcept {
     if constexpr (has_timeout)
       return this;
@@ -225,14 +251,14 @@ private:
   }
 
   // Scans the messages after the cursor; takes the first that matches.
-  bool scan() {
+  bool scan(process& p) {
     item* prev = cursor_;
-    item* it = prev != nullptr ? prev->next : proc_->mailbox.head();
+    item* it = prev != nullptr ? prev->next : p.mailbox.head();
     while (it != nullptr) {
       auto* m = static_cast<message*>(it);
       int i = match_one(m, std::index_sequence_for<Alts...>{});
       if (i >= 0) {
-        proc_->mailbox.unlink(prev, it);
+        p.mailbox.unlink(prev, it);
         matched_ = m;
         index_ = static_cast<std::int8_t>(i);
         return true;
@@ -244,14 +270,16 @@ private:
     return false;
   }
 
-  static bool try_match_thunk(receive_waiter* self, process&) noexcept {
+  static bool try_match_thunk(receive_waiter* self, process& p) noexcept {
     auto* a = static_cast<receive_awaiter*>(self);
     bool ok = false;
     try {
-      ok = a->scan();
+      ok = a->scan(p);
     } catch (...) {
       // A throwing predicate is the process's crash: resume it to rethrow.
-      a->error_ = std::current_exception();
+      // Nothing matched, so matched_ is null and error_ takes its word.
+      ::new (static_cast<void*>(&a->error_)) std::exception_ptr(std::current_exception());
+      a->index_ = failed;
       ok = true;
     }
     if (!ok && a->zero_timeout()) {
@@ -259,26 +287,29 @@ private:
       ok = true;
     }
     if (ok)
-      receive_matched(*a->proc_, a->timer());
+      receive_matched(p, a->timer());
     return ok;
   }
 
   static void fire_thunk(timer_node* t, scheduler& s) noexcept {
     if constexpr (has_timeout) {
       auto* a = static_cast<receive_awaiter*>(static_cast<receive_timeout*>(t));
-      if (receive_timeout_fired(*a->proc_, a, s))
+      if (receive_timeout_fired(*a->owner_, a, s))
         a->timed_out_ = true;
     }
   }
 
   [[no_unique_address]] std::tuple<Alts...> alts_;
   [[no_unique_address]] after_storage after_{};
-  process* proc_ = nullptr;
+  [[no_unique_address]] std::conditional_t<has_timeout, process*, receive_no_owner> owner_{};
   item* cursor_ = nullptr;
-  message* matched_ = nullptr;
-  std::exception_ptr error_;
+  union {
+    message* matched_ = nullptr; // what scan took (index_ >= 0)
+    std::exception_ptr error_;   // what a predicate threw (index_ == failed)
+  };
   std::int8_t index_ = -1;
   bool timed_out_ = false;
+  bool armed_ = false; // await_ready ran: the waiter may be registered
 };
 
 // A void "after" handler type for receives without one.
