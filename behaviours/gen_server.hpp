@@ -194,7 +194,7 @@ public:
   [[nodiscard]] from<R> defer_reply() {
     if (!call_)
       throw std::logic_error("context::defer_reply must be called inside handle_call");
-    if (call_->reply_type != detail::tag_of<detail::reply_storage_t<R>>())
+    if (call_->reply_type != detail::reply_tag_of<detail::reply_storage_t<R>>())
       throw std::logic_error("context::defer_reply<R>: R is not the reply type of this call");
     call_->deferred = true;
     return from<R>{call_->caller, call_->tag};
@@ -348,6 +348,7 @@ struct gs_request_info {
   std::optional<task<void>> (*run)(gs_request& r, gs_core& server);
   // The reply address of a call or get_state; null for a cast.
   const gs_reply_address* (*reply_address)(const gs_request& r) noexcept;
+  void (*destroy)(message* m) noexcept;
 };
 
 // A request to a gen_server of any module. Its type tag is its module's
@@ -357,22 +358,25 @@ struct gs_request_info {
 // refuses it at once instead of leaving its caller to wait.
 struct gs_request : message {
   const gs_request_info* info;
-  gs_request(type_tag module_tag, const gs_request_info* i, void (*d)(message*) noexcept) noexcept
-    : message(module_tag, d), info(i) {
+  gs_request(type_tag module_tag, const gs_request_info* i) noexcept : message(module_tag), info(i) {
     flags |= item_flag_request;
   }
+  // A module's requests have bodies of several types: each frees its own.
+  static void destroy_by_info(message* m) noexcept { static_cast<gs_request*>(m)->info->destroy(m); }
 };
 
 // The type tag of module M's requests.
 template <class M>
+inline constexpr message_type request_type_v{&gs_request::destroy_by_info};
+template <class M>
 [[nodiscard]] constexpr type_tag request_tag_of() noexcept {
-  return tag_of<gs_server<M>>();
+  return &request_type_v<M>;
 }
 
 template <class M, class Body>
 struct gs_item final : gs_request {
   Body body;
-  explicit gs_item(Body b) : gs_request(request_tag_of<M>(), &info, &destroy_self), body(std::move(b)) {}
+  explicit gs_item(Body b) : gs_request(request_tag_of<M>(), &info), body(std::move(b)) {}
 
   static std::optional<task<void>> run_self(gs_request& r, gs_core& server) {
     return Body::run(static_cast<gs_item&>(r).body, static_cast<gs_server<M>&>(server));
@@ -383,13 +387,14 @@ struct gs_item final : gs_request {
     else
       return &static_cast<const gs_item&>(r).body.to;
   }
-  static constexpr gs_request_info info{&typeid(M), Body::request_type, Body::kind, &run_self, &reply_address_of};
 
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<gs_item*>(m);
     self->~gs_item();
     free_item_storage<gs_item>(self);
   }
+  static constexpr gs_request_info info{&typeid(M), Body::request_type, Body::kind, &run_self, &reply_address_of,
+                                        &destroy_self};
 };
 
 // Builds the request.
@@ -575,7 +580,7 @@ public:
 
   template <class R, class Req>
   std::optional<task<void>> on_call(const from<R>& f, Req& req) {
-    begin_call(f.caller(), f.tag(), tag_of<reply_storage_t<R>>());
+    begin_call(f.caller(), f.tag(), reply_tag_of<reply_storage_t<R>>());
     using ret = decltype(module().handle_call(ctx_, std::move(req)));
     if constexpr (task_traits<ret>::is_task) {
       return call_async<R, Req>(this, &req, f);

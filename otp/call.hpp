@@ -167,9 +167,9 @@ public:
     if (m == nullptr || m->kind != item_kind::reply)
       return failure(m.get());
     using stored = reply_storage_t<R>;
-    if (m->type == tag_of<call_refusal>())
+    if (m->type == reply_tag_of<call_refusal>())
       return std::move(reply_payload<call_refusal>(m.get()).why);
-    if (m->type != tag_of<stored>())
+    if (m->type != reply_tag_of<stored>())
       return wrong_reply_type();
     if constexpr (std::is_void_v<R>)
       return outcome::success();

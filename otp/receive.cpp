@@ -74,7 +74,7 @@ namespace {
 void drop_call_slot(process_extras& x, monitor_ref ref) noexcept {
   if (message** slot = x.calls.find(ref.value())) {
     if (*slot != nullptr)
-      (*slot)->destroy(*slot);
+      (*slot)->destroy();
     x.calls.erase(ref.value());
   }
 }

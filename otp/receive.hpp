@@ -149,7 +149,7 @@ public:
     if (index_ == failed)
       error_.~exception_ptr();
     else if (matched_ != nullptr)
-      matched_->destroy(matched_);
+      matched_->destroy();
   }
 
   bool await_ready() {
@@ -193,7 +193,7 @@ public:
       message* m;
       ~free_on_exit() {
         if (m != nullptr)
-          m->destroy(m);
+          m->destroy();
       }
     } guard{std::exchange(matched_, nullptr)};
     return dispatch(guard.m, std::index_sequence_for<Alts...>{});

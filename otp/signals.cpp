@@ -304,7 +304,7 @@ namespace {
 void free_call_slots(detail::process_extras& x) noexcept {
   x.calls.for_each([](std::uint64_t, message* m) {
     if (m != nullptr)
-      m->destroy(m);
+      m->destroy();
   });
 }
 } // namespace

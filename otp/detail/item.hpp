@@ -78,20 +78,28 @@ struct item {
 // meant for another module without slowing its own requests' match.
 inline constexpr std::uint8_t item_flag_request = 1;
 
-// One address per type, no RTTI: the tag a selective receive compares.
-using type_tag = const void*;
+struct message;
+
+// What a message's header points at: one per kind of message (a payload
+// type's messages, its replies, a gen_server module's requests). Its
+// address is the type tag a selective receive compares, and it knows how
+// to free the message, so a header holds one pointer for both: a message
+// with an 8-byte payload is 32 bytes, not 48.
+struct message_type {
+  void (*destroy)(message*) noexcept;
+};
+using type_tag = const message_type*;
+
 template <class T>
-inline constexpr char type_tag_v = 0;
+struct message_of;
 template <class T>
-[[nodiscard]] constexpr type_tag tag_of() noexcept {
-  return &type_tag_v<T>;
-}
+[[nodiscard]] constexpr type_tag tag_of() noexcept;
 
 struct message : item {
   type_tag type;
-  void (*destroy)(message*) noexcept;
-  message(type_tag t, void (*d)(message*) noexcept) noexcept
-    : item(item_kind::message), type(t), destroy(d) {}
+  explicit message(type_tag t) noexcept : item(item_kind::message), type(t) {}
+  // Runs the payload's destructor and frees the block.
+  void destroy() noexcept { type->destroy(this); }
 };
 
 template <class T>
@@ -100,7 +108,7 @@ struct message_of final : message {
 
   template <class... A>
   explicit message_of(A&&... a)
-    : message(tag_of<T>(), &destroy_self), value(std::forward<A>(a)...) {}
+    : message(tag_of<T>()), value(std::forward<A>(a)...) {}
 
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<message_of*>(m);
@@ -109,15 +117,27 @@ struct message_of final : message {
   }
 };
 
+// One address per type, no RTTI: the tag of T's messages.
+template <class T>
+inline constexpr message_type message_type_v{&message_of<T>::destroy_self};
+template <class T>
+[[nodiscard]] constexpr type_tag tag_of() noexcept {
+  return &message_type_v<T>;
+}
+
 // A reply to a call: delivered to the caller's one-shot slot if `tag` is
 // the call it waits for, else dropped (OTP's alias, deactivated on timeout).
 struct reply_message : message {
   std::uint64_t tag;
-  reply_message(type_tag t, void (*d)(message*) noexcept, std::uint64_t call_tag) noexcept
-    : message(t, d), tag(call_tag) {
+  reply_message(type_tag t, std::uint64_t call_tag) noexcept : message(t), tag(call_tag) {
     kind = item_kind::reply;
   }
 };
+
+template <class T>
+struct reply_of;
+template <class T>
+[[nodiscard]] constexpr type_tag reply_tag_of() noexcept;
 
 template <class T>
 struct reply_of final : reply_message {
@@ -125,7 +145,7 @@ struct reply_of final : reply_message {
 
   template <class... A>
   explicit reply_of(std::uint64_t call_tag, A&&... a)
-    : reply_message(tag_of<T>(), &destroy_self, call_tag), value(std::forward<A>(a)...) {}
+    : reply_message(reply_tag_of<T>(), call_tag), value(std::forward<A>(a)...) {}
 
   static void destroy_self(message* m) noexcept {
     auto* self = static_cast<reply_of*>(m);
@@ -133,6 +153,14 @@ struct reply_of final : reply_message {
     free_item_storage<reply_of>(self);
   }
 };
+
+// The tag of T's replies: not T's messages' (the block's layout differs).
+template <class T>
+inline constexpr message_type reply_type_v{&reply_of<T>::destroy_self};
+template <class T>
+[[nodiscard]] constexpr type_tag reply_tag_of() noexcept {
+  return &reply_type_v<T>;
+}
 
 template <class T, class... A>
 [[nodiscard]] message* make_reply(std::uint64_t call_tag, A&&... a) {
@@ -156,7 +184,7 @@ template <class T>
 
 /// Owns a message taken out of a mailbox.
 struct message_deleter {
-  void operator()(message* m) const noexcept { m->destroy(m); }
+  void operator()(message* m) const noexcept { m->destroy(); }
 };
 using message_ptr = std::unique_ptr<message, message_deleter>;
 
@@ -175,6 +203,10 @@ template <class T>
 [[nodiscard]] T& payload(message* m) noexcept {
   return static_cast<message_of<T>*>(m)->value;
 }
+
+// The header is the item's link and kind, and the type: a word-sized
+// payload takes a 32-byte block (docs/design.md, "A message's header").
+static_assert(sizeof(message_of<std::uint64_t>) == 32);
 
 // Code of a layer above the runtime (the registry) to run once when a
 // process exits, before its links and monitors are told; or at once if the
@@ -201,7 +233,7 @@ struct signal : item {
 inline void destroy_item(item* it) noexcept {
   if (is_message(it->kind)) {
     auto* m = static_cast<message*>(it);
-    m->destroy(m);
+    m->destroy();
   } else {
     auto* s = static_cast<signal*>(it);
     s->~signal();

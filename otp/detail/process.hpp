@@ -168,7 +168,7 @@ struct alignas(64) process {
         return true;
       }
     }
-    r->destroy(r);
+    r->destroy();
     return false;
   }
   [[nodiscard]] bool has_pending_signals() const noexcept {

@@ -283,6 +283,34 @@ TEST_CASE("calls fail with a clear error: unknown name, dead server, self, timeo
   CHECK(self_refused);
 }
 
+TEST_CASE("a reply of another type than the call's fails the call with a clear error") {
+  // A reply handle rebuilt with the wrong type compiles: the caller must
+  // get an error at once, and the next call its own reply.
+  struct wrong_replier {
+    otp::call_result<int> handle_call(otp::context& ctx, counter::get) {
+      const otp::from<int> f = ctx.defer_reply<int>();
+      otp::reply(otp::from<std::string>(f.caller(), f.tag()), std::string("seven"));
+      return otp::noreply;
+    }
+    int handle_call(otp::context&, counter::add a) { return a.n; }
+  };
+  otp::node n({.deterministic = true});
+  std::optional<otp::error> wrong;
+  int right = 0;
+  run(n, [&]() -> otp::task<void> {
+    auto s = co_await gs::start<wrong_replier>();
+    REQUIRE(s);
+    auto r = co_await gs::call(s.value(), counter::get{}, 5s);
+    REQUIRE(r.has_error());
+    wrong = r.error();
+    right = (co_await gs::call(s.value(), counter::add{7}, 5s)).value();
+  });
+  REQUIRE(wrong);
+  CHECK(*wrong == otp::errc::invalid_argument);
+  CHECK(wrong->context.find("not of the type the call expects") != std::string::npos);
+  CHECK(right == 7);
+}
+
 TEST_CASE("a server that dies during a call fails it with the server's exit reason") {
   otp::node n({.deterministic = true});
   std::vector<std::string> log;
