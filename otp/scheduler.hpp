@@ -249,6 +249,12 @@ public:
   [[nodiscard]] std::uint32_t io_load() const noexcept { return io_load_.load(std::memory_order_relaxed); }
   /// @private A plain spawn sent here by node::place_spawn, counted until adopted.
   void count_placed() noexcept { io_load_.fetch_add(1, std::memory_order_relaxed); }
+  /// @private A spawn placed here arrives (from now on it counts only if it
+  /// binds), or its spawn failed.
+  void unplace(detail::process* p) noexcept {
+    p->placed = false;
+    io_load_.fetch_sub(1, std::memory_order_relaxed);
+  }
   /// @private
   [[nodiscard]] detail::process* allocate_block();
   /// @private
@@ -313,12 +319,6 @@ private:
     live_len_.store(live_.size(), std::memory_order_relaxed);
   }
   void remove_live(detail::process* p) noexcept;
-  // A spawn placed here (node::place_spawn) arrives: from now on it counts
-  // only if it binds.
-  void unplace(detail::process* p) noexcept {
-    p->placed = false;
-    io_load_.fetch_sub(1, std::memory_order_relaxed);
-  }
   [[nodiscard]] detail::process* pop_ready() noexcept;
   // Takes `p`, which follows `prev` (null: the head), out of the ready queue.
   void unlink_ready(detail::process* p, detail::process* prev) noexcept {

@@ -51,6 +51,26 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   }
   if (cur == nullptr)
     in_flight.n = n;
+  // What may throw (out of memory) comes before the block is taken, or is
+  // undone with it: a spawn that fails leaves no half-made process, link or
+  // monitor behind, and its frame is destroyed (the guard still holds it).
+  std::unique_ptr<process_extras> extras;
+  monitor_ref mref{};
+  if (o.link || monitor || watcher) {
+    extras.reset(new process_extras);
+    if (o.link)
+      extras->links.insert(parent->self(), 0);
+    if (monitor) {
+      mref = o.monitor_as ? *o.monitor_as : monitor_ref{make_ref(*n)};
+      extras->monitored_by.insert(mref, parent->self());
+    }
+    if (watcher)
+      extras->exit_watchers.push_back(std::move(watcher));
+  }
+  if (o.link || monitor)
+    (void)parent->ext();
+  process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
+
   // A plain spawn starts here and moves when load is shed (sending it
   // straight to a hungry scheduler measured worse: docs/design.md), unless
   // more processes are bound here by their I/O than elsewhere, or this
@@ -64,10 +84,8 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   else if (cur->io_load() >= 2 || cur->leaving()) [[unlikely]]
     target = &n->place_spawn(*cur);
 
-  process* p = cur != nullptr ? cur->allocate_block() : n->take_block();
   const std::uint64_t id = (std::uint64_t{target->index()} << pid::serial_bits) | target->next_serial();
   p->home_.store(target, std::memory_order_relaxed);
-  p->top = p->resume = std::exchange(guard.h, {});
   p->state = proc_state::created;
   // A recycled block carries the last process's flags: start afresh. (Its
   // queues, the mailbox's count with it, extras and waiter were emptied
@@ -85,18 +103,24 @@ spawn_result spawn_frame(node* n, const spawn_options& o, std::coroutine_handle<
   p->waiter = nullptr;
   p->id.store(id, std::memory_order_relaxed);
   const pid child = p->self();
-  spawn_result r{child, {}};
-  if (o.link) {
-    p->ext().links.insert(parent->self(), 0);
-    parent->ext().links.insert(child, 0);
+  spawn_result r{child, mref};
+  if (o.link || monitor) {
+    // The parent's half: a map past its inline room allocates.
+    try {
+      if (o.link)
+        parent->extras->links.insert(child, 0);
+      if (monitor)
+        parent->extras->monitors.insert(mref, child);
+    } catch (...) {
+      parent->extras->links.erase(child);
+      if (p->placed)
+        target->unplace(p);
+      cur->reclaim(p); // a parent is a process of this node: cur is its scheduler
+      throw;
+    }
   }
-  if (watcher)
-    p->ext().exit_watchers.push_back(std::move(watcher));
-  if (monitor) {
-    r.monitor = o.monitor_as ? *o.monitor_as : monitor_ref{make_ref(*n)};
-    p->ext().monitored_by.insert(r.monitor, parent->self());
-    parent->ext().monitors.insert(r.monitor, child);
-  }
+  p->extras = extras.release();
+  p->top = p->resume = std::exchange(guard.h, {});
   // Open for remote senders: they read `id` and `home` only after seeing this.
   p->refs.fetch_and(~process::closed_bit, std::memory_order_release);
   if (target == cur) {

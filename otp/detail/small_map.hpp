@@ -28,11 +28,15 @@ public:
       inline_[n_++] = {k, v};
       return true;
     }
-    big_ = std::make_unique<std::unordered_map<K, V>>();
+    // Built aside, so that running out of memory midway keeps the map as it
+    // was (a link map that lost its entries would ignore their exits).
+    auto big = std::make_unique<std::unordered_map<K, V>>();
     for (std::size_t i = 0; i < n_; ++i)
-      big_->emplace(inline_[i].first, inline_[i].second);
+      big->emplace(inline_[i].first, inline_[i].second);
+    big->emplace(k, v);
+    big_ = std::move(big);
     n_ = 0;
-    return big_->emplace(k, v).second;
+    return true;
   }
 
   /// Removes `k`; returns whether it was present.
