@@ -545,6 +545,7 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
     move_waiting(p, to);
     ++moved;
   }
+  compacted_out_.store(compacted_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
   return moved != 0;
 }
 
@@ -652,6 +653,7 @@ scheduler_stats scheduler::stats() const noexcept {
   st.processes = live_len_.load(std::memory_order_relaxed);
   st.migrated_out = migrated_out_.load(std::memory_order_relaxed);
   st.migrated_in = migrated_in_.load(std::memory_order_relaxed);
+  st.compacted_out = compacted_out_.load(std::memory_order_relaxed);
   st.contended = contended_.load(std::memory_order_relaxed);
   st.others_on_core = node_.others_on_core(index_);
   st.leaving = leaving_.load(std::memory_order_relaxed);

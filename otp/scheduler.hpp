@@ -92,6 +92,9 @@ struct scheduler_stats {
   /// Processes handed to other schedulers, and taken from them.
   std::uint64_t migrated_out = 0;
   std::uint64_t migrated_in = 0;
+  /// Of migrated_out: waiting processes it handed to a busier scheduler
+  /// when it had little to do (compaction of load, the BEAM's +scl).
+  std::uint64_t compacted_out = 0;
   /// Whether it found its core wanted by another busy thread (as of its last
   /// idle moment, or, on a node that leaves shared cores, of the last
   /// reading of others_on_core): then it sleeps when idle instead of
@@ -462,6 +465,7 @@ private:
   std::atomic<std::size_t> run_queue_len_{0};
   std::atomic<std::size_t> live_len_{0};
   std::atomic<std::uint64_t> migrated_out_{0};
+  std::atomic<std::uint64_t> compacted_out_{0}; // of them, by compact_load
   std::atomic<std::uint64_t> migrated_in_{0};
   std::atomic<bool> contended_{false};
   std::atomic<bool> leaving_{false};
