@@ -549,7 +549,8 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
     }
     info += "# Keyspace\r\ndb0:keys=" + std::to_string(total) + ",expires=0,avg_ttl=0\r\n";
     // The runtime's schedulers (node::statistics()): since start, how busy
-    // each was, what runs there now, what moved, whether it is idle
+    // each was, what runs there now, what moved (compacted_out: of it, what
+    // it gathered on a busier one while it had little to do), whether it is idle
     // (hungry), shares its core with another busy thread (contended; unless
     // --use-shared-cores, how much of its core other threads took, and
     // whether it hands its processes to a free core: leaving), and
@@ -561,6 +562,7 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
       info += "scheduler_" + std::to_string(st.index) + ":active_pct=" + std::to_string(pct)
               + ",run_queue=" + std::to_string(st.run_queue) + ",processes=" + std::to_string(st.processes)
               + ",migrated_in=" + std::to_string(st.migrated_in) + ",migrated_out=" + std::to_string(st.migrated_out)
+              + ",compacted_out=" + std::to_string(st.compacted_out)
               + ",hungry=" + (st.hungry ? "1" : "0") + ",contended=" + (st.contended ? "1" : "0")
               + ",others_on_core_pct="
               + (st.others_on_core < 0 ? std::string("unknown") : std::to_string(std::lround(st.others_on_core * 100)))

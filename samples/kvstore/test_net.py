@@ -610,7 +610,9 @@ def connections_spread(port):
     for c in clients:
         check("a connection answers", c.call("PING") == b"PONG")
     info = clients[0].call("INFO").decode()
-    bound = [int(x) for x in re.findall(r"^scheduler_\d+:.*,io_bound=(\d+)\r?$", info, re.M)]
+    lines = re.findall(r"^scheduler_\d+:.*,compacted_out=(\d+),.*,io_bound=(\d+)\r?$", info, re.M)
+    bound = [int(b) for _, b in lines]
+    compacted = [int(c) for c, _ in lines]
     # 20 clients and the acceptor's socket: 10/11 when connections stayed
     # where they were placed (0/21 before the placement rule). Their sockets
     # are otp::follow now, so the balancing may move them after placement:
@@ -618,8 +620,12 @@ def connections_spread(port):
     # The connection answering INFO calls the shards for their lines, and
     # compaction may move it while it waits for them: a process that moved
     # counts again at its next socket wait, so it may be missing (9/11).
-    check("20 connections spread over both schedulers (io_bound %s)" % bound,
-          len(bound) == 2 and sum(bound) in (20, 21) and min(bound) >= 4, info)
+    # Compaction also gathers idle connections on the busier scheduler when
+    # the two have little to do (20/1 once under TSan, 23 compacted from the
+    # second): what a scheduler handed over that way counts as placed there.
+    check("20 connections spread over both schedulers (io_bound %s, compacted_out %s)" % (bound, compacted),
+          len(bound) == 2 and sum(bound) in (20, 21)
+          and min(b + c for b, c in zip(bound, compacted)) >= 4, info)
     for c in clients:
         c.close()
 
