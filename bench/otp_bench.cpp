@@ -637,6 +637,32 @@ void scale_skynet_bench() {
   result("scale_skynet_ms", ns / 1e6, "ms");
 }
 
+// skynet_warm: skynet_plain run twice on one node, the second timed. The
+// first leaves its blocks in the pools, so the second pages in nothing: its
+// speed-up is the schedulers' sharing without the kernel's first touch.
+void scale_skynet_warm_bench() {
+  otp::node node(scaling_options());
+  print_schedulers(node);
+  double ns = 0;
+  long sums[2] = {0, 0};
+  run_in_process(node, [&]() -> otp::task<void> {
+    for (long& sum : sums) {
+      auto t0 = clock_type::now();
+      otp::spawn(skynet_plain, otp::self(), 0L, 1000000L);
+      sum = co_await otp::receive<long>();
+      ns = ns_since(t0);
+    }
+  });
+  print_migrations(node);
+  for (long sum : sums) {
+    if (sum != 499999500000L) {
+      std::fprintf(stderr, "skynet_warm: wrong sum %ld\n", sum);
+      std::exit(1);
+    }
+  }
+  result("scale_skynet_warm_ms", ns / 1e6, "ms");
+}
+
 // page_in: the floor under skynet_plain's speed-up. As many threads as the
 // node would have schedulers, pinned as they are, take 64 KiB slabs from
 // the runtime's page source (paged in by the kernel) until they hold 400 MB
@@ -826,6 +852,7 @@ const std::map<std::string, std::function<void()>>& benches() {
     {"sleep_queued_ns", sleep_queued},
     {"workers", scale_workers_bench},
     {"skynet_plain", scale_skynet_bench},
+    {"skynet_warm", scale_skynet_warm_bench},
     {"page_in", scale_page_in_bench},
     {"ping_pong_pairs", scale_ping_pong_pairs_bench},
     {"supervised_pool", scale_supervised_pool_bench},

@@ -37,6 +37,10 @@ PROGRAMS = [
     # Up to ~1.1M processes alive at once: raise Erlang's process limit.
     dict(name="skynet_plain", result="scale_skynet_ms", unit="ms",
          erl=["+P", "2097152"]),
+    # The second of two skynets in one run: the pools (Erlang's carriers)
+    # of the first serve it, so it shows the sharing without first touch.
+    dict(name="skynet_warm", result="scale_skynet_warm_ms", unit="ms",
+         erl=["+P", "2097152"]),
     # otp only: the kernel paging in as much fresh memory as skynet_plain
     # touches, from as many pinned threads; its speed-up bounds skynet's.
     dict(name="page_in", result="scale_page_in_ms", unit="ms", erl=[]),
