@@ -618,33 +618,13 @@ otp::task<void> skynet_plain(otp::pid parent, long num, long size) {
   otp::send(parent, sum);
 }
 
-void scale_skynet_bench() {
+// Runs skynet_plain `runs` times on one node, one after another, checks each
+// sum, and reports the last run's time as `name`.
+void scale_skynet_runs(int runs, const char* name) {
   otp::node node(scaling_options());
   print_schedulers(node);
   double ns = 0;
-  long sum = 0;
-  run_in_process(node, [&]() -> otp::task<void> {
-    auto t0 = clock_type::now();
-    otp::spawn(skynet_plain, otp::self(), 0L, 1000000L);
-    sum = co_await otp::receive<long>();
-    ns = ns_since(t0);
-  });
-  print_migrations(node);
-  if (sum != 499999500000L) {
-    std::fprintf(stderr, "skynet_plain: wrong sum %ld\n", sum);
-    std::exit(1);
-  }
-  result("scale_skynet_ms", ns / 1e6, "ms");
-}
-
-// skynet_warm: skynet_plain run twice on one node, the second timed. The
-// first leaves its blocks in the pools, so the second pages in nothing: its
-// speed-up is the schedulers' sharing without the kernel's first touch.
-void scale_skynet_warm_bench() {
-  otp::node node(scaling_options());
-  print_schedulers(node);
-  double ns = 0;
-  long sums[2] = {0, 0};
+  std::vector<long> sums(static_cast<std::size_t>(runs));
   run_in_process(node, [&]() -> otp::task<void> {
     for (long& sum : sums) {
       auto t0 = clock_type::now();
@@ -656,12 +636,19 @@ void scale_skynet_warm_bench() {
   print_migrations(node);
   for (long sum : sums) {
     if (sum != 499999500000L) {
-      std::fprintf(stderr, "skynet_warm: wrong sum %ld\n", sum);
+      std::fprintf(stderr, "%s: wrong sum %ld\n", name, sum);
       std::exit(1);
     }
   }
-  result("scale_skynet_warm_ms", ns / 1e6, "ms");
+  result(name, ns / 1e6, "ms");
 }
+
+void scale_skynet_bench() { scale_skynet_runs(1, "scale_skynet_ms"); }
+
+// skynet_warm: skynet_plain run twice on one node, the second timed. The
+// first leaves its blocks in the pools, so the second pages in nothing: its
+// speed-up is the schedulers' sharing without the kernel's first touch.
+void scale_skynet_warm_bench() { scale_skynet_runs(2, "scale_skynet_warm_ms"); }
 
 // page_in: the floor under skynet_plain's speed-up. As many threads as the
 // node would have schedulers, pinned as they are, take 64 KiB slabs from
