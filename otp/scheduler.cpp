@@ -157,15 +157,74 @@ void scheduler::enqueue(process* p, detail::ready_kind why) noexcept {
   p->in_ready = true;
   p->ready_as = why;
   p->ready_next = nullptr;
+  ++ready_count_;
+  if (why == detail::ready_kind::spawned && fresh_first_ && push_fresh(p))
+    return;
   if (ready_tail_ != nullptr)
     ready_tail_->ready_next = p;
   else
     ready_head_ = p;
   ready_tail_ = p;
-  ++ready_count_;
+}
+
+bool scheduler::push_fresh(process* p) noexcept {
+  if (fresh_.size() == fresh_.capacity()) {
+    if (fresh_bottom_ != 0) {
+      // Sheds took from the bottom: close the gap before growing.
+      fresh_.erase(fresh_.begin(), fresh_.begin() + static_cast<std::ptrdiff_t>(fresh_bottom_));
+      fresh_bottom_ = 0;
+    } else {
+      try {
+        fresh_.reserve(std::max<std::size_t>(64, 2 * fresh_.capacity()));
+      } catch (...) {
+        return false; // no memory for a longer stack: it waits in the queue
+      }
+    }
+  }
+  fresh_.push_back(p);
+  return true;
+}
+
+// The stack's top, or (`oldest`) its bottom.
+process* scheduler::pop_fresh(bool oldest) noexcept {
+  process* p = nullptr;
+  if (oldest) {
+    p = fresh_[fresh_bottom_++];
+  } else {
+    p = fresh_.back();
+    fresh_.pop_back();
+  }
+  if (fresh_.size() == fresh_bottom_) {
+    fresh_.clear();
+    fresh_bottom_ = 0;
+  }
+  uncount_ready(*p);
+  return p;
+}
+
+// What pop_ready takes next (without a seed).
+process* scheduler::peek_ready() const noexcept {
+  if (fresh_next())
+    return fresh_.back();
+  if (ready_head_ == nullptr && fresh_count() != 0)
+    return fresh_[fresh_bottom_];
+  return ready_head_;
 }
 
 process* scheduler::pop_ready() noexcept {
+  if (fresh_count() != 0) {
+    if (fresh_next()) {
+      ++picks_since_queue_;
+      return pop_fresh(false);
+    }
+    if (ready_head_ == nullptr) {
+      // The queue's turn, and it is empty: the oldest new process goes
+      // instead, so that a chain of spawns cannot keep one waiting for ever.
+      picks_since_queue_ = 0;
+      return pop_fresh(true);
+    }
+  }
+  picks_since_queue_ = 0;
   if (ready_head_ == nullptr)
     return nullptr;
   process* prev = nullptr;
@@ -311,6 +370,29 @@ std::size_t scheduler::hand_over(scheduler* to, std::size_t want, std::size_t lo
   process* last = nullptr;
   std::size_t moved = 0;
   std::size_t looked = 0;
+  // New processes first, oldest first: the bottom of their stack, where
+  // the roots of the largest subtrees of work wait.
+  std::size_t i = fresh_bottom_;
+  std::size_t keep = fresh_bottom_;
+  for (; i < fresh_.size() && moved < want && looked < look; ++i, ++looked) {
+    process* p = fresh_[i];
+    if (may(std::as_const(*p)) && !p->notified.exchange(true, std::memory_order_seq_cst)) {
+      uncount_ready(*p);
+      detach(p, to);
+      p->remote_next = first;
+      first = p;
+      if (last == nullptr)
+        last = p;
+      ++moved;
+    } else {
+      fresh_[keep++] = p;
+    }
+  }
+  fresh_.erase(fresh_.begin() + static_cast<std::ptrdiff_t>(keep), fresh_.begin() + static_cast<std::ptrdiff_t>(i));
+  if (fresh_.size() == fresh_bottom_) {
+    fresh_.clear();
+    fresh_bottom_ = 0;
+  }
   process* prev = nullptr;
   for (process* p = ready_head_; p != nullptr && moved < want && looked < look; ++looked) {
     process* next = p->ready_next;
@@ -402,6 +484,11 @@ bool scheduler::leave_with(process* p) noexcept {
 // `to`; the caller holds `notified`, so no sender enqueues it meanwhile.
 void scheduler::detach_ready(process* p, process* prev, scheduler* to) noexcept {
   unlink_ready(p, prev);
+  detach(p, to);
+}
+
+// The rest of a move, for a process out of the ready queue or stack.
+void scheduler::detach(process* p, scheduler* to) noexcept {
   p->in_ready = false;
   remove_live(p);
   p->state = proc_state::created; // adopted by the receiver, as a spawn
@@ -684,7 +771,7 @@ void scheduler::step(process* p) noexcept {
 }
 
 std::coroutine_handle<> scheduler::handoff() noexcept {
-  process* q = ready_head_;
+  process* q = peek_ready();
   // Only the simple case: a runnable process with no signal to handle first.
   // Everything else (signals, a seeded order) goes through step().
   if (handoffs_left_ == 0 || q == nullptr || rng_ || q->state != proc_state::runnable || q->has_pending_signals())
@@ -697,7 +784,7 @@ std::coroutine_handle<> scheduler::handoff() noexcept {
   if (spawned_ready_ >= 2 && shed_pause_ == 0 && node_.anyone_hungry())
     return std::noop_coroutine();
   --handoffs_left_;
-  (void)pop_ready(); // without a seed, pops the head: q
+  (void)pop_ready(); // without a seed, pops q
   q->in_ready = false;
   q->state = proc_state::running;
   detail::this_thread.current = q;
@@ -751,14 +838,14 @@ void scheduler::reclaim(process* p) noexcept {
     detail::bounce(me, it);
     it = next;
   }
-  if (free_count_ < node::block_batch) {
+  if (free_count_ < kept_blocks) {
     p->remote_next = free_blocks_;
     free_blocks_ = p;
     ++free_count_;
     return;
   }
   // A scheduler that runs processes others spawned frees more blocks than
-  // it takes: past one batch kept for its own spawns, it fills a second and
+  // it takes: past those kept for its own spawns, it fills a batch and
   // hands it to the node, where spawners find it (no walk down a list of
   // cold blocks to cut it).
   p->remote_next = spill_blocks_;
@@ -776,6 +863,8 @@ void scheduler::terminate_all() noexcept {
     while (!live_.empty())
       teardown(live_.back());
     ready_head_ = ready_tail_ = nullptr;
+    fresh_.clear();
+    fresh_bottom_ = 0;
     ready_count_ = movable_ready_ = spawned_ready_ = 0;
   } while (remote_ready_.load(std::memory_order_acquire) != nullptr);
   detail::this_thread.sched = prev;
@@ -801,6 +890,8 @@ void scheduler::final_cleanup() noexcept {
   while (!live_.empty())
     teardown(live_.back());
   ready_head_ = ready_tail_ = nullptr;
+  fresh_.clear();
+  fresh_bottom_ = 0;
   ready_count_ = movable_ready_ = spawned_ready_ = 0;
   for (process* z : zombies_)
     detail::discard_all(z->self(), z->inbox.exchange(nullptr, std::memory_order_acq_rel));
@@ -848,7 +939,7 @@ bool scheduler::run_batch() {
     arm_pending_timers(t_now);
     did |= fire_timers(t_now);
   }
-  if (ready_head_ != nullptr && leaving_.load(std::memory_order_relaxed)) [[unlikely]]
+  if (ready_count_ != 0 && leaving_.load(std::memory_order_relaxed)) [[unlikely]]
     give_away();
   // A bounded batch, so that I/O and other cores' wake-ups are not starved
   // by two processes that keep each other busy.
@@ -1034,6 +1125,8 @@ void scheduler::start_thread(bool pin, std::chrono::microseconds spin) {
   compact_busy_.assign(n, 0);
   seen_active_ns_.assign(n, 0);
   mostly_idle_.assign(n, false);
+  fresh_.reserve(256);
+  fresh_first_ = true;
   thread_ = std::thread([this, pin, spin] { run_loop(pin, spin); });
 }
 
