@@ -1247,4 +1247,108 @@ TEST_CASE("a deterministic node stays deterministic") {
   CHECK(n.statistics().size() == 1);
 }
 
+// ------------------------------------------------- the order of new processes
+//
+// New processes run newest first (a stack per scheduler), the queue of
+// woken and yielded processes still gets its turns, and the oldest new
+// process is not starved by newer ones (docs/design.md, "New processes run
+// newest first"). One scheduler: the order is the scheduler's alone.
+
+namespace {
+
+otp::task<void> spawn_tree(otp::pid parent, int depth, otp::node* n, std::atomic<std::size_t>* most) {
+  if (depth == 0) {
+    const std::size_t live = n->process_count();
+    std::size_t seen = most->load();
+    while (live > seen && !most->compare_exchange_weak(seen, live)) {
+    }
+    otp::send(parent, 1L);
+    co_return;
+  }
+  for (int i = 0; i < 10; ++i)
+    otp::spawn(spawn_tree, otp::self(), depth - 1, n, most);
+  long sum = 0;
+  for (int i = 0; i < 10; ++i)
+    sum += co_await otp::receive<long>();
+  otp::send(parent, sum);
+}
+
+// Spawns its successor and ends, until `stop` or `limit` links.
+otp::task<void> spawn_chain(std::atomic<bool>* stop, std::atomic<long>* links, long limit) {
+  if (links->fetch_add(1) + 1 < limit && !stop->load())
+    otp::spawn(spawn_chain, stop, links, limit);
+  co_return;
+}
+
+constexpr long chain_limit = 1'000'000;
+
+} // namespace
+
+TEST_CASE("a tree of spawns runs depth first: few of its processes live at once") {
+  // Breadth first (the queue's order), all 10,000 leaves of this tree were
+  // alive at once, and skynet's million took 390 MB.
+  otp::node n({.schedulers = 1, .pin_threads = false});
+  std::atomic<std::size_t> most{0};
+  long leaves = 0;
+  auto w = n.spawn_watch({}, [&]() -> otp::task<void> {
+    otp::spawn(spawn_tree, otp::self(), 4, &n, &most);
+    leaves = co_await otp::receive<long>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CHECK(leaves == 10000);
+  CHECK(most.load() > 4u); // the leaf, its ancestors and the test's process
+  CHECK(most.load() < 500u);
+}
+
+TEST_CASE("a chain of spawns does not starve an older new process") {
+  // Each link of the chain is the newest process when it runs, and spawns
+  // the next: the process spawned before the chain is at the bottom of the
+  // stack, and runs when the queue's turn finds the queue empty.
+  otp::node n({.schedulers = 1, .pin_threads = false});
+  std::atomic<bool> stop{false};
+  std::atomic<long> links{0};
+  long ran_after = -1;
+  auto w = n.spawn_watch({}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    otp::spawn([](otp::pid to, std::atomic<bool>* s, std::atomic<long>* l) -> otp::task<void> {
+      s->store(true);
+      otp::send(to, l->load());
+      co_return;
+    }, me, &stop, &links);
+    otp::spawn(spawn_chain, &stop, &links, chain_limit);
+    ran_after = co_await otp::receive<long>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CAPTURE(ran_after);
+  CHECK(ran_after >= 0);
+  CHECK(ran_after < 1000);
+}
+
+TEST_CASE("a process woken by a message runs between the links of a chain of spawns") {
+  // The queue (woken, yielded, timed-out processes) gets every 64th pick
+  // while new processes wait, and every pick while it holds 16 or more.
+  otp::node n({.schedulers = 1, .pin_threads = false});
+  std::atomic<bool> stop{false};
+  std::atomic<long> links{0};
+  long ran_after = -1;
+  auto w = n.spawn_watch({}, [&]() -> otp::task<void> {
+    const otp::pid me = otp::self();
+    const otp::pid sleeper = otp::spawn([](otp::pid to, std::atomic<bool>* s, std::atomic<long>* l) -> otp::task<void> {
+      otp::send(to, -2L); // waiting from now on
+      (void)co_await otp::receive<int>();
+      s->store(true);
+      otp::send(to, l->load());
+    }, me, &stop, &links);
+    if (co_await otp::receive<long>() != -2L)
+      co_return;
+    otp::spawn(spawn_chain, &stop, &links, chain_limit);
+    otp::send(sleeper, 1);
+    ran_after = co_await otp::receive<long>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  CAPTURE(ran_after);
+  CHECK(ran_after >= 0);
+  CHECK(ran_after < 1000);
+}
+
 TEST_SUITE_END();
