@@ -347,7 +347,7 @@ private:
   // it goes to the queue instead).
   [[nodiscard]] std::size_t fresh_count() const noexcept { return fresh_.size() - fresh_bottom_; }
   [[nodiscard]] bool fresh_next() const noexcept {
-    return fresh_count() != 0 && ready_count_ - fresh_count() < queue_first_at && picks_since_queue_ < queue_every;
+    return ready_count_ - fresh_count() < queue_first_at && picks_since_queue_ < queue_every;
   }
   bool push_fresh(detail::process* p) noexcept;
   detail::process* pop_fresh(bool oldest) noexcept;
@@ -426,8 +426,19 @@ private:
   std::size_t ready_count_ = 0;
   std::size_t movable_ready_ = 0; // in the queue, neither bound nor `stays`
   std::size_t spawned_ready_ = 0; // of which not run yet
+  // At most this many processes go to a hungry scheduler at once.
+  static constexpr std::size_t max_shed = 1024;
+  // After a shed that found nothing movable, steps until the next try.
+  static constexpr unsigned shed_retry_steps = 256;
+  unsigned shed_pause_ = 0;
+  // A process that suspends hands the thread straight to the next ready
+  // one, skipping the loop; bounded so I/O, timers and other cores' wake-ups
+  // are still looked at.
+  static constexpr unsigned handoff_budget = 16;
+  unsigned handoffs_left_ = handoff_budget;
+  std::optional<std::mt19937_64> rng_; // deterministic mode: seeded pick order
   // New processes spawned here that have not run yet, on a node with
-  // threads: a stack (its top at the back), not the queue. The newest runs
+  // threads (all of spawned_ready_, but those a full stack could not take): a stack (its top at the back), not the queue. The newest runs
   // first, so a process that spawns work and waits for it has its children
   // run before their cousins, and a tree of spawns runs depth first: its
   // live processes stay few and in cache (skynet kept its million alive at
@@ -443,17 +454,6 @@ private:
   unsigned picks_since_queue_ = 0;
   static constexpr std::size_t queue_first_at = 16;
   static constexpr unsigned queue_every = 64;
-  // At most this many processes go to a hungry scheduler at once.
-  static constexpr std::size_t max_shed = 1024;
-  // After a shed that found nothing movable, steps until the next try.
-  static constexpr unsigned shed_retry_steps = 256;
-  unsigned shed_pause_ = 0;
-  // A process that suspends hands the thread straight to the next ready
-  // one, skipping the loop; bounded so I/O, timers and other cores' wake-ups
-  // are still looked at.
-  static constexpr unsigned handoff_budget = 16;
-  unsigned handoffs_left_ = handoff_budget;
-  std::optional<std::mt19937_64> rng_; // deterministic mode: seeded pick order
 
   // Processes woken or spawned from other threads: a LIFO stack, drained
   // whole. On a cache line of its own, away from the owner's hot fields
