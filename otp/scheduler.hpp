@@ -437,17 +437,18 @@ private:
   static constexpr unsigned handoff_budget = 16;
   unsigned handoffs_left_ = handoff_budget;
   std::optional<std::mt19937_64> rng_; // deterministic mode: seeded pick order
-  // New processes spawned here that have not run yet, on a node with
-  // threads (all of spawned_ready_, but those a full stack could not take): a stack (its top at the back), not the queue. The newest runs
-  // first, so a process that spawns work and waits for it has its children
-  // run before their cousins, and a tree of spawns runs depth first: its
-  // live processes stay few and in cache (skynet kept its million alive at
-  // once, 390 MB, breadth first). A shed takes the oldest, from the bottom:
-  // the roots of the largest subtrees (work stealing as in Cilk). The queue
-  // still gets every `queue_every`-th pick, and every pick while it holds
-  // `queue_first_at` or more, so the processes it holds (woken, yielded)
-  // are not starved, and parents woken by their children do not pile up
-  // (docs/design.md, "New processes run newest first").
+  // New unbound processes that have not run yet, on a node with threads
+  // (all of spawned_ready_ but those a full stack could not take): a stack,
+  // its top at the back, not the queue. The newest runs first, so a
+  // process that spawns work and waits for it has its children run before
+  // their cousins, and a tree of spawns runs depth first: its live
+  // processes stay few and in cache (skynet kept its million alive at
+  // once, 390 MB, breadth first). A shed takes the oldest, from the
+  // bottom: the roots of the largest subtrees (work stealing as in Cilk).
+  // The queue still gets every `queue_every`-th pick, and every pick while
+  // it holds `queue_first_at` or more, so the processes it holds (woken,
+  // yielded) are not starved, and parents woken by their children do not
+  // pile up (docs/design.md, "New processes run newest first").
   std::vector<detail::process*> fresh_;
   std::size_t fresh_bottom_ = 0; // fresh_[fresh_bottom_ ..] are in the stack
   bool fresh_first_ = false;     // set when the thread starts: not on a deterministic node
