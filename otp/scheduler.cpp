@@ -215,7 +215,7 @@ process* scheduler::peek_ready() const noexcept {
   return ready_head_;
 }
 
-process* scheduler::pop_ready() noexcept {
+process* scheduler::pop_ready_slow() noexcept {
   if (spawned_ready_ != 0 && fresh_count() != 0) {
     if (fresh_next()) {
       ++picks_since_queue_;
@@ -788,10 +788,7 @@ std::coroutine_handle<> scheduler::handoff() noexcept {
   if (spawned_ready_ >= 2 && shed_pause_ == 0 && node_.anyone_hungry())
     return std::noop_coroutine();
   --handoffs_left_;
-  if (spawned_ready_ == 0)
-    unlink_ready(q, nullptr); // the queue's head: pop_ready's pick, inline for a hop
-  else
-    (void)pop_ready(); // without a seed, pops q
+  (void)pop_ready(); // without a seed, pops q
   q->in_ready = false;
   q->state = proc_state::running;
   detail::this_thread.current = q;
