@@ -374,6 +374,13 @@ std::size_t scheduler::hand_over(scheduler* to, std::size_t want, std::size_t lo
   process* last = nullptr;
   std::size_t moved = 0;
   std::size_t looked = 0;
+  auto chain = [&](process* p) {
+    p->remote_next = first;
+    first = p;
+    if (last == nullptr)
+      last = p;
+    ++moved;
+  };
   // New processes first, oldest first: the bottom of their stack, where
   // the roots of the largest subtrees of work wait.
   std::size_t i = fresh_bottom_;
@@ -383,11 +390,7 @@ std::size_t scheduler::hand_over(scheduler* to, std::size_t want, std::size_t lo
     if (may(std::as_const(*p)) && !p->notified.exchange(true, std::memory_order_seq_cst)) {
       uncount_ready(*p);
       detach(p, to);
-      p->remote_next = first;
-      first = p;
-      if (last == nullptr)
-        last = p;
-      ++moved;
+      chain(p);
     } else {
       fresh_[keep++] = p;
     }
@@ -404,11 +407,7 @@ std::size_t scheduler::hand_over(scheduler* to, std::size_t want, std::size_t lo
     // home stays what we write until the receiver clears it.
     if (may(std::as_const(*p)) && !p->notified.exchange(true, std::memory_order_seq_cst)) {
       detach_ready(p, prev, to);
-      p->remote_next = first;
-      first = p;
-      if (last == nullptr)
-        last = p;
-      ++moved;
+      chain(p);
     } else {
       prev = p;
     }
