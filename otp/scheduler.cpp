@@ -194,40 +194,52 @@ process* scheduler::pop_fresh(bool oldest) noexcept {
     p = fresh_.back();
     fresh_.pop_back();
   }
-  if (fresh_.size() == fresh_bottom_) {
-    fresh_.clear();
-    fresh_bottom_ = 0;
-  }
+  settle_fresh();
   uncount_ready(*p);
   return p;
 }
 
-// What pop_ready takes next (without a seed).
-// (spawned_ready_ first: it is on the hop's cache line, and a process woken
-// by a message takes no look at the stack.)
-process* scheduler::peek_ready() const noexcept {
+// Where the next pick comes from: the one rule that peek_ready and
+// pop_ready_slow both follow (handoff peeks, then pops what it saw).
+// spawned_ready_ first: it is on the hop's cache line, and a process woken
+// by a message takes no look at the stack. When the queue's turn finds it
+// empty, the oldest new process goes instead, so that a chain of spawns
+// cannot keep one waiting for ever.
+scheduler::ready_source scheduler::next_source() const noexcept {
   if (spawned_ready_ != 0 && fresh_count() != 0) {
     if (fresh_next())
-      return fresh_.back();
+      return ready_source::newest;
     if (ready_head_ == nullptr)
-      return fresh_[fresh_bottom_];
+      return ready_source::oldest;
+  }
+  return ready_source::queue;
+}
+
+// What pop_ready takes next (without a seed).
+process* scheduler::peek_ready() const noexcept {
+  switch (next_source()) {
+    case ready_source::newest: return fresh_.back();
+    case ready_source::oldest: return fresh_[fresh_bottom_];
+    case ready_source::queue: break;
   }
   return ready_head_;
 }
 
 process* scheduler::pop_ready_slow() noexcept {
-  if (spawned_ready_ != 0 && fresh_count() != 0) {
-    if (fresh_next()) {
+  switch (next_source()) {
+    case ready_source::newest:
       ++picks_since_queue_;
       return pop_fresh(false);
-    }
-    // The queue's turn (it is not reset by the queue's picks while the
-    // stack is empty: on a hop's path; a turn that comes early is harmless).
-    // If the queue is empty, the oldest new process goes instead, so that
-    // a chain of spawns cannot keep one waiting for ever.
-    picks_since_queue_ = 0;
-    if (ready_head_ == nullptr)
+    case ready_source::oldest:
+      picks_since_queue_ = 0;
       return pop_fresh(true);
+    case ready_source::queue:
+      // The queue's turn while new processes wait. (Its picks while the
+      // stack is empty do not reset the count: on a hop's path; a turn
+      // that comes early is harmless.)
+      if (fresh_count() != 0)
+        picks_since_queue_ = 0;
+      break;
   }
   if (ready_head_ == nullptr)
     return nullptr;
@@ -396,10 +408,7 @@ std::size_t scheduler::hand_over(scheduler* to, std::size_t want, std::size_t lo
     }
   }
   fresh_.erase(fresh_.begin() + static_cast<std::ptrdiff_t>(keep), fresh_.begin() + static_cast<std::ptrdiff_t>(i));
-  if (fresh_.size() == fresh_bottom_) {
-    fresh_.clear();
-    fresh_bottom_ = 0;
-  }
+  settle_fresh();
   process* prev = nullptr;
   for (process* p = ready_head_; p != nullptr && moved < want && looked < look; ++looked) {
     process* next = p->ready_next;

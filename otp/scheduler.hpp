@@ -333,6 +333,8 @@ private:
   }
   [[nodiscard]] detail::process* pop_ready_slow() noexcept;
   [[nodiscard]] detail::process* peek_ready() const noexcept;
+  enum class ready_source : std::uint8_t { queue, newest, oldest };
+  [[nodiscard]] ready_source next_source() const noexcept;
   // Takes `p`, which follows `prev` (null: the head), out of the ready queue.
   void unlink_ready(detail::process* p, detail::process* prev) noexcept {
     if (prev != nullptr)
@@ -360,6 +362,13 @@ private:
   }
   bool push_fresh(detail::process* p) noexcept;
   detail::process* pop_fresh(bool oldest) noexcept;
+  // An emptied stack starts again at the front of its vector.
+  void settle_fresh() noexcept {
+    if (fresh_.size() == fresh_bottom_) {
+      fresh_.clear();
+      fresh_bottom_ = 0;
+    }
+  }
   bool drain_remote() noexcept;
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
   void shed_load() noexcept;
