@@ -78,8 +78,11 @@ std::coroutine_handle<> yield_awaiter::await_suspend(std::coroutine_handle<> h) 
   process& p = *this_thread.current;
   p.resume = h;
   p.state = proc_state::runnable;
-  p.home()->make_ready(&p, stay);
-  return p.home()->handoff();
+  scheduler* s = p.home();
+  if (stay)
+    s->note_busy_server(p);
+  s->make_ready(&p, stay);
+  return s->handoff();
 }
 
 } // namespace detail

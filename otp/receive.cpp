@@ -35,7 +35,7 @@ std::coroutine_handle<> receive_prepare_suspend(process& p, receive_waiter* w, s
     const bool drain_follows = w->follow != nullptr && p.signals.empty()
                                && p.notified.load(std::memory_order_acquire) && s->follow_target(p) != nullptr;
     if (!drain_follows)
-      s->make_ready(&p);
+      s->make_ready(&p, true); // woken by what came, as by a message; and waiting, so not movable
   }
   return s->handoff();
 }

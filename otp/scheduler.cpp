@@ -525,6 +525,8 @@ void scheduler::check_balance() noexcept {
   const std::int64_t window = t - balance_checked_ns_;
   if (window < balance_period_ns)
     return;
+  emigrate_to_ = nullptr; // asked again below if still so
+  emigrant_ = nullptr;
   const bool sampled = balance_checked_ns_ != 0;
   balance_checked_ns_ = t;
   const unsigned n = node_.scheduler_count();
@@ -548,8 +550,9 @@ void scheduler::check_balance() noexcept {
     }
   }
   // Busy nine tenths of the period or more (a pool's scheduler idles for
-  // moments, when all its callers wait on the other one), against idle half.
-  if (!sampled || idlest == nullptr || least * 2 > window || ours * 10 < window * 9 || node_.stopping())
+  // moments, when all its callers wait on the other one), against one busy
+  // a quarter of the period less (a pool split 10:6 showed 100% against 58%).
+  if (!sampled || idlest == nullptr || 4 * (ours - least) < window || ours * 10 < window * 9 || node_.stopping())
     return;
   // The first that may move, but not a caller about to take its reply (it
   // would go back to its callee's scheduler after a few calls), nor one
@@ -571,13 +574,48 @@ void scheduler::check_balance() noexcept {
     pick_prev = prev;
     break;
   }
-  if (pick == nullptr || pick->notified.exchange(true, std::memory_order_seq_cst))
+  if (pick == nullptr) {
+    emigrate_to_ = idlest; // the next server to yield goes instead (send_emigrant)
+    return;
+  }
+  if (pick->notified.exchange(true, std::memory_order_seq_cst))
     return;
   pick->ext().balanced_at_ns = t;
   detach_ready(pick, pick_prev, idlest);
   migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   idlest->migrated_in_.fetch_add(1, std::memory_order_relaxed);
   idlest->remote_enqueue(pick);
+}
+
+// At the end of a batch, the server noted at its fair-share yield while the
+// last check asked for one (note_busy_server) goes where the check said, if
+// it is still ours and waits for its next message; one that is running or
+// ready is tried at the next batch's end. Not one tied here, a caller, or
+// one the check moved within `balance_again_ns` (a server would be swapped
+// with its callers): the next server to yield is noted instead.
+void scheduler::send_emigrant() noexcept {
+  process* p = emigrant_;
+  if (p->id.load(std::memory_order_relaxed) != emigrant_id_ || p->home() != this
+      || p->state == proc_state::exiting || p->state == proc_state::dead) {
+    emigrant_ = nullptr; // gone: moved, ending, or its block reused
+    return;
+  }
+  if (p->state != proc_state::waiting || p->in_ready || p->waiter == nullptr)
+    return;
+  const auto t = ns_of(std::chrono::steady_clock::now());
+  if (tied_here(*p) || node_.stopping() || emigrate_to_->leaving()
+      || (p->extras != nullptr
+          && (!p->extras->calls.empty()
+              || (p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns)))) {
+    emigrant_ = nullptr;
+    return;
+  }
+  if (p->notified.exchange(true, std::memory_order_seq_cst))
+    return; // a sender is waking it here: it runs here first
+  p->ext().balanced_at_ns = t;
+  p->wake_streak = 0;
+  move_waiting(p, std::exchange(emigrate_to_, nullptr));
+  emigrant_ = nullptr;
 }
 
 // Compaction of load (the BEAM's, +scl): placement and sheds spread a
@@ -788,12 +826,14 @@ std::coroutine_handle<> scheduler::handoff() noexcept {
   // Everything else (signals, a seeded order) goes through step().
   if (handoffs_left_ == 0 || q == nullptr || rng_ || q->state != proc_state::runnable || q->has_pending_signals())
     return std::noop_coroutine();
-  // A burst of new processes waits and a scheduler is hungry: back to the
-  // loop, which sheds between two steps. Else the burst ran its first 16
-  // here before any could move (64 pairs split 36:28). One new process runs
-  // here: a spawn and a wait for its end stays local (spawn_exit_ns went
-  // from 250 to 700-1,250 ns when it moved; measured: docs/design.md).
-  if (spawned_ready_ >= 2 && shed_pause_ == 0 && node_.anyone_hungry())
+  // A new process waits beside other work and a scheduler is hungry: back
+  // to the loop, which sheds between two steps. Else a burst ran its first
+  // 16 here before any could move (64 pairs split 36:28), and, newest first,
+  // a supervisor's children each ran at once and stayed. A new process with
+  // nothing else ready runs here: a spawn and a wait for its end stays
+  // local (spawn_exit_ns went from 250 to 700-1,250 ns when it moved;
+  // measured: docs/design.md).
+  if (spawned_ready_ != 0 && ready_count_ >= 2 && shed_pause_ == 0 && node_.anyone_hungry())
     return std::noop_coroutine();
   --handoffs_left_;
   (void)pop_ready(); // without a seed, pops q
@@ -978,11 +1018,15 @@ bool scheduler::run_batch() {
   // The clock is read once per 256 steps at most, and only while another
   // scheduler is idle: a batch of long steps (a pool's work) is
   // milliseconds, so a count of batches alone came round every 100+ ms.
-  if (ready_count_ >= 2 && (steps_since_balance_ += n) >= 256) {
+  // Whatever is left ready: a pool's batches end when its queue empties
+  // (its workers run by hand-off), and the check then never ran.
+  if ((steps_since_balance_ += n) >= 256) {
     steps_since_balance_ = 0;
     if (node_.anyone_hungry())
       check_balance();
   }
+  if (emigrant_ != nullptr) [[unlikely]]
+    send_emigrant();
   if (!zombies_.empty())
     reap_zombies();
   if (io_pending_ > 0 || ++batches_since_poll_ >= 64) {

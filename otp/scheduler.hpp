@@ -171,6 +171,15 @@ public:
   void make_ready(detail::process* p, bool stays = false) noexcept {
     enqueue(p, stays ? detail::ready_kind::stays : detail::ready_kind::other);
   }
+  /// @private A server at its fair-share yield (yield_awaiter's `stay`):
+  /// busy by definition. When the last balance check asked for one, it is
+  /// the one this scheduler gives away at the end of the batch (send_emigrant).
+  void note_busy_server(detail::process& p) noexcept {
+    if (emigrate_to_ != nullptr && emigrant_ == nullptr) [[unlikely]] {
+      emigrant_ = &p;
+      emigrant_id_ = p.id.load(std::memory_order_relaxed);
+    }
+  }
   /// @private
   void remote_enqueue(detail::process* p) noexcept { remote_enqueue_chain(p, p); }
   /// @private Pushes a chain linked through remote_next, `last` at its end.
@@ -391,6 +400,7 @@ private:
   void detach_ready(detail::process* p, detail::process* prev, scheduler* to) noexcept;
   void detach(detail::process* p, scheduler* to) noexcept;
   void check_balance() noexcept;
+  void send_emigrant() noexcept;
   static constexpr std::int64_t balance_period_ns = 10'000'000; // 10 ms
   static constexpr std::int64_t balance_again_ns = 1'000'000'000; // a process it moved stays 1 s
   unsigned steps_since_balance_ = 0;
@@ -526,6 +536,13 @@ private:
   std::vector<detail::process*> fresh_;
   std::size_t fresh_bottom_ = 0; // fresh_[fresh_bottom_ ..] are in the stack
   bool fresh_first_ = false;     // set when the thread starts: not on a deterministic node
+  // Set by a balance check that found this scheduler overloaded and nothing
+  // ready that it could give (a pool's workers run by hand-off from their
+  // callers, so they are seldom in the queue): the next server to reach its
+  // fair-share yield goes to `emigrate_to_` (note_busy_server, send_emigrant).
+  scheduler* emigrate_to_ = nullptr;
+  detail::process* emigrant_ = nullptr;
+  std::uint64_t emigrant_id_ = 0;
   unsigned picks_since_queue_ = 0;
   static constexpr std::size_t queue_first_at = 16;
   static constexpr unsigned queue_every = 64;
