@@ -570,6 +570,9 @@ void scheduler::check_balance() noexcept {
         && (!p->extras->calls.empty()
             || (p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns)))
       continue;
+    // Woken from another scheduler and not run yet: its waker holds it here.
+    if (p->notified.exchange(true, std::memory_order_seq_cst))
+      continue;
     pick = p;
     pick_prev = prev;
     break;
@@ -578,21 +581,25 @@ void scheduler::check_balance() noexcept {
     emigrate_to_ = idlest; // the next server to yield goes instead (send_emigrant)
     return;
   }
-  if (pick->notified.exchange(true, std::memory_order_seq_cst))
-    return;
   pick->ext().balanced_at_ns = t;
-  detach_ready(pick, pick_prev, idlest);
+  send_ready(pick, pick_prev, idlest);
+}
+
+// Moves `p` (after `prev` in the ready queue, `notified` held) to `to`.
+void scheduler::send_ready(process* p, process* prev, scheduler* to) noexcept {
+  detach_ready(p, prev, to);
   migrated_out_.store(migrated_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  idlest->migrated_in_.fetch_add(1, std::memory_order_relaxed);
-  idlest->remote_enqueue(pick);
+  to->migrated_in_.fetch_add(1, std::memory_order_relaxed);
+  to->remote_enqueue(p);
 }
 
 // At the end of a batch, the server noted at its fair-share yield while the
 // last check asked for one (note_busy_server) goes where the check said, if
-// it is still ours and waits for its next message; one that is running or
-// ready is tried at the next batch's end. Not one tied here, a caller, or
-// one the check moved within `balance_again_ns` (a server would be swapped
-// with its callers): the next server to yield is noted instead.
+// it is still ours: from the ready queue, or waiting for its next message
+// (its receive's timeout with it). One that is running is tried at the next
+// batch's end. Not one tied here, a caller, or one the check moved within
+// `balance_again_ns` (a server would be swapped with its callers): the next
+// server to yield is noted instead.
 void scheduler::send_emigrant() noexcept {
   process* p = emigrant_;
   if (p->id.load(std::memory_order_relaxed) != emigrant_id_ || p->home() != this
@@ -600,7 +607,9 @@ void scheduler::send_emigrant() noexcept {
     emigrant_ = nullptr; // gone: moved, ending, or its block reused
     return;
   }
-  if (p->state != proc_state::waiting || p->in_ready || p->waiter == nullptr)
+  const bool waits = p->state == proc_state::waiting && !p->in_ready && p->waiter != nullptr;
+  const bool queued = p->state == proc_state::runnable && p->in_ready && p->ready_as != detail::ready_kind::spawned;
+  if (!waits && !queued)
     return;
   const auto t = ns_of(std::chrono::steady_clock::now());
   if (tied_here(*p) || node_.stopping() || emigrate_to_->leaving()
@@ -610,12 +619,25 @@ void scheduler::send_emigrant() noexcept {
     emigrant_ = nullptr;
     return;
   }
+  process* prev = nullptr;
+  if (queued) {
+    process* q = ready_head_;
+    for (; q != nullptr && q != p; q = q->ready_next)
+      prev = q;
+    if (q == nullptr)
+      return;
+  }
   if (p->notified.exchange(true, std::memory_order_seq_cst))
     return; // a sender is waking it here: it runs here first
   p->ext().balanced_at_ns = t;
-  p->wake_streak = 0;
-  move_waiting(p, std::exchange(emigrate_to_, nullptr));
+  scheduler* to = std::exchange(emigrate_to_, nullptr);
   emigrant_ = nullptr;
+  if (queued) {
+    send_ready(p, prev, to);
+  } else {
+    p->wake_streak = 0;
+    move_waiting(p, to);
+  }
 }
 
 // Compaction of load (the BEAM's, +scl): placement and sheds spread a

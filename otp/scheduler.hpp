@@ -401,6 +401,7 @@ private:
   void detach(detail::process* p, scheduler* to) noexcept;
   void check_balance() noexcept;
   void send_emigrant() noexcept;
+  void send_ready(detail::process* p, detail::process* prev, scheduler* to) noexcept;
   static constexpr std::int64_t balance_period_ns = 10'000'000; // 10 ms
   static constexpr std::int64_t balance_again_ns = 1'000'000'000; // a process it moved stays 1 s
   unsigned steps_since_balance_ = 0;
