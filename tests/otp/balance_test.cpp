@@ -1052,6 +1052,21 @@ TEST_CASE("callers follow their callees among moving load, kills and timeouts") 
 }
 
 namespace {
+// Keeps scheduler 1 busy with a bound process until `release`, and returns
+// once that runs (scheduler 1 is no longer hungry): what is placed
+// meanwhile stays on scheduler 0. (`started` is written once, before we
+// return.)
+otp::task<void> hold_scheduler_1(otp::node& n, std::atomic<bool>* release) {
+  std::atomic<bool> started{false};
+  otp::spawn_opt({.scheduler = 1}, [](std::atomic<bool>* s, std::atomic<bool>* go) -> otp::task<void> {
+    s->store(true);
+    while (!go->load(std::memory_order_relaxed))
+      co_await otp::yield();
+  }, &started, release);
+  while (!started.load() || n.statistics()[1].hungry)
+    co_await otp::yield();
+}
+
 struct ball {
   int k;
 };
@@ -1157,14 +1172,7 @@ TEST_CASE("an idle scheduler takes processes woken by messages from a busy one, 
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     const otp::pid me = otp::self();
     // Scheduler 1 is busy while the pairs are placed: nothing is shed.
-    std::atomic<bool> blocking{false};
-    otp::spawn_opt({.scheduler = 1}, [](std::atomic<bool>* started, std::atomic<bool>* go) -> otp::task<void> {
-      started->store(true);
-      while (!go->load(std::memory_order_relaxed))
-        co_await otp::yield();
-    }, &blocking, &release);
-    while (!blocking.load() || n.statistics()[1].hungry)
-      co_await otp::yield();
+    co_await hold_scheduler_1(n, &release);
     std::vector<std::pair<otp::pid, otp::pid>> pairs;
     for (int i = 0; i < 4; ++i) {
       const otp::pid a = otp::spawn(pair_side, me, i, &stop);
@@ -1235,14 +1243,7 @@ TEST_CASE("a server kept busy on a busy scheduler moves to an idle one, though i
   int in_order = 0, calls = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     // Scheduler 1 is busy while the server starts: nothing takes it there.
-    std::atomic<bool> blocking{false};
-    otp::spawn_opt({.scheduler = 1}, [](std::atomic<bool>* started, std::atomic<bool>* go) -> otp::task<void> {
-      started->store(true);
-      while (!go->load(std::memory_order_relaxed))
-        co_await otp::yield();
-    }, &blocking, &release);
-    while (!blocking.load() || n.statistics()[1].hungry)
-      co_await otp::yield();
+    co_await hold_scheduler_1(n, &release);
     if (partly_busy) // from before the blocker ends: no period sees scheduler 1 idle
       otp::spawn_opt({.scheduler = 1}, [](std::atomic<bool>* s) -> otp::task<void> {
         while (!s->load(std::memory_order_relaxed)) {
@@ -1341,14 +1342,7 @@ TEST_CASE("servers sent away at their fair-share yield keep their calls, message
     long out_of_order = 0;
     auto w = n.spawn_watch({.scheduler = 0}, [&, run]() -> otp::task<void> {
       const otp::pid driver = otp::self();
-      std::atomic<bool> blocking{false};
-      otp::spawn_opt({.scheduler = 1}, [](std::atomic<bool>* started, std::atomic<bool>* go) -> otp::task<void> {
-        started->store(true);
-        while (!go->load(std::memory_order_relaxed))
-          co_await otp::yield();
-      }, &blocking, &release);
-      while (!blocking.load() || n.statistics()[1].hungry)
-        co_await otp::yield();
+      co_await hold_scheduler_1(n, &release);
       constexpr int server_count = 6;
       std::vector<otp::pid> servers;
       std::vector<otp::monitor_ref> server_refs;
