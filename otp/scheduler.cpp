@@ -367,6 +367,15 @@ bool holds_timers(const process& p) noexcept {
 // Tied to this scheduler whatever it is doing: bound (spawn_opt's
 // scheduler, or its I/O), or holding send_after timers here.
 bool tied_here(const process& p) noexcept { return p.bound || holds_timers(p); }
+// What the balance check may send away at time `t`: not one tied here, not
+// a caller about to take its reply (it would go back to its callee's
+// scheduler after a few calls), nor one the check moved within
+// `balance_again_ns` (a server would be swapped with its callers).
+bool check_may_send(const process& p, std::int64_t t, std::int64_t again_ns) noexcept {
+  return !tied_here(p)
+         && (p.extras == nullptr
+             || (p.extras->calls.empty() && (p.extras->balanced_at_ns == 0 || t - p.extras->balanced_at_ns >= again_ns)));
+}
 } // namespace
 
 bool scheduler::can_migrate(const process& p) const noexcept {
@@ -554,22 +563,16 @@ void scheduler::check_balance() noexcept {
   // a quarter of the period less (a pool split 10:6 showed 100% against 58%).
   if (!sampled || idlest == nullptr || 4 * (ours - least) < window || ours * 10 < window * 9 || node_.stopping())
     return;
-  // The first that may move, but not a caller about to take its reply (it
-  // would go back to its callee's scheduler after a few calls), nor one
-  // that this check moved within `balance_again_ns`.
+  // The first that may move (check_may_send).
   process* pick = nullptr;
   process* pick_prev = nullptr;
   process* prev = nullptr;
   unsigned looked = 0;
   for (process* p = ready_head_; p != nullptr && looked < 64; prev = p, p = p->ready_next, ++looked) {
-    if (tied_here(*p) || p->state != proc_state::runnable)
+    if (p->state != proc_state::runnable || !check_may_send(*p, t, balance_again_ns))
       continue;
     if (p->ready_as == detail::ready_kind::spawned && !new_may_go(*idlest))
       continue; // as in shed_load: it may bind on its first run
-    if (p->extras != nullptr
-        && (!p->extras->calls.empty()
-            || (p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns)))
-      continue;
     // Woken from another scheduler and not run yet: its waker holds it here.
     if (p->notified.exchange(true, std::memory_order_seq_cst))
       continue;
@@ -597,9 +600,8 @@ void scheduler::send_ready(process* p, process* prev, scheduler* to) noexcept {
 // last check asked for one (note_busy_server) goes where the check said, if
 // it is still ours: from the ready queue, or waiting for its next message
 // (its receive's timeout with it). One that is running is tried at the next
-// batch's end. Not one tied here, a caller, or one the check moved within
-// `balance_again_ns` (a server would be swapped with its callers): the next
-// server to yield is noted instead.
+// batch's end; one the check may not send (check_may_send) gives way to the
+// next server to yield.
 void scheduler::send_emigrant() noexcept {
   process* p = emigrant_;
   if (p->id.load(std::memory_order_relaxed) != emigrant_id_ || p->home() != this
@@ -612,10 +614,7 @@ void scheduler::send_emigrant() noexcept {
   if (!waits && !queued)
     return;
   const auto t = ns_of(std::chrono::steady_clock::now());
-  if (tied_here(*p) || node_.stopping() || emigrate_to_->leaving()
-      || (p->extras != nullptr
-          && (!p->extras->calls.empty()
-              || (p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns)))) {
+  if (!check_may_send(*p, t, balance_again_ns) || node_.stopping() || emigrate_to_->leaving()) {
     emigrant_ = nullptr;
     return;
   }
