@@ -1487,11 +1487,20 @@ TEST_CASE("compaction leaves a worker where its feeder's scheduler has no room f
   // Scheduler 0 is busy all the time; a worker on scheduler 1, fed from 0,
   // leaves scheduler 1 idle between requests. Compaction must not move it
   // to scheduler 0 (the two together are over nine tenths of a period).
+  std::chrono::milliseconds idle_first{0};
+  SUBCASE("scheduler 0 busy from the start") {}
+  // Scheduler 1's first look at the load is as the node starts: its next
+  // one, 10 ms on, read scheduler 0 busy 70% of that period, room enough,
+  // though it has been busy without a break since (as when another
+  // program keeps its thread off its core for a moment).
+  SUBCASE("scheduler 0 idle for the first 3 ms of compaction's period, busy since") { idle_first = 3ms; }
   std::atomic<bool> done{false}; // before the node: its processes read it until the node stops
   otp::node n({.schedulers = 2, .pin_threads = false});
   unsigned worker_start = ~0u, worker_end = ~0u;
   long answered = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    if (idle_first > 0ms)
+      co_await otp::sleep_for(idle_first);
     const otp::pid worker = co_await start_fed_worker(n, &done);
     worker_start = co_await otp::receive<unsigned>();
     // Twenty periods of compaction's look (10 ms each) or more.
