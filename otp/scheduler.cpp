@@ -525,10 +525,12 @@ void scheduler::detach(process* p, scheduler* to) noexcept {
 // (servers, pairs, a pool) stay where they were first placed, and a
 // placement made while a scheduler was busy or not running stays skewed
 // for good. Once per `balance_period_ns`, a scheduler that was busy nine
-// tenths of the period, with processes waiting to run, gives one of them
-// (woken by a message or not) to the scheduler that was active least, if
-// that one was idle half the period or more. One a period: a pair it splits
-// joins up again (follow_waker). Measured: docs/design.md.
+// tenths of the period, with two or more processes ready, gives one of
+// them (woken by a message or not) to the scheduler that was active least,
+// if that one was busy a quarter of the period less; with none it may
+// send, the next server to reach its fair-share yield (send_emigrant). One
+// a period: a pair it splits joins up again (follow_waker). Measured:
+// docs/design.md.
 void scheduler::check_balance() noexcept {
   const auto t = ns_of(std::chrono::steady_clock::now());
   const std::int64_t window = t - balance_checked_ns_;
@@ -568,7 +570,11 @@ void scheduler::check_balance() noexcept {
   process* pick_prev = nullptr;
   process* prev = nullptr;
   unsigned looked = 0;
-  for (process* p = ready_head_; p != nullptr && looked < 64; prev = p, p = p->ready_next, ++looked) {
+  // Alone ready, it runs as soon here as there: moved, it only made the
+  // chain it belongs to cross cores (a ring gathered on a scheduler it
+  // kept busy was spread again, one member a period).
+  for (process* p = ready_count_ >= 2 ? ready_head_ : nullptr; p != nullptr && looked < 64;
+       prev = p, p = p->ready_next, ++looked) {
     if (p->state != proc_state::runnable || !check_may_send(*p, t, balance_again_ns))
       continue;
     if (p->ready_as == detail::ready_kind::spawned && !new_may_go(*idlest))
