@@ -687,13 +687,13 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
     if (&s == this || s.leaving())
       continue;
     least_other = std::min(least_other, compact_busy_[i]);
-    // Active without a break for half the period or more: it has no room
-    // now, whatever the period's sum says. One that idled at the start of
-    // the period and was busy since (work just placed there, or its thread
-    // kept off its core by another program) read 70-84% busy, was sent a
-    // worker, and the balance check sent it back.
+    // Active without a break for a quarter of the period or more: it has
+    // no room now, whatever the period's sum says. One that idled at the
+    // start of the period and was busy since (work just placed there, or
+    // its thread kept off its core by another program) read 30-84% busy,
+    // was sent a worker, and the balance check sent it back.
     const std::int64_t since = s.active_since_ns_.load(std::memory_order_relaxed);
-    if (since != 0 && 2 * (t - since) >= window)
+    if (since != 0 && 4 * (t - since) >= window)
       continue;
     if (compact_busy_[i] + ours <= room && compact_busy_[i] > to_busy) {
       to_busy = compact_busy_[i];
