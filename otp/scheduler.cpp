@@ -702,6 +702,11 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
   }
   if (to == nullptr || ours > least_other)
     return false;
+  // Handed work by compaction within the last second: two light schedulers
+  // about as busy, each the less busy in turn, handed a caller of servers
+  // on both to each other every period.
+  if (t - compacted_in_ns_.load(std::memory_order_relaxed) < balance_again_ns)
+    return false;
   std::size_t moved = 0;
   // From the back: remove_live moves the last process into the slot it
   // empties, and that one has been looked at already.
@@ -718,6 +723,8 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
     ++moved;
   }
   compacted_out_.store(compacted_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
+  if (moved != 0)
+    to->compacted_in_ns_.store(t, std::memory_order_relaxed);
   return moved != 0;
 }
 

@@ -506,6 +506,9 @@ private:
   std::int64_t compact_checked_ns_ = 0;       // compact_load's last look
   std::vector<std::int64_t> compact_seen_ns_; // each scheduler's active time then
   std::vector<std::int64_t> compact_busy_;    // and how much of the period since it was active
+  // When compact_load last handed it work (written by the sender): it
+  // hands none away by compaction for `balance_again_ns` after.
+  std::atomic<std::int64_t> compacted_in_ns_{0};
 
   // Counters for stats(), written by the owner thread, read by anyone.
   alignas(64) std::atomic<std::int64_t> active_ns_{0};

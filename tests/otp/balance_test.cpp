@@ -875,6 +875,14 @@ otp::task<void> answering_server() {
       otp::reply(a.reply_to, a.value + 1);
   }
 }
+// answering_server that works `steps` xorshift steps on each request first.
+otp::task<void> working_server(int steps) {
+  for (;;) {
+    const ask a = co_await otp::receive<ask>();
+    (void)burn(static_cast<std::uint64_t>(a.value) + 1, steps);
+    otp::reply(a.reply_to, a.value + 1);
+  }
+}
 otp::detail::call_awaiter<int> ask_server(const otp::pid& server, int value, otp::timeout t) {
   return otp::detail::call_process<int>(server, t, [value](const otp::from<int>& f) {
     return otp::detail::make_message<ask>(ask{f, value});
@@ -958,21 +966,34 @@ TEST_CASE("a caller of servers on two schedulers in turn does not move at every 
   // Each reply wakes it from the other scheduler. Following each one cost a
   // move per call (a third cross-core hop); it follows only after several
   // wake-ups in a row from one scheduler.
+  int calls = 1000;
+  int work = 0; // the servers' steps a call
+  std::chrono::milliseconds pause{0};
+  SUBCASE("calls one after the other") {}
+  // Both schedulers light and about as busy, over fifteen looks of
+  // compaction (10 ms each): each in turn was the less busy and handed the
+  // caller to the other, a move a period.
+  SUBCASE("a pause of 1 ms after each call, for 150 ms or more, each call some work") {
+    calls = 150;
+    work = 20000;
+    pause = 1ms;
+  }
   otp::node n({.schedulers = 2, .pin_threads = false});
-  constexpr int calls = 1000;
   int answered = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
-    const otp::pid servers[2] = {otp::spawn_opt({.scheduler = 0}, answering_server).pid,
-                                 otp::spawn_opt({.scheduler = 1}, answering_server).pid};
+    const otp::pid servers[2] = {otp::spawn_opt({.scheduler = 0}, working_server, work).pid,
+                                 otp::spawn_opt({.scheduler = 1}, working_server, work).pid};
     const otp::pid driver = otp::self();
-    otp::spawn([](otp::pid to, otp::pid s0, otp::pid s1) -> otp::task<void> {
+    otp::spawn([](otp::pid to, otp::pid s0, otp::pid s1, int k, std::chrono::milliseconds p) -> otp::task<void> {
       int n_ok = 0;
-      for (int i = 0; i < calls; ++i) {
+      for (int i = 0; i < k; ++i) {
         auto r = co_await ask_server(i % 2 == 0 ? s0 : s1, i, 10s);
         n_ok += r && r.value() == i + 1 ? 1 : 0;
+        if (p > 0ms)
+          co_await otp::sleep_for(p);
       }
       otp::send(to, n_ok);
-    }, driver, servers[0], servers[1]);
+    }, driver, servers[0], servers[1], calls, pause);
     answered = co_await otp::receive<int>();
     otp::exit(servers[0], otp::exit_reason::kill());
     otp::exit(servers[1], otp::exit_reason::kill());
