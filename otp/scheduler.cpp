@@ -655,7 +655,8 @@ void scheduler::send_emigrant() noexcept {
 // has room for it (nine tenths of the period in all), it hands that one
 // its waiting processes and runs nothing until work comes again. The
 // busy one keeps them: check_balance gives work away only from a
-// scheduler busy nine tenths of a period, which this one then is not.
+// scheduler busy nine tenths of a period, and then only with two or more
+// ready (a gathered chain has one: the token's holder).
 bool scheduler::compact_load(std::int64_t t) noexcept {
   const std::int64_t window = t - compact_checked_ns_;
   // After a sleep the period is mostly idleness, and says nothing of the
