@@ -520,6 +520,13 @@ void scheduler::detach(process* p, scheduler* to) noexcept {
   p->home_.store(to, std::memory_order_release);
 }
 
+// Active time up to `t`, the stretch under way included; read from any
+// thread, by the balance check and compaction.
+std::int64_t scheduler::active_ns_at(std::int64_t t) const noexcept {
+  const std::int64_t since = active_since_ns_.load(std::memory_order_relaxed);
+  return active_ns_.load(std::memory_order_relaxed) + (since != 0 && t > since ? t - since : 0);
+}
+
 // The periodic balance check (the BEAM's, in spirit): sheds above move only
 // new, yielded and timed-out processes, so processes woken by messages
 // (servers, pairs, a pool) stay where they were first placed, and a
@@ -548,8 +555,7 @@ void scheduler::check_balance() noexcept {
   std::int64_t ours = 0;
   for (unsigned i = 0; i < n; ++i) {
     scheduler& s = node_.get_scheduler(i);
-    const std::int64_t since = s.active_since_ns_.load(std::memory_order_relaxed);
-    const std::int64_t active = s.active_ns_.load(std::memory_order_relaxed) + (since != 0 && t > since ? t - since : 0);
+    const std::int64_t active = s.active_ns_at(t);
     const std::int64_t busy = active - seen_active_ns_[i];
     seen_active_ns_[i] = active;
     mostly_idle_[i] = sampled && busy * 2 <= window;
@@ -670,8 +676,7 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
   std::int64_t ours = 0;
   for (unsigned i = 0; i < n; ++i) {
     scheduler& s = node_.get_scheduler(i);
-    const std::int64_t since = s.active_since_ns_.load(std::memory_order_relaxed);
-    const std::int64_t active = s.active_ns_.load(std::memory_order_relaxed) + (since != 0 && t > since ? t - since : 0);
+    const std::int64_t active = s.active_ns_at(t);
     compact_busy_[i] = active - compact_seen_ns_[i];
     compact_seen_ns_[i] = active;
     if (&s == this)

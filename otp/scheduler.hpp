@@ -400,6 +400,7 @@ private:
   void detach_ready(detail::process* p, detail::process* prev, scheduler* to) noexcept;
   void detach(detail::process* p, scheduler* to) noexcept;
   void check_balance() noexcept;
+  [[nodiscard]] std::int64_t active_ns_at(std::int64_t t_ns) const noexcept;
   void send_emigrant() noexcept;
   void send_ready(detail::process* p, detail::process* prev, scheduler* to) noexcept;
   static constexpr std::int64_t balance_period_ns = 10'000'000; // 10 ms

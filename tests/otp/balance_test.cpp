@@ -864,25 +864,21 @@ struct ask {
   int value;
 };
 struct poke {};
-// Answers value + 1; for a negative value, no reply but a poke: the caller
-// is woken from this scheduler while its call still waits for its timeout.
-otp::task<void> answering_server() {
+// Works `steps` xorshift steps on each request, then answers value + 1;
+// for a negative value, no reply but a poke: the caller is woken from this
+// scheduler while its call still waits for its timeout.
+otp::task<void> working_server(int steps) {
   for (;;) {
     const ask a = co_await otp::receive<ask>();
+    (void)burn(static_cast<std::uint64_t>(a.value) + 1, steps);
     if (a.value < 0)
       otp::send(a.reply_to.caller(), poke{});
     else
       otp::reply(a.reply_to, a.value + 1);
   }
 }
-// answering_server that works `steps` xorshift steps on each request first.
-otp::task<void> working_server(int steps) {
-  for (;;) {
-    const ask a = co_await otp::receive<ask>();
-    (void)burn(static_cast<std::uint64_t>(a.value) + 1, steps);
-    otp::reply(a.reply_to, a.value + 1);
-  }
-}
+// working_server without the work.
+otp::task<void> answering_server() { return working_server(0); }
 otp::detail::call_awaiter<int> ask_server(const otp::pid& server, int value, otp::timeout t) {
   return otp::detail::call_process<int>(server, t, [value](const otp::from<int>& f) {
     return otp::detail::make_message<ask>(ask{f, value});
