@@ -724,13 +724,15 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
       continue; // the balance check sent it here lately
     if (p->notified.exchange(true, std::memory_order_seq_cst))
       continue; // a sender is waking it here: it runs here first
+    // Before the first move: the receiver, once it takes the process, sees
+    // it (its look could otherwise hand the process straight back).
+    if (moved == 0)
+      to->compacted_in_ns_.store(t, std::memory_order_relaxed);
     p->wake_streak = 0;
     move_waiting(p, to);
     ++moved;
   }
   compacted_out_.store(compacted_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
-  if (moved != 0)
-    to->compacted_in_ns_.store(t, std::memory_order_relaxed);
   return moved != 0;
 }
 
