@@ -15,8 +15,6 @@ namespace otp::detail {
 
 namespace {
 
-constexpr std::size_t slab_bytes = std::size_t{64} << 10;
-
 struct batch {
   pool_block* head;
   std::size_t count;
@@ -49,6 +47,8 @@ constexpr std::size_t reserve_bytes = std::size_t{8} << 20;
 // paging in neighbouring regions of one block spun on it (5.8% of skynet's
 // time at two schedulers).
 constexpr std::size_t block_bytes = std::size_t{2} << 20;
+static_assert(region_bytes % slab_bytes == 0 && block_bytes % region_bytes == 0,
+              "regions start on a multiple of slab_bytes");
 
 // take_pages and give_pages round alike, so a size given back finds its list.
 constexpr std::size_t whole_pages(std::size_t bytes) noexcept {
@@ -57,6 +57,11 @@ constexpr std::size_t whole_pages(std::size_t bytes) noexcept {
 
 struct given_pages {
   given_pages* next;
+};
+
+// A slab region paged in by a thread that found another's already there.
+struct spare_region {
+  spare_region* next;
 };
 
 // Pages of a region not handed out yet.
@@ -87,6 +92,11 @@ struct page_source {
     given_pages* head;
   };
   std::vector<returned> returned_lists; // one list per size given back
+  // Slabs come from regions of their own, cut in four: a region starts on a
+  // multiple of its size, so every slab starts on a multiple of slab_bytes
+  // and a block finds its slab's header by masking its address.
+  page_span slabs;
+  spare_region* spare_regions = nullptr;
 };
 
 page_source& the_page_source() {
@@ -147,6 +157,68 @@ char* map_populated(std::size_t bytes) {
   return static_cast<char*>(m);
 }
 
+} // namespace
+
+struct pool_owner {
+  // Blocks of this owner's slabs freed on other threads, per class: chains
+  // pushed by their senders, taken whole by the owner when its list is empty.
+  std::atomic<pool_block*> returned[pool_classes];
+  pool_owner* next_free = nullptr; // in owner_records' free list
+};
+
+namespace {
+
+// Records of threads that exited, for the next thread that carves. Never
+// freed: a block of a slab carved by an exited thread may be sent home at any
+// time after, and finds its record.
+struct owner_records {
+  spin_lock mutex;
+  pool_owner* free = nullptr;
+};
+
+owner_records& the_owner_records() {
+  static owner_records* r = new owner_records;
+  return *r;
+}
+
+pool_owner* adopt_owner() {
+  auto& r = the_owner_records();
+  {
+    std::lock_guard lock(r.mutex);
+    if (r.free != nullptr)
+      return std::exchange(r.free, r.free->next_free);
+  }
+  return new pool_owner{};
+}
+
+// Blocks freed on this thread that another thread's slabs hold, gathered per
+// class for one home at a time and sent in one CAS.
+struct away_lists {
+  pool_block* head[pool_classes];
+  pool_block* last[pool_classes];
+  pool_owner* home[pool_classes];
+  std::size_t count[pool_classes];
+};
+
+constinit thread_local away_lists this_thread_away{};
+
+void send_away_list(away_lists& a, std::size_t c) noexcept {
+  auto& returned = a.home[c]->returned[c];
+  pool_block* old = returned.load(std::memory_order_relaxed);
+  do
+    a.last[c]->next = old;
+  while (!returned.compare_exchange_weak(old, a.head[c], std::memory_order_release, std::memory_order_relaxed));
+  a.head[c] = nullptr;
+  a.count[c] = 0;
+}
+
+std::size_t chain_length(const pool_block* b) noexcept {
+  std::size_t n = 0;
+  for (; b != nullptr; b = b->next)
+    ++n;
+  return n;
+}
+
 depot& the_depot() {
   // Never destroyed: threads (and their pools) may outlive static destruction.
   static depot* d = new depot;
@@ -197,6 +269,28 @@ void* take_pages(std::size_t bytes) {
   return region;
 }
 
+void* take_slab() {
+  auto& s = the_page_source();
+  {
+    std::lock_guard lock(s.mutex);
+    if (s.slabs.bytes == 0 && s.spare_regions != nullptr)
+      s.slabs = page_span{reinterpret_cast<char*>(std::exchange(s.spare_regions, s.spare_regions->next)),
+                          region_bytes};
+    if (s.slabs.bytes != 0)
+      return s.slabs.cut(slab_bytes);
+  }
+  char* region = next_region(s);
+  (void)::madvise(region, region_bytes, MADV_POPULATE_WRITE); // as take_pages, outside the lock
+  std::lock_guard lock(s.mutex);
+  if (s.slabs.bytes == 0) {
+    s.slabs = page_span{region + slab_bytes, region_bytes - slab_bytes};
+    return region;
+  }
+  // Another thread's region came first: this one waits for the next.
+  s.spare_regions = ::new (region) spare_region{s.spare_regions};
+  return s.slabs.cut(slab_bytes);
+}
+
 std::size_t pages_mapped() noexcept {
   return mapped_bytes.load(std::memory_order_relaxed);
 }
@@ -227,6 +321,15 @@ void give_pages(void* pages, std::size_t bytes) noexcept {
 void pool_refill(thread_pool& p, std::size_t c) {
   thread_local pool_flusher flusher; // registered once per thread, here off the fast path
   (void)flusher;
+  if (p.owner == nullptr)
+    p.owner = adopt_owner();
+  // What came home first: its lines were this thread's last.
+  if (auto& returned = p.owner->returned[c]; returned.load(std::memory_order_relaxed) != nullptr) {
+    pool_block* head = returned.exchange(nullptr, std::memory_order_acquire);
+    p.free[c] = head;
+    p.count[c] = chain_length(head);
+    return;
+  }
   auto& d = the_depot();
   {
     std::lock_guard lock(d.classes[c].mutex);
@@ -247,7 +350,9 @@ void pool_refill(thread_pool& p, std::size_t c) {
   // the colours.
   const std::size_t size = (c + 1) * pool_granularity;
   const std::size_t colour = (1 + c * 7 % 15) * 64; // 64-960, none at 0
-  auto* slab = static_cast<char*>(take_pages(slab_bytes)) + colour;
+  auto* start = static_cast<char*>(take_slab());
+  ::new (start) slab_header{p.owner};
+  auto* slab = start + colour;
   pool_block* head = nullptr;
   std::size_t n = (slab_bytes - colour) / size;
   for (std::size_t i = n; i > 0; --i) {
@@ -257,6 +362,22 @@ void pool_refill(thread_pool& p, std::size_t c) {
   }
   p.free[c] = head;
   p.count[c] = n;
+}
+
+void pool_send_home(pool_block* b, std::size_t c, pool_owner* home) noexcept {
+  auto& a = this_thread_away;
+  if (a.head[c] != nullptr && a.home[c] != home)
+    send_away_list(a, c);
+  if (a.head[c] == nullptr) {
+    thread_local pool_flusher flusher; // sends what waits here when the thread exits
+    (void)flusher;
+    a.last[c] = b;
+    a.home[c] = home;
+  }
+  b->next = a.head[c];
+  a.head[c] = b;
+  if (++a.count[c] == pool_batch)
+    send_away_list(a, c);
 }
 
 void pool_spill(thread_pool& p, std::size_t c) noexcept {
@@ -281,20 +402,39 @@ void pool_spill(thread_pool& p, std::size_t c) noexcept {
 }
 
 pool_flusher::~pool_flusher() {
-  // A thread's blocks go back to the depot, where other threads find them.
+  // What waits to go home goes; the thread's own blocks, and those that came
+  // home to it, go to the depot, where other threads find them; its record
+  // waits for the next thread that carves.
+  auto& a = this_thread_away;
+  for (std::size_t c = 0; c < pool_classes; ++c) {
+    if (a.head[c] != nullptr)
+      send_away_list(a, c);
+  }
   auto& p = this_thread_pool;
   auto& d = the_depot();
-  for (std::size_t c = 0; c < pool_classes; ++c) {
-    if (p.free[c] == nullptr)
-      continue;
+  const auto to_depot = [&](pool_block* head, std::size_t count, std::size_t c) {
     try {
       std::lock_guard lock(d.classes[c].mutex);
-      d.classes[c].batches.push_back({p.free[c], p.count[c]});
+      d.classes[c].batches.push_back({head, count});
     } catch (...) {
       // Out of memory at thread exit: the blocks stay in their slabs, unused.
     }
+  };
+  for (std::size_t c = 0; c < pool_classes; ++c) {
+    if (p.free[c] != nullptr)
+      to_depot(p.free[c], p.count[c], c);
     p.free[c] = nullptr;
     p.count[c] = 0;
+    if (p.owner != nullptr) {
+      if (pool_block* home = p.owner->returned[c].exchange(nullptr, std::memory_order_acquire))
+        to_depot(home, chain_length(home), c);
+    }
+  }
+  if (p.owner != nullptr) {
+    auto& r = the_owner_records();
+    std::lock_guard lock(r.mutex);
+    p.owner->next_free = r.free;
+    r.free = std::exchange(p.owner, nullptr);
   }
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
 
 namespace otp::detail {
@@ -14,10 +15,17 @@ namespace otp::detail {
 // time per spawn.
 //
 // Blocks move between threads: a message allocated by its sender is freed
-// by its receiver. A thread whose list grows past two batches hands a batch
-// to a global depot (one mutex per size class); a thread whose list is empty
-// takes a batch from the depot before it carves a new slab. Slabs are never
-// returned to the system: the pool's high-water mark stays, and is reused.
+// by its receiver, a frame by the scheduler its process moved to. Such a
+// block goes home, to the thread that carved its slab (its slab's header
+// names that thread's pool_owner): it waits in a per-class list with others
+// for the same home and then goes over in one CAS. Reused where it was freed
+// instead, it sat in a cache line whose neighbours the carver kept using,
+// and two schedulers wrote one line in turn (skynet_warm at two
+// schedulers: docs/design.md, "Blocks go home"). A thread whose list grows
+// past two batches hands a batch to a global depot; a thread whose list is
+// empty takes first what came home, then a batch from the depot, and only
+// then carves a new slab. Slabs are never returned to the system: the
+// pool's high-water mark stays, and is reused.
 #if defined(__SANITIZE_ADDRESS__)
 #define OTP_POOL_BYPASS 1
 #elif defined(__has_feature)
@@ -29,15 +37,29 @@ namespace otp::detail {
 inline constexpr std::size_t pool_granularity = 16;
 inline constexpr std::size_t pool_max_block = 1024;
 inline constexpr std::size_t pool_classes = pool_max_block / pool_granularity;
-inline constexpr std::size_t pool_batch = 32; // blocks moved to/from the depot at once
+inline constexpr std::size_t pool_batch = 32; // blocks moved to/from the depot (or home) at once
+inline constexpr std::size_t slab_bytes = std::size_t{64} << 10; // slabs start on a multiple of this
 
 struct pool_block {
   pool_block* next;
 };
 
+// What a thread's slabs name as their home (pool.cpp). A record outlives its
+// thread and passes to the next thread that carves, so a block freed late
+// still has a home.
+struct pool_owner;
+
+// A slab's first bytes. No block starts in a slab's first cache line (the
+// colour below is at least 64 bytes), so reading the header shares no line
+// with a block in use.
+struct slab_header {
+  pool_owner* owner;
+};
+
 // Trivial and constant-initialized, so that an access is a plain TLS load
 // (no init guard); the flush at thread exit is registered on the slow path.
 struct thread_pool {
+  pool_owner* owner; // this thread's slabs' home; null until it first refills
   pool_block* free[pool_classes];
   std::size_t count[pool_classes];
 };
@@ -55,13 +77,23 @@ extern constinit thread_local thread_pool this_thread_pool;
 // next request of the same size; none go back to the system.
 [[nodiscard]] void* take_pages(std::size_t bytes);
 void give_pages(void* pages, std::size_t bytes) noexcept;
+// A slab: slab_bytes of fresh memory, aligned to slab_bytes, from regions
+// that serve slabs only (four a region).
+[[nodiscard]] void* take_slab();
 // Bytes of fresh memory take_pages handed out or holds since the program
 // started (0 when bypassed).
 [[nodiscard]] std::size_t pages_mapped() noexcept;
 
-// Slow paths: refill an empty list; give a batch back when one is too long.
+// Slow paths: refill an empty list; give a batch back when one is too long;
+// send a block carved by another thread home.
 void pool_refill(thread_pool& p, std::size_t c);
 void pool_spill(thread_pool& p, std::size_t c) noexcept;
+void pool_send_home(pool_block* b, std::size_t c, pool_owner* home) noexcept;
+
+[[nodiscard]] inline pool_owner* pool_home_of(const void* block) noexcept {
+  const auto slab = reinterpret_cast<std::uintptr_t>(block) & ~(slab_bytes - 1);
+  return reinterpret_cast<const slab_header*>(slab)->owner;
+}
 
 /// Allocates `n` bytes, 16-aligned, from the calling thread's pool.
 [[nodiscard]] inline void* pool_allocate(std::size_t n) {
@@ -95,6 +127,10 @@ inline void pool_deallocate(void* ptr, std::size_t n) noexcept {
   auto& p = this_thread_pool;
   const auto c = pool_class_of(n);
   auto* b = static_cast<pool_block*>(ptr);
+  if (auto* home = pool_home_of(b); home != p.owner) [[unlikely]] {
+    pool_send_home(b, c, home);
+    return;
+  }
   b->next = p.free[c];
   p.free[c] = b;
   if (++p.count[c] > 2 * pool_batch)
