@@ -34,6 +34,16 @@ struct down_msg {
 
 namespace otp::detail {
 
+// A message or a signal takes whole cache lines of the pool. It is written
+// on one thread and read and freed on another, and its block is reused
+// where it was freed, so a thread's list holds blocks of other threads'
+// slabs: two blocks sharing a line were then in use on two schedulers at
+// once, which wrote the line in turn (docs/design.md, "Blocks go home").
+inline constexpr std::size_t item_line_bytes = 64;
+[[nodiscard]] constexpr std::size_t item_block_bytes(std::size_t n) noexcept {
+  return (n + item_line_bytes - 1) / item_line_bytes * item_line_bytes;
+}
+
 // Storage for an item of type M: the pool serves up to its 16-byte
 // alignment; a type aligned more strictly gets an aligned allocation.
 template <class M>
@@ -41,14 +51,14 @@ template <class M>
   if constexpr (alignof(M) > pool_granularity)
     return ::operator new(sizeof(M), std::align_val_t{alignof(M)});
   else
-    return pool_allocate(sizeof(M));
+    return pool_allocate(item_block_bytes(sizeof(M)));
 }
 template <class M>
 void free_item_storage(void* mem) noexcept {
   if constexpr (alignof(M) > pool_granularity)
     ::operator delete(mem, std::align_val_t{alignof(M)});
   else
-    pool_deallocate(mem, sizeof(M));
+    pool_deallocate_here(mem, item_block_bytes(sizeof(M)));
 }
 
 // The first two kinds are messages (struct message); the rest are signals.
@@ -227,7 +237,7 @@ struct signal : item {
 };
 
 [[nodiscard]] inline signal* make_signal(item_kind k, pid from) {
-  return ::new (pool_allocate(sizeof(signal))) signal(k, from);
+  return ::new (pool_allocate(item_block_bytes(sizeof(signal)))) signal(k, from);
 }
 
 inline void destroy_item(item* it) noexcept {
@@ -237,7 +247,7 @@ inline void destroy_item(item* it) noexcept {
   } else {
     auto* s = static_cast<signal*>(it);
     s->~signal();
-    pool_deallocate(s, sizeof(signal));
+    pool_deallocate_here(s, item_block_bytes(sizeof(signal)));
   }
 }
 

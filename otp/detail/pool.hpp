@@ -15,17 +15,19 @@ namespace otp::detail {
 // time per spawn.
 //
 // Blocks move between threads: a message allocated by its sender is freed
-// by its receiver, a frame by the scheduler its process moved to. Such a
-// block goes home, to the thread that carved its slab (its slab's header
-// names that thread's pool_owner): it waits in a per-class list with others
-// for the same home and then goes over in one CAS. Reused where it was freed
-// instead, it sat in a cache line whose neighbours the carver kept using,
-// and two schedulers wrote one line in turn (skynet_warm at two
-// schedulers: docs/design.md, "Blocks go home"). A thread whose list grows
-// past two batches hands a batch to a global depot; a thread whose list is
-// empty takes first what came home, then a batch from the depot, and only
-// then carves a new slab. Slabs are never returned to the system: the
-// pool's high-water mark stays, and is reused.
+// by its receiver, a frame by the scheduler its process moved to. A frame
+// (or a process's extras) goes home, to the thread that carved its slab
+// (the slab's header names that thread's pool_owner): it waits in a
+// per-class list with others for the same home, then goes over in one CAS.
+// Reused where it was freed instead, it shared cache lines with blocks the
+// carver kept using, and two schedulers wrote one line in turn. Messages and
+// signals stay where they are freed, and take whole lines so that they share
+// none (item.hpp). docs/design.md, "Blocks go home", has the measurements.
+//
+// A thread whose list grows past two batches hands a batch to a global
+// depot; a thread whose list is empty takes first what came home, then a
+// batch from the depot, and only then carves a new slab. Slabs are never
+// returned to the system: the pool's high-water mark stays, and is reused.
 #if defined(__SANITIZE_ADDRESS__)
 #define OTP_POOL_BYPASS 1
 #elif defined(__has_feature)
@@ -114,8 +116,10 @@ void pool_send_home(pool_block* b, std::size_t c, pool_owner* home) noexcept;
   return b;
 }
 
-/// Returns a block of `n` bytes obtained from pool_allocate on any thread.
-inline void pool_deallocate(void* ptr, std::size_t n) noexcept {
+enum class freed_block : bool { goes_home, stays };
+
+template <freed_block Where>
+inline void pool_free(void* ptr, std::size_t n) noexcept {
 #ifdef OTP_POOL_BYPASS
   ::operator delete(ptr);
   return;
@@ -127,14 +131,32 @@ inline void pool_deallocate(void* ptr, std::size_t n) noexcept {
   auto& p = this_thread_pool;
   const auto c = pool_class_of(n);
   auto* b = static_cast<pool_block*>(ptr);
-  if (auto* home = pool_home_of(b); home != p.owner) [[unlikely]] {
-    pool_send_home(b, c, home);
-    return;
+  if constexpr (Where == freed_block::goes_home) {
+    if (auto* home = pool_home_of(b); home != p.owner) [[unlikely]] {
+      pool_send_home(b, c, home);
+      return;
+    }
   }
   b->next = p.free[c];
   p.free[c] = b;
   if (++p.count[c] > 2 * pool_batch)
     pool_spill(p, c);
+}
+
+/// Returns a block of `n` bytes obtained from pool_allocate on any thread.
+/// For what lives as long as a process (frames, extras): a block carved by
+/// another thread goes home to it.
+inline void pool_deallocate(void* ptr, std::size_t n) noexcept {
+  pool_free<freed_block::goes_home>(ptr, n);
+}
+
+/// As pool_deallocate, for messages and signals: the block stays with the
+/// thread that frees it. A message lives for one delivery, and a receiver
+/// that reuses its block for the next message it sends writes a line it has
+/// just read; sent home, the line crossed the cores once more
+/// (ping_pong_cross_ns 298 -> 335 ns).
+inline void pool_deallocate_here(void* ptr, std::size_t n) noexcept {
+  pool_free<freed_block::stays>(ptr, n);
 }
 
 } // namespace otp::detail

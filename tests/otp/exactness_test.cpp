@@ -305,6 +305,34 @@ TEST_CASE("a block freed on another thread goes home to the thread that carved i
 #endif
 }
 
+TEST_CASE("a message's block stays with the thread that frees it") {
+#ifdef OTP_POOL_BYPASS
+  MESSAGE("the pool is bypassed: every request is its own allocation");
+#else
+  // A receiver reuses the block of a message it read for the next one it
+  // sends; sent home, its line would cross the cores once more.
+  constexpr std::size_t size = 64;
+  std::vector<void*> sent, reused;
+  std::thread sender([&] {
+    for (std::size_t i = 0; i < otp::detail::pool_batch; ++i)
+      sent.push_back(otp::detail::pool_allocate(size));
+    std::thread receiver([&] {
+      for (void* b : sent)
+        otp::detail::pool_deallocate_here(b, size);
+      for (std::size_t i = 0; i < sent.size(); ++i)
+        reused.push_back(otp::detail::pool_allocate(size));
+      for (void* b : reused)
+        otp::detail::pool_deallocate_here(b, size);
+    });
+    receiver.join();
+  });
+  sender.join();
+  std::sort(sent.begin(), sent.end());
+  std::sort(reused.begin(), reused.end());
+  CHECK(sent == reused);
+#endif
+}
+
 TEST_CASE("blocks sent home after their thread exited serve the thread after it") {
 #ifdef OTP_POOL_BYPASS
   MESSAGE("the pool is bypassed: every request is its own allocation");
