@@ -51,9 +51,9 @@ struct pool_block {
 // still has a home.
 struct pool_owner;
 
-// A slab's first bytes. No block starts in a slab's first cache line (the
-// colour below is at least 64 bytes), so reading the header shares no line
-// with a block in use.
+// A slab's first bytes. No block starts in a slab's first cache line (each
+// class's colour, pool.cpp, is at least 64 bytes), so reading the header
+// shares no line with a block in use.
 struct slab_header {
   pool_owner* owner;
 };
