@@ -261,9 +261,9 @@ TEST_CASE("a block freed on another thread goes home to the thread that carved i
 #ifdef OTP_POOL_BYPASS
   MESSAGE("the pool is bypassed: every request is its own allocation");
 #else
-  // Reused where it was freed, a block shared its cache lines with the
+  // Reused where it was freed, a frame shared its cache lines with the
   // carver's blocks on either side, and two schedulers wrote one line in
-  // turn (skynet_warm at two schedulers: 55 -> 36 ms when blocks go home).
+  // turn (docs/design.md, "Blocks go home").
   constexpr std::size_t size = 48;
   constexpr std::size_t n = 4 * otp::detail::pool_batch;
   const std::size_t c = otp::detail::pool_class_of(size);
