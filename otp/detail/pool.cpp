@@ -137,7 +137,11 @@ char* reserve_block(page_source& s) {
   return at;
 }
 
-// A region of the calling thread's block, not paged in yet.
+// The next region of the calling thread's block, paged in. Called outside
+// the source's lock: paging in takes a millisecond on a slow VM, and the
+// other schedulers may need pages meanwhile. A kernel without
+// MADV_POPULATE_WRITE (before Linux 5.14) refuses it, and the pages fault
+// in as they are first touched.
 char* next_region(page_source& s) {
   if (block_left < region_bytes) {
     block_next = reserve_block(s);
@@ -145,7 +149,9 @@ char* next_region(page_source& s) {
   }
   mapped_bytes.fetch_add(region_bytes, std::memory_order_relaxed);
   block_left -= region_bytes;
-  return std::exchange(block_next, block_next + region_bytes);
+  char* region = std::exchange(block_next, block_next + region_bytes);
+  (void)::madvise(region, region_bytes, MADV_POPULATE_WRITE);
+  return region;
 }
 
 char* map_populated(std::size_t bytes) {
@@ -225,6 +231,19 @@ depot& the_depot() {
   return *d;
 }
 
+// A list of `count` blocks of class c into the depot; false when the
+// depot's vector could not grow.
+[[nodiscard]] bool to_depot(std::size_t c, pool_block* head, std::size_t count) noexcept {
+  auto& d = the_depot();
+  try {
+    std::lock_guard lock(d.classes[c].mutex);
+    d.classes[c].batches.push_back({head, count});
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 // Hands a thread's blocks back to the depot when the thread exits.
 struct pool_flusher {
   ~pool_flusher();
@@ -254,11 +273,6 @@ void* take_pages(std::size_t bytes) {
   if (bytes >= region_bytes)
     return map_populated(bytes);
   char* region = next_region(s);
-  // Paged in outside the lock: that takes a millisecond on a slow VM, and
-  // the other schedulers may need pages meanwhile. A kernel without
-  // MADV_POPULATE_WRITE (before Linux 5.14) refuses it, and the pages
-  // fault in as they are first touched.
-  (void)::madvise(region, region_bytes, MADV_POPULATE_WRITE);
   page_span rest{region + bytes, region_bytes - bytes};
   std::lock_guard lock(s.mutex);
   // Keep the two largest of the three rests; the smallest stays unused.
@@ -280,7 +294,6 @@ void* take_slab() {
       return s.slabs.cut(slab_bytes);
   }
   char* region = next_region(s);
-  (void)::madvise(region, region_bytes, MADV_POPULATE_WRITE); // as take_pages, outside the lock
   std::lock_guard lock(s.mutex);
   if (s.slabs.bytes == 0) {
     s.slabs = page_span{region + slab_bytes, region_bytes - slab_bytes};
@@ -389,11 +402,7 @@ void pool_spill(thread_pool& p, std::size_t c) noexcept {
   p.free[c] = last->next;
   last->next = nullptr;
   p.count[c] -= pool_batch;
-  auto& d = the_depot();
-  try {
-    std::lock_guard lock(d.classes[c].mutex);
-    d.classes[c].batches.push_back({first, pool_batch});
-  } catch (...) {
+  if (!to_depot(c, first, pool_batch)) {
     // Could not grow the depot's vector: keep the blocks here instead.
     last->next = p.free[c];
     p.free[c] = first;
@@ -410,27 +419,20 @@ pool_flusher::~pool_flusher() {
     if (a.head[c] != nullptr)
       send_away_list(a, c);
   }
+  // Out of memory here (no room in the depot's vector), blocks stay in
+  // their slabs, unused.
   auto& p = this_thread_pool;
-  auto& d = the_depot();
-  const auto to_depot = [&](pool_block* head, std::size_t count, std::size_t c) {
-    try {
-      std::lock_guard lock(d.classes[c].mutex);
-      d.classes[c].batches.push_back({head, count});
-    } catch (...) {
-      // Out of memory at thread exit: the blocks stay in their slabs, unused.
-    }
-  };
   for (std::size_t c = 0; c < pool_classes; ++c) {
     if (p.free[c] != nullptr)
-      to_depot(p.free[c], p.count[c], c);
+      (void)to_depot(c, p.free[c], p.count[c]);
     p.free[c] = nullptr;
     p.count[c] = 0;
-    if (p.owner != nullptr) {
-      if (pool_block* home = p.owner->returned[c].exchange(nullptr, std::memory_order_acquire))
-        to_depot(home, chain_length(home), c);
-    }
   }
   if (p.owner != nullptr) {
+    for (std::size_t c = 0; c < pool_classes; ++c) {
+      if (pool_block* home = p.owner->returned[c].exchange(nullptr, std::memory_order_acquire))
+        (void)to_depot(c, home, chain_length(home));
+    }
     auto& r = the_owner_records();
     std::lock_guard lock(r.mutex);
     p.owner->next_free = r.free;
