@@ -701,6 +701,12 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
     const std::int64_t since = s.active_since_ns_.load(std::memory_order_relaxed);
     if (since != 0 && 4 * (t - since) >= window)
       continue;
+    // Its last batch ran its full length and left two or more ready: a
+    // backlog now. One kept off its core for most of the period (by
+    // another program, or asleep until woken late) read 1-10% busy, and
+    // active too briefly for the rule above. A gathered chain leaves one.
+    if (s.run_queue_len_.load(std::memory_order_relaxed) >= 2)
+      continue;
     if (compact_busy_[i] + ours <= room && compact_busy_[i] > to_busy) {
       to_busy = compact_busy_[i];
       to = &s;
