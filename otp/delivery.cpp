@@ -14,6 +14,8 @@ namespace otp::detail {
 
 void local_push(process& p, item* it) noexcept {
   p.wake_streak = 0; // a message from here: nothing to follow (scheduler::follow_waker)
+  if (process* me = this_thread.current)
+    me->sent_away = false;
   if (p.inbox.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
     // Items from other threads wait in the inbox: ours go behind them, as
     // a sender that was remote and is now local (one of us moved) must not
@@ -60,6 +62,8 @@ std::uint8_t waker_tag(std::uint8_t before) noexcept {
 }
 
 bool remote_push(process& p, std::uint64_t id, item* it) noexcept {
+  if (process* me = this_thread.current)
+    me->sent_away = true;
   // The hold keeps the block from being recycled while we push; a closed
   // block, or one that now holds another process, refuses the item.
   const std::uint64_t prev = p.refs.fetch_add(1, std::memory_order_acquire);

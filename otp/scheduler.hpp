@@ -415,6 +415,7 @@ private:
   // (scheduler.cpp, compact_load). Its state is below, away from the
   // fields a hop touches.
   bool compact_load(std::int64_t t_ns) noexcept;
+  bool compact_target(std::int64_t t_ns, std::int64_t window, std::int64_t ours, scheduler*& to) const noexcept;
   static constexpr std::size_t max_compact = 4096; // moved per look at most
   // Wake-ups in a row from the callee's scheduler before a caller follows.
   static constexpr std::uint32_t follow_after = 8;
@@ -507,6 +508,8 @@ private:
   std::int64_t compact_checked_ns_ = 0;       // compact_load's last look
   std::vector<std::int64_t> compact_seen_ns_; // each scheduler's active time then
   std::vector<std::int64_t> compact_busy_;    // and how much of the period since it was active
+  scheduler* compact_rest_to_ = nullptr;      // where a move that left some behind went,
+  std::int64_t compact_rest_until_ns_ = 0;    // and until when the rest follow it there
   // When compact_load last handed it work (written by the sender): it
   // hands none away by compaction for `balance_again_ns` after.
   std::atomic<std::int64_t> compacted_in_ns_{0};

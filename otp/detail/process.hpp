@@ -119,7 +119,11 @@ struct alignas(64) process {
   // an otp::follow object's), and so counted in its scheduler's io_bound
   // until it exits or moves.
   bool io_bound : 1 = false;
-  std::uint16_t io_seq = 0; // bumped per Asio wait; with `id`, rejects stale completions
+  std::uint16_t io_seq : 15 = 0; // bumped per Asio wait; with `id`, rejects stale completions
+  // Its last message went to another scheduler (delivery.cpp): a process
+  // woken from there follows its waker only if it also talks back there
+  // (scheduler::follow_waker); a chain's member passes the token on here.
+  bool sent_away : 1 = false;
   // Why it is in the ready queue, for load shedding (scheduler.cpp).
   ready_kind ready_as = ready_kind::other;
   // Written by the remote sender that set `notified`, read by the drain:
