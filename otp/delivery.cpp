@@ -14,8 +14,6 @@ namespace otp::detail {
 
 void local_push(process& p, item* it) noexcept {
   p.wake_streak = 0; // a message from here: nothing to follow (scheduler::follow_waker)
-  if (process* me = this_thread.current)
-    me->sent_away = false;
   if (p.inbox.load(std::memory_order_relaxed) != nullptr) [[unlikely]] {
     // Items from other threads wait in the inbox: ours go behind them, as
     // a sender that was remote and is now local (one of us moved) must not

@@ -806,6 +806,8 @@ bool scheduler::follow_callee(process* p) noexcept {
 // busy scheduler stays, so that a pool does not collapse onto one core.
 // Called from drain_remote with `notified` held, as follow_callee.
 bool scheduler::follow_waker(process* p) noexcept {
+  const bool talks_back = p->sent_away;
+  p->sent_away = false;
   const std::uint8_t tag = p->woken_by;
   const unsigned from = tag & ~process::woken_again;
   if (from == 0 || from - 1 == index_ || (tag & process::woken_again) == 0) {
@@ -814,11 +816,12 @@ bool scheduler::follow_waker(process* p) noexcept {
   }
   if (p->wake_streak < process::wake_streak_max)
     ++p->wake_streak;
-  // Only one that talks back there: a chain's member, woken from there and
-  // passing the token on here, moved the chain's boundary by one each time,
-  // and a chain gathered by compaction spread out again (under TSan, a
-  // ring of 4000 went back from 1 member to 428 in 18 s).
-  if (p->wake_streak < follow_after || !p->sent_away || tied_here(*p) || node_.stopping()
+  // Only one that talks back (it sent to another scheduler since its last
+  // wake-up from there): a chain's member, woken from there and passing
+  // the token on here, moved the chain's boundary by one each time, and a
+  // chain gathered by compaction spread out again (under TSan, a ring of
+  // 4000 went back from 1 member to 428 in 18 s).
+  if (p->wake_streak < follow_after || !talks_back || tied_here(*p) || node_.stopping()
       || from > node_.scheduler_count())
     return false;
   scheduler* to = &node_.get_scheduler(from - 1);

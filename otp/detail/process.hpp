@@ -120,9 +120,10 @@ struct alignas(64) process {
   // until it exits or moves.
   bool io_bound : 1 = false;
   std::uint16_t io_seq : 15 = 0; // bumped per Asio wait; with `id`, rejects stale completions
-  // Its last message went to another scheduler (delivery.cpp): a process
-  // woken from there follows its waker only if it also talks back there
-  // (scheduler::follow_waker); a chain's member passes the token on here.
+  // It sent to another scheduler since follow_waker last judged it (set by
+  // remote_push, taken by follow_waker): a process woken from another
+  // scheduler follows its waker only if it talks back; a chain's member
+  // passes the token on here. Not cleared by local sends: they stay cheap.
   bool sent_away : 1 = false;
   // Why it is in the ready queue, for load shedding (scheduler.cpp).
   ready_kind ready_as = ready_kind::other;
