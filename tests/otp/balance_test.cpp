@@ -1553,7 +1553,8 @@ TEST_CASE("a ring's members woken from another scheduler stay with the ring") {
   // here. Following its waker there would only move the ring's boundary
   // by one; it used to, every eight laps, and a ring that compaction had
   // gathered spread out again (under TSan, from 1 member to 428 in 18 s).
-  // Member 0 talks back, but scheduler 0 is not idle: it stays too.
+  // Member 0 talks back; compaction may gather it (or the ring on either
+  // scheduler), and nothing else may move.
   std::atomic<bool> release{false}, placed{false}; // before the node: its processes read them until it stops
   otp::node n({.schedulers = 2, .pin_threads = false});
   constexpr int members = 512;
@@ -1618,8 +1619,9 @@ TEST_CASE("compaction leaves a worker where its feeder's scheduler has no room f
   // program keeps its thread off its core for a moment).
   SUBCASE("scheduler 0 idle for the first 3 ms of compaction's period, busy since") { idle_first = 3ms; }
   // Idle for nine tenths of the period and busy for a moment only, as when
-  // another program kept its thread off its core until just now (1 of 40
-  // runs beside two `yes`): the period's sum says room, its queue says none.
+  // another program kept its thread off its core until just now (4 to 7
+  // runs in 150 beside two `yes`): the period's sum says room, its queue
+  // says none.
   SUBCASE("scheduler 0 idle for most of compaction's period, a queue since") { idle_first = 9ms; }
   std::atomic<bool> done{false}; // before the node: its processes read it until the node stops
   otp::node n({.schedulers = 2, .pin_threads = false});
