@@ -626,12 +626,12 @@ void scale_skynet_runs(int runs, const char* name) {
   double ns = 0;
   std::vector<long> sums(static_cast<std::size_t>(runs));
   run_in_process(node, [&]() -> otp::task<void> {
-    for (long& sum : sums) {
+    for (std::size_t k = 0; k < sums.size(); ++k) {
       auto t0 = clock_type::now();
       otp::spawn(skynet_plain, otp::self(), 0L, 1000000L);
-      sum = co_await otp::receive<long>();
+      sums[k] = co_await otp::receive<long>();
       ns = ns_since(t0);
-      std::printf("# skynet run %zu: %.1f ms\n", static_cast<std::size_t>(&sum - sums.data()) + 1, ns / 1e6);
+      std::printf("# skynet run %zu: %.1f ms\n", k + 1, ns / 1e6);
     }
   });
   print_migrations(node);

@@ -690,10 +690,11 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
   // while its ring, gathered, kept the other scheduler busy: the ring
   // crossed cores twice a lap for good.
   scheduler* to = std::exchange(compact_rest_to_, nullptr);
-  if (to != nullptr && (t > compact_rest_until_ns_ || to->leaving()
-                        || to->run_queue_len_.load(std::memory_order_relaxed) >= 2))
+  if (to != nullptr && (t > compact_rest_until_ns_ || to->leaving() || to->backlogged()))
     to = nullptr;
-  if (to == nullptr && !compact_target(t, window, ours, to))
+  if (to == nullptr)
+    to = compact_target(t, window, ours);
+  if (to == nullptr)
     return false;
   std::size_t moved = 0, left = 0;
   // From the back: remove_live moves the last process into the slot it
@@ -726,11 +727,12 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
 
 // compact_load's choice: the busiest scheduler with room for our work
 // beside its own, if we were the least busy and were not handed work by
-// compaction lately.
-bool scheduler::compact_target(std::int64_t t, std::int64_t window, std::int64_t ours, scheduler*& to) const noexcept {
+// compaction lately; nullptr if none.
+scheduler* scheduler::compact_target(std::int64_t t, std::int64_t window, std::int64_t ours) const noexcept {
   const unsigned n = node_.scheduler_count();
   const std::int64_t room = window * 9 / 10;
   std::int64_t least_other = std::numeric_limits<std::int64_t>::max();
+  scheduler* to = nullptr;
   std::int64_t to_busy = -1;
   for (unsigned i = 0; i < n; ++i) {
     scheduler& s = node_.get_scheduler(i);
@@ -749,7 +751,7 @@ bool scheduler::compact_target(std::int64_t t, std::int64_t window, std::int64_t
     // backlog now. One kept off its core for most of the period (by
     // another program, or asleep until woken late) read 1-10% busy, and
     // active too briefly for the rule above. A gathered chain leaves one.
-    if (s.run_queue_len_.load(std::memory_order_relaxed) >= 2)
+    if (s.backlogged())
       continue;
     if (compact_busy_[i] + ours <= room && compact_busy_[i] > to_busy) {
       to_busy = compact_busy_[i];
@@ -757,11 +759,11 @@ bool scheduler::compact_target(std::int64_t t, std::int64_t window, std::int64_t
     }
   }
   if (to == nullptr || ours > least_other)
-    return false;
+    return nullptr;
   // Handed work by compaction within the last second: two light schedulers
   // about as busy, each the less busy in turn, handed a caller of servers
   // on both to each other every period.
-  return t - compacted_in_ns_.load(std::memory_order_relaxed) >= balance_again_ns;
+  return t - compacted_in_ns_.load(std::memory_order_relaxed) >= balance_again_ns ? to : nullptr;
 }
 
 // A caller woken from another scheduler while it waits for a call's reply

@@ -415,7 +415,10 @@ private:
   // (scheduler.cpp, compact_load). Its state is below, away from the
   // fields a hop touches.
   bool compact_load(std::int64_t t_ns) noexcept;
-  bool compact_target(std::int64_t t_ns, std::int64_t window, std::int64_t ours, scheduler*& to) const noexcept;
+  [[nodiscard]] scheduler* compact_target(std::int64_t t_ns, std::int64_t window, std::int64_t ours) const noexcept;
+  // Its last batch ran its full length and left two or more ready: it has
+  // a backlog now (compaction sends it nothing).
+  [[nodiscard]] bool backlogged() const noexcept { return run_queue_len_.load(std::memory_order_relaxed) >= 2; }
   static constexpr std::size_t max_compact = 4096; // moved per look at most
   // Wake-ups in a row from the callee's scheduler before a caller follows.
   static constexpr std::uint32_t follow_after = 8;
