@@ -7,6 +7,7 @@
 //        otp_bench --list   prints the names it knows
 #include "otp/otp.hpp"
 #include "behaviours/gen_server.hpp"
+#include "otp/detail/cpus.hpp"
 #include "otp/detail/pool.hpp"
 #include "otp/logger.hpp"
 #include "registry/registry.hpp"
@@ -671,8 +672,8 @@ void scale_skynet_warm_bench() {
 // schedulers cannot scale better than this.
 void scale_page_in_bench() {
   unsigned threads = scaling_options().schedulers;
-  if (threads == 0)
-    threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 0) // as the node's default
+    threads = otp::detail::default_scheduler_count(otp::detail::allowed_cpus().size(), otp::detail::cgroup_cpu_limit());
   std::printf("# schedulers %u\n", threads);
   constexpr std::size_t total = std::size_t{400} << 20;
   constexpr std::size_t slab = std::size_t{64} << 10;

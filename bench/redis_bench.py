@@ -65,18 +65,20 @@ def wait_ready(port, proc, what):
     sys.exit(f"{what} did not answer on port {port}")
 
 
-# kvstore's schedulers are pinned (scheduler i on core i): with one
-# scheduler it runs on core 0. redis-server's thread is put there too, and
-# redis-benchmark on the last core, so that no server shares its core with
+# kvstore's schedulers are pinned (scheduler i on the i-th CPU we may use):
+# with one scheduler it runs on the first. redis-server's thread is put there
+# too, and redis-benchmark on the last, so that no server shares its core with
 # the client in some runs and not in others (that made the medians bimodal).
 def pin(cores):
     """taskset's prefix for a core list ("8-15"), or none without taskset."""
     return ["taskset", "-c", cores] if cores and shutil.which("taskset") else []
 
 
-CORES = os.cpu_count() or 1
-PIN_SERVER = pin("0") if CORES > 1 else []
-PIN_CLIENT = pin(str(CORES - 1)) if PIN_SERVER else []
+# The CPUs we may use (kvstore pins scheduler i on the i-th of them).
+CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+CORES = len(CPUS)
+PIN_SERVER = pin(str(CPUS[0])) if CORES > 1 else []
+PIN_CLIENT = pin(str(CPUS[-1])) if PIN_SERVER else []
 
 
 def bench(port, test, pipeline, requests, client=None):

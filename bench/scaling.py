@@ -167,7 +167,9 @@ def main():
                          % bench.RUN_TIMEOUT_S)
     args = ap.parse_args()
 
-    cores = os.cpu_count() or 1
+    # N: the CPUs this process may use, as the node's default counts them
+    # (its affinity mask; docs/design.md, "The CPUs a node uses").
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         counts = ([int(c) for c in args.schedulers.split(",") if c.strip()]
                   if args.schedulers else sorted({1, cores}))

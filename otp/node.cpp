@@ -2,6 +2,7 @@
 #include "otp/node.hpp"
 
 #include "otp/detail/core_watch.hpp"
+#include "otp/detail/cpus.hpp"
 #include "otp/detail/pool.hpp"
 #include "otp/detail/runtime.hpp"
 #include "otp/process.hpp"
@@ -17,12 +18,12 @@
 
 namespace otp {
 
-node::node(node_options o) : opts_(o) {
+node::node(node_options o) : opts_(o), cpus_(detail::allowed_cpus()) {
   unsigned n = opts_.schedulers;
   if (opts_.deterministic)
     n = 1;
   else if (n == 0)
-    n = std::max(1u, std::thread::hardware_concurrency());
+    n = detail::default_scheduler_count(cpus_.size(), detail::cgroup_cpu_limit());
   if (n > 255)
     throw std::invalid_argument("node: at most 255 schedulers (asked for " + std::to_string(n) + ")");
   manual_now_ = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
@@ -34,8 +35,10 @@ node::node(node_options o) : opts_(o) {
   if (opts_.deterministic) {
     schedulers_[0]->set_order_seed(opts_.seed);
   } else {
-    for (auto& s : schedulers_)
-      s->start_thread(opts_.pin_threads, opts_.spin);
+    // Scheduler i on the i-th CPU this thread may use: taskset's, or a
+    // container's cpuset (docs/design.md, "The CPUs a node uses").
+    for (unsigned i = 0; i < n; ++i)
+      schedulers_[i]->start_thread(opts_.pin_threads && !cpus_.empty() ? cpus_[i % cpus_.size()] : -1, opts_.spin);
     // Every scheduler is running, idle and hungry before the first spawn:
     // else work spawned at once found no scheduler hungry yet, and was not
     // shed until the threads had run their loops (docs/design.md).

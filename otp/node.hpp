@@ -25,9 +25,14 @@ namespace otp {
 
 /// How a node runs its schedulers.
 struct node_options {
-  /// Number of schedulers; 0 means one per online core.
+  /// Number of schedulers; 0 means one per CPU that the thread making the
+  /// node may run on (its affinity mask, which `taskset` and a container's
+  /// cpuset set), and no more than its cgroup's CPU quota, rounded down but
+  /// at least one (`docker --cpus=2.5` gives 2), as OTP 25's default
+  /// schedulers online.
   unsigned schedulers = 0;
-  /// Pin scheduler thread i to core i (modulo the core count).
+  /// Pin scheduler thread i to the i-th of those CPUs (wrapping round when
+  /// there are more schedulers than CPUs); scheduler_stats::cpu says where.
   bool pin_threads = true;
   /// How long an idle scheduler polls for work before it sleeps. Waking a
   /// sleeping thread costs tens of microseconds; polling keeps cross-core
@@ -264,6 +269,7 @@ public:
 
 private:
   node_options opts_;
+  std::vector<int> cpus_; // the constructing thread's affinity mask: where schedulers are pinned
   std::vector<std::unique_ptr<scheduler>> schedulers_;
   std::unique_ptr<detail::core_watch> watch_; // leave_shared_cores only
   [[nodiscard]] bool core_free(const scheduler& s) const noexcept;

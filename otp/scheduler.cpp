@@ -875,6 +875,7 @@ scheduler_stats scheduler::stats() const noexcept {
   st.total = std::chrono::nanoseconds{started != 0 ? now_ns - started : 0};
   st.run_queue = run_queue_len_.load(std::memory_order_relaxed);
   st.io_bound = io_load_.load(std::memory_order_relaxed);
+  st.cpu = cpu_.load(std::memory_order_relaxed);
   st.processes = live_len_.load(std::memory_order_relaxed);
   st.migrated_out = migrated_out_.load(std::memory_order_relaxed);
   st.migrated_in = migrated_in_.load(std::memory_order_relaxed);
@@ -1184,17 +1185,15 @@ bool scheduler::core_contended(std::chrono::steady_clock::time_point t) noexcept
   return contended;
 }
 
-void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
+void scheduler::run_loop(int cpu, std::chrono::microseconds spin) {
   detail::this_thread.sched = this;
   node_.attach_to_watch(index_);
-  if (pin) {
-    unsigned cores = std::thread::hardware_concurrency();
-    if (cores > 0) {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(index_ % cores, &set);
-      (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-    }
+  if (cpu >= 0 && cpu < CPU_SETSIZE) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0)
+      cpu_.store(cpu, std::memory_order_relaxed);
   }
   const bool balance = node_.scheduler_count() > 1;
   auto active_since = std::chrono::steady_clock::now();
@@ -1258,7 +1257,7 @@ void scheduler::run_loop(bool pin, std::chrono::microseconds spin) {
   detail::this_thread.sched = nullptr;
 }
 
-void scheduler::start_thread(bool pin, std::chrono::microseconds spin) {
+void scheduler::start_thread(int cpu, std::chrono::microseconds spin) {
   // Sized here, on the node's thread: compact_load's, allocated by the
   // scheduler's own thread at its first look, made ping_pong_cross_ns
   // 300 -> 400 ns for the rest of the run (two bound processes, which
@@ -1271,7 +1270,7 @@ void scheduler::start_thread(bool pin, std::chrono::microseconds spin) {
   mostly_idle_.assign(n, false);
   fresh_.reserve(256);
   fresh_first_ = true;
-  thread_ = std::thread([this, pin, spin] { run_loop(pin, spin); });
+  thread_ = std::thread([this, cpu, spin] { run_loop(cpu, spin); });
 }
 
 void scheduler::request_stop() noexcept {

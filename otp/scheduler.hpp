@@ -118,6 +118,9 @@ struct scheduler_stats {
   /// count; such a process that does I/O does. Plain spawns start where
   /// fewer are (docs/design.md, "Where a new process starts").
   std::size_t io_bound = 0;
+  /// The CPU its thread is pinned to, or -1 (node_options::pin_threads off,
+  /// or the kernel refused).
+  int cpu = -1;
 };
 
 /// One core's worth of the runtime: an `asio::io_context` run by one thread.
@@ -274,7 +277,7 @@ public:
   /// @private Runs ready processes, due timers and I/O once; returns whether anything ran.
   bool run_batch();
   /// @private The thread's loop: batches, spin, sleep, until stop.
-  void run_loop(bool pin, std::chrono::microseconds spin);
+  void run_loop(int cpu, std::chrono::microseconds spin);
   /// @private
   void request_stop() noexcept;
   /// @private Destroys every process (node shutdown), on this scheduler's thread.
@@ -282,7 +285,7 @@ public:
   /// @private Frees everything left once no thread runs (node shutdown).
   void final_cleanup() noexcept;
   /// @private
-  void start_thread(bool pin, std::chrono::microseconds spin);
+  void start_thread(int cpu, std::chrono::microseconds spin); // cpu -1: not pinned
   /// @private
   void join() noexcept;
   /// @private
@@ -478,6 +481,7 @@ private:
   // scheduler object's address).
   alignas(64) std::atomic<detail::process*> remote_ready_{nullptr};
   std::atomic<bool> sleeping_{false};
+  std::atomic<int> cpu_{-1}; // where run_loop pinned its thread
   std::atomic<bool> hungry_{false};
   std::atomic<bool> idle_once_{false}; // its loop has run and found no work (hungry by then)
   std::atomic<bool> stop_{false};

@@ -566,7 +566,8 @@ otp::task<void> pipeline::barrier(const std::vector<std::string_view>& argv) {
               + ",hungry=" + (st.hungry ? "1" : "0") + ",contended=" + (st.contended ? "1" : "0")
               + ",others_on_core_pct="
               + (st.others_on_core < 0 ? std::string("unknown") : std::to_string(std::lround(st.others_on_core * 100)))
-              + ",leaving=" + (st.leaving ? "1" : "0") + ",io_bound=" + std::to_string(st.io_bound) + "\r\n";
+              + ",leaving=" + (st.leaving ? "1" : "0") + ",cpu=" + (st.cpu < 0 ? std::string("none") : std::to_string(st.cpu))
+              + ",io_bound=" + std::to_string(st.io_bound) + "\r\n";
     }
     bulk(out, info);
   } else if (n == 3 && iequals(argv[1], "CRASH") && iequals(argv[2], "CONNECTION") && config_.admin) {

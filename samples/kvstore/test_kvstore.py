@@ -81,7 +81,7 @@ def commands(port):
     nsched = re.search(r"^schedulers:(\d+)\r?$", info, re.M)
     sched_rows = re.findall(r"^scheduler_(\d+):active_pct=(\d+),run_queue=\d+,processes=(\d+),migrated_in=\d+,"
                             r"migrated_out=\d+,compacted_out=\d+,hungry=[01],contended=[01],others_on_core_pct=(?:\d+|unknown),"
-                            r"leaving=[01],io_bound=\d+\r?$", info, re.M)
+                            r"leaving=[01],cpu=(?:\d+|none),io_bound=\d+\r?$", info, re.M)
     check("INFO says where each shard runs, and each scheduler's load",
           nsched is not None and len(shard_on) == 4 and all(int(s) < int(nsched.group(1)) for s in shard_on)
           and [int(r[0]) for r in sched_rows] == list(range(int(nsched.group(1))))

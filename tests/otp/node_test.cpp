@@ -2,6 +2,7 @@
 // Threaded nodes: several schedulers, cross-core messages, shutdown.
 #include "otp/otp.hpp"
 #include "otp/detail/core_watch.hpp"
+#include "otp/detail/cpus.hpp"
 
 #include "tests/support/counted.hpp"
 #include "tests/support/holds_within.hpp"
@@ -13,8 +14,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -577,6 +580,146 @@ TEST_CASE("a link exit signal already queued when the link is removed is dropped
     otp::exit(otp::exit_reason::error("survived"));
   });
   CHECK(a.exit.get() == otp::exit_reason::error("survived"));
+}
+
+TEST_CASE("a node's default scheduler count and its pinning follow the affinity mask of the thread that makes it") {
+  // As `taskset -c K server` does: the thread that makes the node may run on
+  // one CPU only, the last one this test may use (so that "scheduler i on
+  // core i" would put scheduler 0 outside the mask on any machine with two
+  // CPUs or more).
+  cpu_set_t allowed;
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  int last = -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &allowed))
+      last = c;
+  REQUIRE(last >= 0);
+  struct seen {
+    unsigned count = 0;
+    std::vector<int> pinned;  // scheduler_stats::cpu, each scheduler
+    std::vector<int> ran_on;  // sched_getcpu() in a process bound to it
+  };
+  auto look = [](otp::node& n) {
+    seen s;
+    s.count = n.scheduler_count();
+    for (const auto& st : n.statistics())
+      s.pinned.push_back(st.cpu);
+    for (unsigned i = 0; i < s.count; ++i) {
+      std::atomic<int> here{-2};
+      REQUIRE(n.spawn_watch({.scheduler = i}, [&here]() -> otp::task<void> {
+                  here.store(sched_getcpu());
+                  co_return;
+                }).exit.get()
+              == otp::exit_reason::normal());
+      s.ran_on.push_back(here.load());
+    }
+    return s;
+  };
+  seen by_default, three, unpinned;
+  bool masked = false;
+  std::thread maker([&] {
+    masked = pin_to(last);
+    if (!masked)
+      return;
+    otp::node a({});
+    by_default = look(a);
+    otp::node b({.schedulers = 3});
+    three = look(b);
+    otp::node c({.schedulers = 2, .pin_threads = false});
+    unpinned = look(c);
+  });
+  maker.join();
+  REQUIRE(masked);
+  // One CPU: one scheduler, on that CPU (OTP 25 under `taskset -c 0`:
+  // schedulers_online 1).
+  CHECK(by_default.count == 1);
+  CHECK(by_default.pinned == std::vector<int>{last});
+  CHECK(by_default.ran_on == std::vector<int>{last});
+  // More schedulers than CPUs, asked for: they share it, inside the mask.
+  CHECK(three.count == 3);
+  CHECK(three.pinned == std::vector<int>(3, last));
+  CHECK(three.ran_on == std::vector<int>(3, last));
+  // Not pinned: cpu says so, and the threads keep the mask they inherited.
+  CHECK(unpinned.pinned == std::vector<int>(2, -1));
+  CHECK(unpinned.ran_on == std::vector<int>(2, last));
+}
+
+TEST_CASE("the cgroup CPU quota is read from cpu.max (v2) or cpu.cfs_quota_us (v1), the smallest on the path") {
+  std::map<std::string, std::string> files;
+  const otp::detail::file_reader read = [&files](const std::string& path) -> std::optional<std::string> {
+    auto it = files.find(path);
+    return it == files.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  const std::string v2_mount = "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
+                               "rw,nsdelegate,memory_recursiveprot\n";
+  SUBCASE("v2: a parent's quota binds its child") {
+    files["/sys/fs/cgroup/work.slice/app.service/cpu.max"] = "max 100000\n";
+    files["/sys/fs/cgroup/work.slice/cpu.max"] = "250000 100000\n";
+    files["/sys/fs/cgroup/cpu.max"] = "800000 100000\n";
+    const auto limit = otp::detail::cgroup_cpu_limit("0::/work.slice/app.service\n", v2_mount, read);
+    REQUIRE(limit.has_value());
+    CHECK(*limit == doctest::Approx(2.5));
+    CHECK(otp::detail::default_scheduler_count(16, limit) == 2);
+  }
+  SUBCASE("v2 in a container: its namespace's root is its own cgroup") {
+    files["/sys/fs/cgroup/cpu.max"] = "150000 100000";
+    const auto limit = otp::detail::cgroup_cpu_limit("0::/\n", v2_mount, read);
+    REQUIRE(limit.has_value());
+    CHECK(*limit == doctest::Approx(1.5));
+    CHECK(otp::detail::default_scheduler_count(16, limit) == 1);
+  }
+  SUBCASE("v2 without a quota, or with a file that cannot be read or parsed") {
+    files["/sys/fs/cgroup/a/cpu.max"] = "max 100000\n";
+    CHECK_FALSE(otp::detail::cgroup_cpu_limit("0::/a\n", v2_mount, read).has_value());
+    CHECK_FALSE(otp::detail::cgroup_cpu_limit("0::/elsewhere\n", v2_mount, read).has_value());
+    files["/sys/fs/cgroup/a/cpu.max"] = "lots 100000\n";
+    CHECK_FALSE(otp::detail::cgroup_cpu_limit("0::/a\n", v2_mount, read).has_value());
+    files["/sys/fs/cgroup/a/cpu.max"] = "-5 100000\n";
+    CHECK_FALSE(otp::detail::cgroup_cpu_limit("0::/a\n", v2_mount, read).has_value());
+    CHECK_FALSE(otp::detail::cgroup_cpu_limit("", "", read).has_value());
+  }
+  SUBCASE("v1: the hierarchy with the cpu controller, not cpuset's or cpuacct's alone") {
+    const std::string mountinfo =
+      "33 25 0:28 /docker/abc /sys/fs/cgroup/cpuset rw,nosuid - cgroup cgroup rw,cpuset\n"
+      "34 25 0:29 /docker/abc /sys/fs/cgroup/cpu\\040and\\040acct rw,nosuid - cgroup cgroup rw,cpu,cpuacct\n";
+    const std::string cgroup = "5:cpuset:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n";
+    files["/sys/fs/cgroup/cpuset/cpu.cfs_quota_us"] = "50000\n";
+    files["/sys/fs/cgroup/cpuset/cpu.cfs_period_us"] = "100000\n";
+    files["/sys/fs/cgroup/cpu and acct/cpu.cfs_quota_us"] = "-1\n";
+    files["/sys/fs/cgroup/cpu and acct/cpu.cfs_period_us"] = "100000\n";
+    CHECK_FALSE(otp::detail::cgroup_cpu_limit(cgroup, mountinfo, read).has_value());
+    files["/sys/fs/cgroup/cpu and acct/cpu.cfs_quota_us"] = "200000\n";
+    const auto limit = otp::detail::cgroup_cpu_limit(cgroup, mountinfo, read);
+    REQUIRE(limit.has_value());
+    CHECK(*limit == doctest::Approx(2.0));
+    CHECK(otp::detail::default_scheduler_count(16, limit) == 2);
+  }
+  SUBCASE("v1 outside a container: the path below the mount, up to it") {
+    const std::string mountinfo = "32 25 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
+    files["/sys/fs/cgroup/cpu/batch/job/cpu.cfs_quota_us"] = "-1";
+    files["/sys/fs/cgroup/cpu/batch/job/cpu.cfs_period_us"] = "100000";
+    files["/sys/fs/cgroup/cpu/batch/cpu.cfs_quota_us"] = "50000";
+    files["/sys/fs/cgroup/cpu/batch/cpu.cfs_period_us"] = "100000";
+    const auto limit = otp::detail::cgroup_cpu_limit("1:cpu:/batch/job\n", mountinfo, read);
+    REQUIRE(limit.has_value());
+    CHECK(*limit == doctest::Approx(0.5));
+    CHECK(otp::detail::default_scheduler_count(16, limit) == 1);
+  }
+}
+
+TEST_CASE("the default scheduler count: one per allowed CPU, within the quota rounded down, from 1 to 255") {
+  CHECK(otp::detail::default_scheduler_count(4, std::nullopt) == 4);
+  CHECK(otp::detail::default_scheduler_count(4, 8.0) == 4);
+  CHECK(otp::detail::default_scheduler_count(4, 2.0) == 2);
+  CHECK(otp::detail::default_scheduler_count(4, 3.9) == 3);
+  CHECK(otp::detail::default_scheduler_count(4, 0.1) == 1);
+  CHECK(otp::detail::default_scheduler_count(1000, std::nullopt) == 255);
+  // The mask unknown: one per core of the machine.
+  CHECK(otp::detail::default_scheduler_count(0, std::nullopt) == std::max(1u, std::thread::hardware_concurrency()));
+  // What a node uses by default here: the test's own mask, its own quota.
+  otp::node n({});
+  CHECK(n.scheduler_count()
+        == otp::detail::default_scheduler_count(otp::detail::allowed_cpus().size(), otp::detail::cgroup_cpu_limit()));
 }
 
 TEST_SUITE_END();
