@@ -621,7 +621,7 @@ TEST_CASE("a node's default scheduler count and its pinning follow the affinity 
     masked = pin_to(last);
     if (!masked)
       return;
-    otp::node a({});
+    otp::node a;
     by_default = look(a);
     otp::node b({.schedulers = 3});
     three = look(b);
@@ -717,7 +717,7 @@ TEST_CASE("the default scheduler count: one per allowed CPU, within the quota ro
   // The mask unknown: one per core of the machine.
   CHECK(otp::detail::default_scheduler_count(0, std::nullopt) == std::max(1u, std::thread::hardware_concurrency()));
   // What a node uses by default here: the test's own mask, its own quota.
-  otp::node n({});
+  otp::node n;
   CHECK(n.scheduler_count()
         == otp::detail::default_scheduler_count(otp::detail::allowed_cpus().size(), otp::detail::cgroup_cpu_limit()));
 }
