@@ -180,12 +180,15 @@ void cpu_relax() noexcept {
 // and 1 are, bouncing a counter through two cache lines and nothing else.
 // ping_pong_cross_ns / this = about how many line transfers a round trip of
 // two messages costs (docs/design.md, "Where ping_pong_cross_ns goes").
-// Pins the calling thread to `core` (modulo the cores), as a scheduler is.
+// Pins the calling thread where scheduler `core` would be: the core-th CPU
+// it may use (wrapping round).
 void pin_to_core(unsigned core) {
-  const unsigned cores = std::thread::hardware_concurrency();
+  const std::vector<int> cpus = otp::detail::allowed_cpus();
+  if (cpus.empty())
+    return;
   cpu_set_t set;
   CPU_ZERO(&set);
-  CPU_SET(cores > 0 ? core % cores : 0, &set);
+  CPU_SET(cpus[core % cpus.size()], &set);
   (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
