@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # What the kvstore test scripts share: the check tally, a free loopback
 # port, RESP encoding, and a server started and stopped without sleeping.
+import os
 import resource
 import signal
 import socket
@@ -34,17 +35,25 @@ class Server:
     """Starts `binary` on `data` (None: its default) and waits for its "listening" line, or for its exit.
 
     port: the port (default: a free one); nofile: an open files limit for the
-    server; expect_fail: an exit before listening is no error (see `started`);
+    server; cpus: the CPUs it may run on, as `taskset -c` sets them (default:
+    ours); expect_fail: an exit before listening is no error (see `started`);
     env: the server's environment (default: ours).
     """
 
-    def __init__(self, binary, data, *extra, port=None, nofile=None, expect_fail=False, env=None):
+    def __init__(self, binary, data, *extra, port=None, nofile=None, cpus=None, expect_fail=False, env=None):
         self.port = port if port is not None else free_port()
-        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+
+        def limit():
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         data_args = [] if data is None else ["--data", data]  # None: the server's default
         self.proc = subprocess.Popen([binary, "--port", str(self.port), *data_args, *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=limit, env=env)
+                                     preexec_fn=limit if nofile is not None or cpus is not None else None,
+                                     env=env)
         self.lines = []
         self.started = False
         self.reader = None

@@ -190,6 +190,14 @@ def main():
               and cli(port, "get", "p42") == "2")
         check("DEBUG CRASH is off unless enabled", cli(port, "debug", "crash", "0").startswith("ERR unknown command"))
         server.stop()
+        # As `taskset -c K kvstore`: one CPU allowed, one scheduler, pinned there.
+        last = max(os.sched_getaffinity(0))
+        server = kvtest.Server(BIN, data, port=port, cpus={last})
+        info = cli(port, "info")
+        check("under taskset, one scheduler per CPU of the mask, pinned to it",
+              re.search(r"^schedulers:1\r?$", info, re.M) is not None
+              and re.search(r"^scheduler_0:.*,cpu=%d,io_bound=" % last, info, re.M) is not None, info)
+        server.stop()
     finally:
         shutil.rmtree(data, ignore_errors=True)
     print("%d checks failed" % len(failures) if failures else "all checks passed")
