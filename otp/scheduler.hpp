@@ -481,7 +481,6 @@ private:
   // scheduler object's address).
   alignas(64) std::atomic<detail::process*> remote_ready_{nullptr};
   std::atomic<bool> sleeping_{false};
-  std::atomic<int> cpu_{-1}; // where run_loop pinned its thread
   std::atomic<bool> hungry_{false};
   std::atomic<bool> idle_once_{false}; // its loop has run and found no work (hungry by then)
   std::atomic<bool> stop_{false};
@@ -532,6 +531,7 @@ private:
   std::atomic<std::uint64_t> migrated_in_{0};
   std::atomic<bool> contended_{false};
   std::atomic<bool> leaving_{false};
+  std::atomic<int> cpu_{-1}; // where run_loop pinned its thread (once, at its start)
   // Changed rarely (a process binds for I/O, such a one exits, a spawn is
   // placed here): read by spawners choosing where to start one.
   std::atomic<std::uint32_t> io_load_{0}; // see io_load()
