@@ -1221,13 +1221,16 @@ void scheduler::run_loop(int cpu, std::chrono::microseconds spin) {
       retract_hunger();
     const auto until = contended || leaving ? t : t + spin;
     bool woke = false;
-    for (unsigned k = 1;; ++k) {
+    unsigned k = 1;
+    for (;; ++k) {
       if (remote_ready_.load(std::memory_order_relaxed) != nullptr || stop_.load(std::memory_order_relaxed)) {
         woke = true;
         break;
       }
       if ((k & 63) == 0) {
+        const auto before = t;
         t = std::chrono::steady_clock::now();
+        time_poll(ns_of(t) - ns_of(before));
         // Hungry only once idle for a few polls: a scheduler that waits a
         // moment for a reply from another core is not short of work.
         if (k == 64) {
@@ -1250,6 +1253,13 @@ void scheduler::run_loop(int cpu, std::chrono::microseconds spin) {
     if (!woke) {
       sleep_until_work();
       t = std::chrono::steady_clock::now();
+    } else {
+      // Woken within the spin: the polls since the last clock reading are
+      // idle time too, at their measured cost (no clock read on this path,
+      // which is a cross-core hop's). Else a chain's schedulers, each woken
+      // by the other within a few polls, read busy all the time and the
+      // chain never gathered (docs/design.md, "A chain's spin is idle").
+      t += std::chrono::nanoseconds((k & 63) * poll_ps_ / 1000);
     }
     active_since = t;
     active_since_ns_.store(ns_of(t), std::memory_order_relaxed);
