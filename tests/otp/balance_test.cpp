@@ -58,6 +58,14 @@ constexpr bool under_tsan = false;
 constexpr bool under_tsan = false;
 #endif
 
+// What compaction moved (waiting processes gathered on a busier scheduler).
+std::uint64_t compacted(otp::node& n) {
+  std::uint64_t out = 0;
+  for (const auto& s : n.statistics())
+    out += s.compacted_out;
+  return out;
+}
+
 // Migrations but those of compaction (waiting processes gathered).
 std::uint64_t moves_but_compaction(otp::node& n) {
   std::uint64_t out = 0;
@@ -1457,17 +1465,38 @@ otp::task<std::set<unsigned>> schedulers_of(const std::vector<otp::pid>& procs) 
   co_return at;
 }
 
-// Spawns a ring of `members` ring_members, the last one sending to the
-// caller, and sends one lap round it: every member has run into its receive.
+// Tells each ring member its next, the last one the caller, and sends one
+// lap round: every member has run into its receive.
+otp::task<void> close_ring(const std::vector<otp::pid>& ring) {
+  for (std::size_t i = 0; i < ring.size(); ++i)
+    otp::send(ring[i], i + 1 < ring.size() ? ring[i + 1] : otp::self());
+  otp::send(ring[0], 0);
+  (void)co_await otp::receive<int>();
+}
+
+// Spawns a ring of `members` ring_members and closes it (close_ring).
 otp::task<std::vector<otp::pid>> start_ring(int members) {
   std::vector<otp::pid> ring;
   for (int i = 0; i < members; ++i)
     ring.push_back(otp::spawn(ring_member));
-  for (int i = 0; i < members; ++i)
-    otp::send(ring[static_cast<std::size_t>(i)], i + 1 < members ? ring[static_cast<std::size_t>(i) + 1] : otp::self());
-  otp::send(ring[0], 0);
-  (void)co_await otp::receive<int>();
+  co_await close_ring(ring);
   co_return ring;
+}
+
+// Sends the token round the ring `batch` laps at a time until its members
+// run on one scheduler, for 20 s at most; counts the laps. Whether it
+// gathered.
+otp::task<bool> lap_until_gathered(const std::vector<otp::pid>& ring, int batch, long& laps) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (int i = 0; i < batch; ++i, ++laps) {
+      otp::send(ring[0], 1);
+      (void)co_await otp::receive<int>();
+    }
+    if ((co_await schedulers_of(ring)).size() == 1)
+      co_return true;
+  }
+  co_return false;
 }
 } // namespace
 
@@ -1484,7 +1513,7 @@ TEST_CASE("a ring split over two schedulers by a burst of spawns gathers on one"
   // when a hop happened to wait for a wake-up: 1 to 11 runs in 30 failed.
   otp::node n({.schedulers = 2, .pin_threads = false});
   constexpr int members = 4000;
-  std::set<unsigned> at_start, at_end;
+  std::set<unsigned> at_start;
   bool gathered = false;
   long laps = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
@@ -1504,15 +1533,7 @@ TEST_CASE("a ring split over two schedulers by a burst of spawns gathers on one"
     }
     if (at_start.size() != 2)
       co_return;
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (!gathered && std::chrono::steady_clock::now() < deadline) {
-      for (int i = 0; i < 64; ++i, ++laps) {
-        otp::send(ring[0], 1);
-        (void)co_await otp::receive<int>();
-      }
-      at_end = co_await schedulers_of(ring);
-      gathered = at_end.size() == 1;
-    }
+    gathered = co_await lap_until_gathered(ring, 64, laps);
     otp::send(ring[0], -1);
     (void)co_await otp::receive<int>();
   });
@@ -1520,10 +1541,7 @@ TEST_CASE("a ring split over two schedulers by a burst of spawns gathers on one"
   CAPTURE(laps);
   REQUIRE(at_start.size() == 2); // the burst was split
   CHECK(gathered);
-  std::uint64_t compacted = 0; // statistics count what compaction moved
-  for (const auto& s : n.statistics())
-    compacted += s.compacted_out;
-  CHECK(compacted > 0);
+  CHECK(compacted(n) > 0);
 }
 
 TEST_CASE("a short ring split over two schedulers gathers on one, though each hop across comes within the spin") {
@@ -1537,7 +1555,6 @@ TEST_CASE("a short ring split over two schedulers gathers on one, though each ho
   std::atomic<bool> release{false}, placed{false}; // before the node: its processes read them until it stops
   otp::node n({.schedulers = 2, .pin_threads = false});
   constexpr int members = 4;
-  std::set<unsigned> members_at;
   long laps = 0;
   bool gathered = false;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
@@ -1559,25 +1576,14 @@ TEST_CASE("a short ring split over two schedulers gathers on one, though each ho
         ring.push_back(otp::spawn(ring_member));
       }
     }
-    for (int i = 0; i < members; ++i)
-      otp::send(ring[static_cast<std::size_t>(i)], i + 1 < members ? ring[static_cast<std::size_t>(i) + 1] : otp::self());
-    otp::send(ring[0], 0);
-    (void)co_await otp::receive<int>(); // every member has run
+    co_await close_ring(ring);
     const std::vector<otp::pid> evens{ring[0], ring[2]}, odds{ring[1], ring[3]};
     const std::set<unsigned> on_0{0}, on_1{1}; // no braced list in a co_await (g++ 12)
     REQUIRE(co_await schedulers_of(evens) == on_1);
     REQUIRE(co_await schedulers_of(odds) == on_0);
     release = true;
     placed = true;
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (!gathered && std::chrono::steady_clock::now() < deadline) {
-      for (int i = 0; i < 256; ++i, ++laps) {
-        otp::send(ring[0], 1);
-        (void)co_await otp::receive<int>();
-      }
-      members_at = co_await schedulers_of(ring);
-      gathered = members_at.size() == 1;
-    }
+    gathered = co_await lap_until_gathered(ring, 256, laps);
     otp::send(ring[0], -1);
     (void)co_await otp::receive<int>();
   });
@@ -1592,10 +1598,7 @@ TEST_CASE("a short ring split over two schedulers gathers on one, though each ho
     return;
   }
   CHECK(gathered);
-  std::uint64_t compacted = 0;
-  for (const auto& s : n.statistics())
-    compacted += s.compacted_out;
-  CHECK(compacted > 0);
+  CHECK(compacted(n) > 0);
 }
 
 TEST_CASE("a ring that keeps its scheduler busy is not spread over an idle one") {
@@ -1662,10 +1665,7 @@ TEST_CASE("a ring's members woken from another scheduler stay with the ring") {
     ring.push_back(co_await otp::receive<otp::pid>());
     for (int i = 1; i < members; ++i)
       ring.push_back(otp::spawn(ring_member));
-    for (int i = 0; i < members; ++i)
-      otp::send(ring[static_cast<std::size_t>(i)], i + 1 < members ? ring[static_cast<std::size_t>(i) + 1] : otp::self());
-    otp::send(ring[0], 0);
-    (void)co_await otp::receive<int>(); // every member has run
+    co_await close_ring(ring);
     release = true;
     const std::vector<otp::pid> first_only{ring[0]}, rest(ring.begin() + 1, ring.end());
     const std::set<unsigned> on_0{0}, on_1{1}; // no braced list in a co_await (g++ 12)
