@@ -77,6 +77,8 @@ bool remote_push(process& p, std::uint64_t id, item* it) noexcept {
       // Holding `notified`, we are the only writer; the drain reads it
       // after the push (scheduler::follow_waker).
       p.woken_by = waker_tag(p.woken_by);
+      if (scheduler* s = this_thread.sched)
+        s->note_remote_wake();
       p.home()->remote_enqueue(&p);
     }
   } else {

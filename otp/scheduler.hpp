@@ -87,6 +87,14 @@ struct scheduler_stats {
   /// for work, not asleep), and wall time since it started.
   std::chrono::nanoseconds active{};
   std::chrono::nanoseconds total{};
+  /// Of active: the periods between two idle moments that were one batch
+  /// ending in a step that woke a process on another scheduler (a chain's
+  /// links, which take turns with the links they wake), up to that
+  /// wake-up; and the rest of those periods, after it. Compaction needs no
+  /// room to spare for links, and does not count tails (docs/design.md,
+  /// "A chain's links take turns").
+  std::chrono::nanoseconds chain_links{};
+  std::chrono::nanoseconds chain_tails{};
   /// Ready processes and live processes, as of its last batch.
   std::size_t run_queue = 0;
   std::size_t processes = 0;
@@ -184,6 +192,9 @@ public:
       emigrant_id_ = p.id.load(std::memory_order_relaxed);
     }
   }
+  /// @private A process run here woke one on another scheduler (the
+  /// sender's thread only): a chain's link, if it was the batch's last step.
+  void note_remote_wake() noexcept;
   /// @private
   void remote_enqueue(detail::process* p) noexcept { remote_enqueue_chain(p, p); }
   /// @private Pushes a chain linked through remote_next, `last` at its end.
@@ -405,6 +416,7 @@ private:
   void detach(detail::process* p, scheduler* to) noexcept;
   void check_balance() noexcept;
   [[nodiscard]] std::int64_t active_ns_at(std::int64_t t_ns) const noexcept;
+  std::uint64_t step_woke_remote_ = 0; // when the current step last did, in ticks; 0: it did not
   void send_emigrant() noexcept;
   void send_ready(detail::process* p, detail::process* prev, scheduler* to) noexcept;
   static constexpr std::int64_t balance_period_ns = 10'000'000; // 10 ms
@@ -444,13 +456,16 @@ private:
   }
   void reap_zombies() noexcept;
   void sleep_until_work();
-  // The cost of one idle poll, in picoseconds, from the spin's clock
-  // readings (every 64 polls; an average of eight): what a spin woken
-  // between readings was idle for.
-  std::int64_t poll_ps_ = 5'000;
-  void time_poll(std::int64_t ns_for_64) noexcept {
-    const std::int64_t ps = std::clamp<std::int64_t>(ns_for_64 * 1000 / 64, 500, 200'000);
-    poll_ps_ += (ps - poll_ps_) / 8;
+  // Picoseconds per tick of the cycle counter (scheduler.cpp, ticks()),
+  // from the spin's clock readings (every 64 polls; an average of eight):
+  // how long a spin woken between readings was idle, without a clock read
+  // on the wake-up path. 0 until the first reading.
+  std::int64_t ps_per_tick_ = 0;
+  void time_ticks(std::int64_t ns, std::uint64_t ticks) noexcept {
+    if (ticks == 0 || ns <= 0)
+      return;
+    const auto ps = static_cast<std::int64_t>(static_cast<std::uint64_t>(ns) * 1000 / ticks);
+    ps_per_tick_ = ps_per_tick_ == 0 ? ps : ps_per_tick_ + (ps - ps_per_tick_) / 8;
   }
   // Whether to skip the idle spin: another thread wanted this core at a
   // probe within the hold time (scheduler.cpp).
@@ -523,6 +538,10 @@ private:
   std::int64_t compact_checked_ns_ = 0;       // compact_load's last look
   std::vector<std::int64_t> compact_seen_ns_; // each scheduler's active time then
   std::vector<std::int64_t> compact_busy_;    // and how much of the period since it was active
+  std::vector<std::int64_t> compact_link_seen_ns_; // each scheduler's link time then
+  std::vector<std::int64_t> compact_link_;         // and how much of its busy time were links
+  std::vector<std::int64_t> compact_tail_seen_ns_; // each scheduler's link tails then
+  std::vector<std::int64_t> compact_tail_;         // and how much of its busy time were tails
   scheduler* compact_rest_to_ = nullptr;      // where a move that left some behind went,
   std::int64_t compact_rest_until_ns_ = 0;    // and until when the rest follow it there
   // When compact_load last handed it work (written by the sender): it
@@ -531,6 +550,12 @@ private:
 
   // Counters for stats(), written by the owner thread, read by anyone.
   alignas(64) std::atomic<std::int64_t> active_ns_{0};
+  // Of it, the active periods that were one batch ending in a step that
+  // woke a process of another scheduler: the links of a chain, which take
+  // turns with the links that woke them (compact_target). Counted up to
+  // the wake-up; what followed it, the tail, ran beside the next link.
+  std::atomic<std::int64_t> link_ns_{0};
+  std::atomic<std::int64_t> link_tail_ns_{0};
   std::atomic<std::int64_t> active_since_ns_{0}; // 0 while idle
   std::atomic<std::int64_t> started_ns_{0};
   std::atomic<std::size_t> run_queue_len_{0};

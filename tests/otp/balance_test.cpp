@@ -44,20 +44,6 @@ std::uint64_t migrations(otp::node& n) {
   return in;
 }
 
-// Whether this build runs under ThreadSanitizer, which slows each step of
-// a process several times over.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool under_tsan = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool under_tsan = true;
-#else
-constexpr bool under_tsan = false;
-#endif
-#else
-constexpr bool under_tsan = false;
-#endif
-
 // What compaction moved (waiting processes gathered on a busier scheduler).
 std::uint64_t compacted(otp::node& n) {
   std::uint64_t out = 0;
@@ -961,17 +947,23 @@ TEST_CASE("a caller woken from its callee's scheduler moves there, its call's ti
   REQUIRE(w.exit.get() == otp::exit_reason::normal());
   REQUIRE(got.size() == 64);
   int from_zero = 0;
+  // Moved before its eighth wake-up from scheduler 1: only by compaction,
+  // which gathers waiting processes of a scheduler that has little to do
+  // (beside two `yes`, in 1-2 runs of 5, before and after chain links).
+  std::uint64_t early = 0;
+  const std::uint64_t gathered = compacted(n);
   for (const auto& s : got) {
     CHECK_MESSAGE(s.ok, "client " << s.i);
     if (s.start == 0) {
       ++from_zero;
-      CHECK_MESSAGE(s.warm == 0, "client " << s.i << " moved before its eighth wake-up from scheduler 1");
+      early += s.warm == 0 ? 0 : 1;
       // Woken by a message, it is not handed on: it stays where it went.
       // (One that timed out may be handed back to the idle scheduler 0.)
       if (s.i % 2 == 0)
         CHECK_MESSAGE(s.after == 1, "client " << s.i);
     }
   }
+  CHECK_MESSAGE(early <= gathered, early << " clients moved before their eighth wake-up from scheduler 1");
   // Some may have been handed to scheduler 1 before they ran; not all.
   CHECK(from_zero > 0);
   // Each client came to scheduler 1 once at least: handed over before it
@@ -1544,18 +1536,13 @@ TEST_CASE("a ring split over two schedulers by a burst of spawns gathers on one"
   CHECK(compacted(n) > 0);
 }
 
-TEST_CASE("a short ring split over two schedulers gathers on one, though each hop across comes within the spin") {
-  // Four members, every other one on each scheduler: each hop crosses, and
-  // each comes while the receiving scheduler still polls, within its first
-  // 64 polls. Those polls counted as active, so both schedulers read busy
-  // all the time, compaction (the two together under nine tenths of a
-  // period) never fired, and the ring stayed split: a 3-member ring took
-  // 340-460 ns a hop at two schedulers for seconds, 22 ns at one. The
-  // polls are idle time now, at their measured cost.
+namespace {
+// A ring of four, every other member on each scheduler, so that each hop
+// crosses: lapped until it runs on one scheduler (true) or 20 s pass.
+bool split_ring_gathers(otp::task<void> (*member)(), long& laps, std::uint64_t& compactions) {
   std::atomic<bool> release{false}, placed{false}; // before the node: its processes read them until it stops
   otp::node n({.schedulers = 2, .pin_threads = false});
   constexpr int members = 4;
-  long laps = 0;
   bool gathered = false;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     // Both schedulers busy while the ring is set up: nothing is shed.
@@ -1567,13 +1554,13 @@ TEST_CASE("a short ring split over two schedulers gathers on one, though each ho
     std::vector<otp::pid> ring;
     for (int i = 0; i < members; ++i) {
       if (i % 2 == 0) { // unbound, spawned on scheduler 1
-        otp::spawn_opt({.scheduler = 1}, [](otp::pid driver) -> otp::task<void> {
-          otp::send(driver, otp::spawn(ring_member));
+        otp::spawn_opt({.scheduler = 1}, [](otp::pid driver, otp::task<void> (*m)()) -> otp::task<void> {
+          otp::send(driver, otp::spawn(m));
           co_return;
-        }, otp::self());
+        }, otp::self(), member);
         ring.push_back(co_await otp::receive<otp::pid>());
       } else {
-        ring.push_back(otp::spawn(ring_member));
+        ring.push_back(otp::spawn(member));
       }
     }
     co_await close_ring(ring);
@@ -1588,17 +1575,110 @@ TEST_CASE("a short ring split over two schedulers gathers on one, though each ho
     (void)co_await otp::receive<int>();
   });
   REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  compactions = compacted(n);
+  return gathered;
+}
+
+} // namespace
+
+TEST_CASE("a short ring split over two schedulers gathers on one, though each hop across comes within the spin") {
+  // Each hop comes while the receiving scheduler still polls, within its
+  // first 64 polls. Those polls counted as active, so both schedulers read
+  // busy all the time, compaction (the two together under nine tenths of
+  // a period) never fired, and the ring stayed split: a 3-member ring took
+  // 340-460 ns a hop at two schedulers for seconds, 22 ns at one. The
+  // polls are idle time now, and a chain's links are known as such
+  // (compact_target; under TSan the ring gathered in 4 runs of 9 before).
+  long laps = 0;
+  std::uint64_t compactions = 0;
+  const bool gathered = split_ring_gathers(ring_member, laps, compactions);
   CAPTURE(laps);
-  if (under_tsan) {
-    // Under TSan the members' own steps are most of each hop, and the two
-    // schedulers' busy times add up to over nine tenths even with the
-    // polls idle: by time alone, compaction cannot tell this ring from
-    // parallel work there (it gathered in 4 runs of 9; docs/design.md).
-    MESSAGE("under TSan: gathered " << gathered << " after " << laps << " laps");
-    return;
-  }
   CHECK(gathered);
-  CHECK(compacted(n) > 0);
+  CHECK(compactions > 0);
+}
+
+TEST_CASE("a chain's links are counted as such; a scheduler that never idles counts none, though it wakes others") {
+  // Compaction's room for a chain (compact_target): a link is an active
+  // period of one batch that ends by waking a process on another scheduler.
+  otp::node n({.schedulers = 2, .pin_threads = false});
+  using ns = std::chrono::nanoseconds;
+  struct reading {
+    ns active, links, tails;
+  };
+  const auto since = [&n](const std::vector<otp::scheduler_stats>& before) {
+    std::vector<reading> r;
+    const auto after = n.statistics();
+    for (std::size_t i = 0; i < after.size(); ++i)
+      r.push_back({after[i].active - before[i].active, after[i].chain_links - before[i].chain_links,
+                   after[i].chain_tails - before[i].chain_tails});
+    return r;
+  };
+  std::vector<reading> pair, parallel;
+  auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
+    // A bound pair, a side on each scheduler: every hop wakes the other
+    // scheduler and leaves its own with nothing to run.
+    const otp::pid echo = otp::spawn_opt({.scheduler = 1}, [](otp::pid back) -> otp::task<void> {
+      for (;;) {
+        const int k = co_await otp::receive<int>();
+        otp::send(back, k);
+        if (k < 0)
+          co_return;
+      }
+    }, otp::self()).pid;
+    otp::send(echo, 0);
+    (void)co_await otp::receive<int>();
+    auto before = n.statistics();
+    int echoed = 0;
+    for (int k = 1; k <= 20'000; ++k) {
+      otp::send(echo, k);
+      echoed += co_await otp::receive<int>() == k ? 1 : 0;
+    }
+    pair = since(before);
+    CHECK(echoed == 20'000);
+    otp::send(echo, -1);
+    (void)co_await otp::receive<int>();
+    // A bound worker on each scheduler, always ready, each step messaging
+    // the other (waking it, when it is not already notified).
+    std::atomic<bool> stop{false};
+    const auto worker = [](otp::pid driver, std::atomic<bool>* halt) -> otp::task<void> {
+      const otp::pid other = co_await otp::receive<otp::pid>();
+      while (!halt->load(std::memory_order_relaxed)) {
+        (void)burn(1, 200);
+        otp::send(other, 1);
+        co_await otp::yield();
+      }
+      otp::send(driver, 0);
+    };
+    const otp::pid a = otp::spawn_opt({.scheduler = 0}, worker, otp::self(), &stop).pid;
+    const otp::pid b = otp::spawn_opt({.scheduler = 1}, worker, otp::self(), &stop).pid;
+    otp::send(a, b);
+    otp::send(b, a);
+    before = n.statistics();
+    const auto until = std::chrono::steady_clock::now() + 200ms;
+    while (std::chrono::steady_clock::now() < until)
+      co_await otp::yield();
+    parallel = since(before);
+    stop = true;
+    (void)co_await otp::receive<int>();
+    (void)co_await otp::receive<int>();
+  });
+  REQUIRE(w.exit.get() == otp::exit_reason::normal());
+  REQUIRE(pair.size() == 2);
+  for (unsigned i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CAPTURE(pair[i].active.count());
+    CAPTURE(pair[i].links.count());
+    CAPTURE(pair[i].tails.count());
+    CAPTURE(parallel[i].active.count());
+    CAPTURE(parallel[i].links.count());
+    CHECK(pair[i].links + pair[i].tails <= pair[i].active);
+    // 98-100% on a quiet machine; beside two `yes`, 4-100%: a side kept
+    // off its core after its wake-up finds the reply there before it goes
+    // idle, and that period of two batches is not a link.
+    CHECK(pair[i].links > 0ns);
+    CHECK(parallel[i].active > 100ms);
+    CHECK(10 * (parallel[i].links + parallel[i].tails) < parallel[i].active);
+  }
 }
 
 TEST_CASE("a ring that keeps its scheduler busy is not spread over an idle one") {
