@@ -1258,7 +1258,7 @@ void scheduler::run_loop(int cpu, std::chrono::microseconds spin) {
     active_ns_.store(active_ns_.load(std::memory_order_relaxed) + period, std::memory_order_relaxed);
     if (batches == 1 && step_woke_remote_ != 0 && ps_per_tick_ != 0) {
       const auto tail = std::clamp<std::int64_t>(
-          static_cast<std::int64_t>(t_ticks - step_woke_remote_) * ps_per_tick_ / 1000, 0, period);
+          ns_of_ticks(static_cast<std::int64_t>(t_ticks - step_woke_remote_)), 0, period);
       link_ns_.store(link_ns_.load(std::memory_order_relaxed) + period - tail, std::memory_order_relaxed);
       link_tail_ns_.store(link_tail_ns_.load(std::memory_order_relaxed) + tail, std::memory_order_relaxed);
     }
@@ -1316,9 +1316,8 @@ void scheduler::run_loop(int cpu, std::chrono::microseconds spin) {
       // and the chain never gathered (docs/design.md, "A chain's spin is
       // idle"). The bound keeps a counter that jumped from counting more
       // than the 64 polls between readings can last.
-      const auto idle_ticks = static_cast<std::int64_t>(ticks() - t_ticks);
-      if (idle_ticks > 0)
-        t += std::chrono::nanoseconds(std::min<std::int64_t>(idle_ticks * ps_per_tick_ / 1000, 1'000'000));
+      t += std::chrono::nanoseconds(
+          std::clamp<std::int64_t>(ns_of_ticks(static_cast<std::int64_t>(ticks() - t_ticks)), 0, 1'000'000));
     }
     active_since = t;
     active_since_ns_.store(ns_of(t), std::memory_order_relaxed);

@@ -461,11 +461,19 @@ private:
   // how long a spin woken between readings was idle, without a clock read
   // on the wake-up path. 0 until the first reading.
   std::int64_t ps_per_tick_ = 0;
-  void time_ticks(std::int64_t ns, std::uint64_t ticks) noexcept {
-    if (ticks == 0 || ns <= 0)
+  void time_ticks(std::int64_t ns, std::uint64_t counted) noexcept {
+    if (counted == 0 || ns <= 0 || ns > 1'000'000'000'000)
       return;
-    const auto ps = static_cast<std::int64_t>(static_cast<std::uint64_t>(ns) * 1000 / ticks);
+    // At most 10 us a tick (a 100 kHz counter): a bogus reading cannot
+    // make ns_of_ticks overflow.
+    const auto ps = static_cast<std::int64_t>(std::min<std::uint64_t>(static_cast<std::uint64_t>(ns) * 1000 / counted, 10'000'000));
     ps_per_tick_ = ps_per_tick_ == 0 ? ps : ps_per_tick_ + (ps - ps_per_tick_) / 8;
+  }
+  // Ticks as nanoseconds; a count out of any period's range (a counter
+  // out of step between cores, as a difference, is huge) saturates.
+  [[nodiscard]] std::int64_t ns_of_ticks(std::int64_t counted) const noexcept {
+    constexpr std::int64_t most = std::int64_t{1} << 40;
+    return std::clamp(counted, -most, most) * ps_per_tick_ / 1000;
   }
   // Whether to skip the idle spin: another thread wanted this core at a
   // probe within the hold time (scheduler.cpp).
