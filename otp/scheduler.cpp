@@ -309,7 +309,7 @@ bool scheduler::drain_remote() noexcept {
       continue;
     }
     if (p->state == proc_state::waiting && !p->in_ready && p->waiter != nullptr
-        && (leave_with(p) || (p->waiter->follow != nullptr ? follow_callee(p) : follow_waker(p))))
+        && (leave_with(p) || compact_woken(p) || (p->waiter->follow != nullptr ? follow_callee(p) : follow_waker(p))))
       continue;
     // Cleared before the inbox is drained (in step): a push after the drain
     // sees notified == false and enqueues the process again.
@@ -510,6 +510,27 @@ void scheduler::give_away() noexcept {
 // receive's timeout with it: a server fed only by messages (kvstore's
 // shards) is never runnable here, so give_away alone never moved it.
 // Called from drain_remote, with `notified` held, as follow_callee.
+bool scheduler::compact_woken(process* p) noexcept {
+  if (compact_woken_left_ == 0)
+    return false;
+  scheduler* to = compact_woken_to_;
+  // Within two periods of the look: later, its reading of the load is old.
+  const bool fresh = ns_of_ticks(static_cast<std::int64_t>(ticks() - compact_woken_at_ticks_)) < 2 * balance_period_ns;
+  if (!fresh || to->leaving() || to->backlogged() || node_.stopping()) {
+    compact_woken_left_ = 0;
+    return false;
+  }
+  if (tied_here(*p) || (p->extras != nullptr && p->extras->balanced_at_ns != 0
+                        && compact_woken_at_ns_ - p->extras->balanced_at_ns < balance_again_ns))
+    return false;
+  --compact_woken_left_;
+  to->compacted_in_ns_.store(compact_woken_at_ns_, std::memory_order_relaxed);
+  p->wake_streak = 0;
+  move_waiting(p, to);
+  compacted_out_.store(compacted_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  return true;
+}
+
 bool scheduler::leave_with(process* p) noexcept {
   if (!leaving_.load(std::memory_order_relaxed) || tied_here(*p) || node_.stopping())
     return false;
@@ -746,6 +767,15 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
     compact_rest_to_ = to;
     compact_rest_until_ns_ = t + 2 * balance_period_ns;
   }
+  // Those being woken as it looked go as their wake-ups are drained here
+  // (compact_woken). A ring of 3 split 2 to 1: the lone member's token came
+  // back from the other side's two hops before each look had read the
+  // schedulers' loads, so the look found it being woken every time, moved
+  // nothing, and the ring stayed split (120 ns a hop, 22 gathered).
+  compact_woken_to_ = left != 0 ? to : nullptr;
+  compact_woken_left_ = left;
+  compact_woken_at_ns_ = t;
+  compact_woken_at_ticks_ = ticks();
   compacted_out_.store(compacted_out_.load(std::memory_order_relaxed) + moved, std::memory_order_relaxed);
   return moved != 0;
 }

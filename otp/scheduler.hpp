@@ -400,6 +400,7 @@ private:
   // scheduler whose core is its own (scheduler.cpp).
   void give_away() noexcept;
   bool leave_with(detail::process* p) noexcept;
+  bool compact_woken(detail::process* p) noexcept;
   template <class May>
   std::size_t hand_over(scheduler* to, std::size_t want, std::size_t look, May may) noexcept;
   // Whether our new processes, which may bind on their first run, may go to
@@ -552,6 +553,10 @@ private:
   std::vector<std::int64_t> compact_tail_;         // and how much of its busy time were tails
   scheduler* compact_rest_to_ = nullptr;      // where a move that left some behind went,
   std::int64_t compact_rest_until_ns_ = 0;    // and until when the rest follow it there
+  scheduler* compact_woken_to_ = nullptr;     // where the processes a look found being woken go,
+  std::size_t compact_woken_left_ = 0;        // how many of them are still to go,
+  std::int64_t compact_woken_at_ns_ = 0;      // and when that look was
+  std::uint64_t compact_woken_at_ticks_ = 0;
   // When compact_load last handed it work (written by the sender): it
   // hands none away by compaction for `balance_again_ns` after.
   std::atomic<std::int64_t> compacted_in_ns_{0};
