@@ -520,8 +520,7 @@ bool scheduler::compact_woken(process* p) noexcept {
     compact_woken_left_ = 0;
     return false;
   }
-  if (tied_here(*p) || (p->extras != nullptr && p->extras->balanced_at_ns != 0
-                        && compact_woken_at_ns_ - p->extras->balanced_at_ns < balance_again_ns))
+  if (tied_here(*p) || balanced_lately(*p, compact_woken_at_ns_))
     return false;
   --compact_woken_left_;
   to->compacted_in_ns_.store(compact_woken_at_ns_, std::memory_order_relaxed);
@@ -749,7 +748,7 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
     process* p = live_[i - 1];
     if (p->state != proc_state::waiting || p->in_ready || p->waiter == nullptr || tied_here(*p))
       continue;
-    if (p->extras != nullptr && p->extras->balanced_at_ns != 0 && t - p->extras->balanced_at_ns < balance_again_ns)
+    if (balanced_lately(*p, t))
       continue; // the balance check sent it here lately
     if (p->notified.exchange(true, std::memory_order_seq_cst)) {
       ++left; // a sender is waking it here: it runs here first

@@ -401,6 +401,11 @@ private:
   void give_away() noexcept;
   bool leave_with(detail::process* p) noexcept;
   bool compact_woken(detail::process* p) noexcept;
+  // Whether the balance check sent p here within balance_again_ns of t:
+  // compaction leaves it where it is.
+  [[nodiscard]] static bool balanced_lately(const detail::process& p, std::int64_t t) noexcept {
+    return p.extras != nullptr && p.extras->balanced_at_ns != 0 && t - p.extras->balanced_at_ns < balance_again_ns;
+  }
   template <class May>
   std::size_t hand_over(scheduler* to, std::size_t want, std::size_t look, May may) noexcept;
   // Whether our new processes, which may bind on their first run, may go to

@@ -1098,6 +1098,16 @@ otp::task<void> hold_scheduler_1(otp::node& n, std::atomic<bool>* release) {
     co_await otp::yield();
 }
 
+// Keeps both schedulers busy, scheduler 0 until `placed` and scheduler 1
+// until `release`, with bound processes: nothing is shed meanwhile.
+otp::task<void> hold_both_schedulers(otp::node& n, std::atomic<bool>* placed, std::atomic<bool>* release) {
+  otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* go) -> otp::task<void> {
+    while (!go->load(std::memory_order_relaxed))
+      co_await otp::yield();
+  }, placed);
+  co_await hold_scheduler_1(n, release);
+}
+
 struct ball {
   int k;
 };
@@ -1545,11 +1555,7 @@ bool split_ring_gathers(int members, long& laps, std::uint64_t& compactions) {
   bool gathered = false;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     // Both schedulers busy while the ring is set up: nothing is shed.
-    otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* go) -> otp::task<void> {
-      while (!go->load(std::memory_order_relaxed))
-        co_await otp::yield();
-    }, &placed);
-    co_await hold_scheduler_1(n, &release);
+    co_await hold_both_schedulers(n, &placed, &release);
     std::vector<otp::pid> ring;
     for (int i = 0; i < members; ++i) {
       if (i % 2 == 0) { // unbound, spawned on scheduler 1
@@ -1733,11 +1739,7 @@ TEST_CASE("a ring's members woken from another scheduler stay with the ring") {
   long laps = 0;
   auto w = n.spawn_watch({.scheduler = 0}, [&]() -> otp::task<void> {
     // Both schedulers busy while the ring is set up: nothing is shed.
-    otp::spawn_opt({.scheduler = 0}, [](std::atomic<bool>* go) -> otp::task<void> {
-      while (!go->load(std::memory_order_relaxed))
-        co_await otp::yield();
-    }, &placed);
-    co_await hold_scheduler_1(n, &release);
+    co_await hold_both_schedulers(n, &placed, &release);
     std::vector<otp::pid> ring;
     otp::spawn_opt({.scheduler = 1}, [](otp::pid driver) -> otp::task<void> {
       otp::send(driver, otp::spawn(ring_member)); // member 0, unbound
