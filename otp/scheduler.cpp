@@ -710,22 +710,23 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
   const bool sampled = compact_checked_ns_ != 0 && window <= 4 * balance_period_ns;
   compact_checked_ns_ = t;
   const unsigned n = node_.scheduler_count();
-  if (compact_busy_.size() != n)
+  if (compact_read_.size() != n)
     return false; // a node that started no threads (deterministic)
   std::int64_t ours = 0;
   for (unsigned i = 0; i < n; ++i) {
     scheduler& s = node_.get_scheduler(i);
+    compact_reading& r = compact_read_[i];
     const std::int64_t active = s.active_ns_at(t);
-    compact_busy_[i] = active - compact_seen_ns_[i];
-    compact_seen_ns_[i] = active;
     const std::int64_t link = s.link_ns_.load(std::memory_order_relaxed);
     const std::int64_t tail = s.link_tail_ns_.load(std::memory_order_relaxed);
-    compact_tail_[i] = std::min(tail - compact_tail_seen_ns_[i], compact_busy_[i]);
-    compact_link_[i] = std::min(link - compact_link_seen_ns_[i], compact_busy_[i] - compact_tail_[i]);
-    compact_link_seen_ns_[i] = link;
-    compact_tail_seen_ns_[i] = tail;
+    r.busy = active - r.active_seen;
+    r.tail = std::min(tail - r.tail_seen, r.busy);
+    r.link = std::min(link - r.link_seen, r.busy - r.tail);
+    r.active_seen = active;
+    r.link_seen = link;
+    r.tail_seen = tail;
     if (&s == this)
-      ours = compact_busy_[i];
+      ours = r.busy;
   }
   if (!sampled || live_.empty() || node_.stopping())
     return false;
@@ -785,8 +786,7 @@ bool scheduler::compact_load(std::int64_t t) noexcept {
 scheduler* scheduler::compact_target(std::int64_t t, std::int64_t window, std::int64_t ours) const noexcept {
   const unsigned n = node_.scheduler_count();
   const std::int64_t room = window * 9 / 10;
-  const std::int64_t our_link = compact_link_[index_];
-  const std::int64_t our_tail = compact_tail_[index_];
+  const compact_reading& we = compact_read_[index_];
   std::int64_t least_other = std::numeric_limits<std::int64_t>::max();
   scheduler* to = nullptr;
   std::int64_t to_busy = -1;
@@ -794,7 +794,8 @@ scheduler* scheduler::compact_target(std::int64_t t, std::int64_t window, std::i
     scheduler& s = node_.get_scheduler(i);
     if (&s == this || s.leaving())
       continue;
-    least_other = std::min(least_other, compact_busy_[i]);
+    const compact_reading& r = compact_read_[i];
+    least_other = std::min(least_other, r.busy);
     // Active without a break for a quarter of the period or more: it has
     // no room now, whatever the period's sum says. One that idled at the
     // start of the period and was busy since (work just placed there, or
@@ -814,10 +815,10 @@ scheduler* scheduler::compact_target(std::int64_t t, std::int64_t window, std::i
     // their tails do not count (on one scheduler, a local wake-up instead).
     // A short chain's halves, counted whole, read 100-120% busy together
     // in a g++ 12 build, and gathered only by chance dips below 90%.
-    const std::int64_t links = compact_link_[i] + our_link;
-    const std::int64_t tails = compact_tail_[i] + our_tail;
-    if (compact_busy_[i] + ours - tails - links / 10 <= room && compact_busy_[i] > to_busy) {
-      to_busy = compact_busy_[i];
+    const std::int64_t links = r.link + we.link;
+    const std::int64_t tails = r.tail + we.tail;
+    if (r.busy + ours - tails - links / 10 <= room && r.busy > to_busy) {
+      to_busy = r.busy;
       to = &s;
     }
   }
@@ -1361,12 +1362,7 @@ void scheduler::start_thread(int cpu, std::chrono::microseconds spin) {
   // compaction never moves; the mechanism is not understood, the effect is
   // repeatable). check_balance's are sized here for the same reason.
   const unsigned n = node_.scheduler_count();
-  compact_seen_ns_.assign(n, 0);
-  compact_busy_.assign(n, 0);
-  compact_link_seen_ns_.assign(n, 0);
-  compact_link_.assign(n, 0);
-  compact_tail_seen_ns_.assign(n, 0);
-  compact_tail_.assign(n, 0);
+  compact_read_.assign(n, compact_reading{});
   seen_active_ns_.assign(n, 0);
   mostly_idle_.assign(n, false);
   fresh_.reserve(256);

@@ -550,12 +550,17 @@ private:
   std::uint64_t local_ref_ = 0;
   std::thread thread_;
   std::int64_t compact_checked_ns_ = 0;       // compact_load's last look
-  std::vector<std::int64_t> compact_seen_ns_; // each scheduler's active time then
-  std::vector<std::int64_t> compact_busy_;    // and how much of the period since it was active
-  std::vector<std::int64_t> compact_link_seen_ns_; // each scheduler's link time then
-  std::vector<std::int64_t> compact_link_;         // and how much of its busy time were links
-  std::vector<std::int64_t> compact_tail_seen_ns_; // each scheduler's link tails then
-  std::vector<std::int64_t> compact_tail_;         // and how much of its busy time were tails
+  // What compact_load read of each scheduler at its last look, and what
+  // each did in the period before it.
+  struct compact_reading {
+    std::int64_t active_seen = 0; // its active time then
+    std::int64_t link_seen = 0;   // its link time then
+    std::int64_t tail_seen = 0;   // its link tails then
+    std::int64_t busy = 0;        // active in the period
+    std::int64_t link = 0;        // of which links
+    std::int64_t tail = 0;        // and tails
+  };
+  std::vector<compact_reading> compact_read_;
   scheduler* compact_rest_to_ = nullptr;      // where a move that left some behind went,
   std::int64_t compact_rest_until_ns_ = 0;    // and until when the rest follow it there
   scheduler* compact_woken_to_ = nullptr;     // where the processes a look found being woken go,
