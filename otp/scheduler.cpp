@@ -177,30 +177,28 @@ void scheduler::enqueue(process* p, detail::ready_kind why) noexcept {
   p->ready_as = why;
   p->ready_next = nullptr;
   ++ready_count_;
-  if (why == detail::ready_kind::spawned && fresh_first_ && push_fresh(p))
+  // A new process goes on the stack; with no memory for a longer stack, it
+  // waits in the queue.
+  if (why == detail::ready_kind::spawned && fresh_first_ && (fresh_.size() != fresh_.capacity() || grow_fresh())) {
+    fresh_.push_back(p);
     return;
-  if (ready_tail_ != nullptr)
-    ready_tail_->ready_next = p;
-  else
-    ready_head_ = p;
-  ready_tail_ = p;
+  }
+  append_ready(p);
 }
 
-bool scheduler::push_fresh(process* p) noexcept {
-  if (fresh_.size() == fresh_.capacity()) {
-    if (fresh_bottom_ != 0) {
-      // Sheds took from the bottom: close the gap before growing.
-      fresh_.erase(fresh_.begin(), fresh_.begin() + static_cast<std::ptrdiff_t>(fresh_bottom_));
-      fresh_bottom_ = 0;
-    } else {
-      try {
-        fresh_.reserve(std::max<std::size_t>(64, 2 * fresh_.capacity()));
-      } catch (...) {
-        return false; // no memory for a longer stack: it waits in the queue
-      }
-    }
+// Room for one more on the stack: false when there is no memory for it.
+bool scheduler::grow_fresh() noexcept {
+  if (fresh_bottom_ != 0) {
+    // Sheds took from the bottom: close the gap before growing.
+    fresh_.erase(fresh_.begin(), fresh_.begin() + static_cast<std::ptrdiff_t>(fresh_bottom_));
+    fresh_bottom_ = 0;
+    return true;
   }
-  fresh_.push_back(p);
+  try {
+    fresh_.reserve(std::max<std::size_t>(64, 2 * fresh_.capacity()));
+  } catch (...) {
+    return false;
+  }
   return true;
 }
 
@@ -218,8 +216,8 @@ process* scheduler::pop_fresh(bool oldest) noexcept {
   return p;
 }
 
-// Where the next pick comes from: the one rule that peek_ready and
-// pop_ready_slow both follow (handoff peeks, then pops what it saw).
+// Where the next pick comes from: the one rule that pop_ready_slow and
+// handoff_slow follow (handoff_slow peeks, then takes what it saw).
 // spawned_ready_ first: it is on the hop's cache line, and a process woken
 // by a message takes no look at the stack. When the queue's turn finds it
 // empty, the oldest new process goes instead, so that a chain of spawns
@@ -234,9 +232,9 @@ scheduler::ready_source scheduler::next_source() const noexcept {
   return ready_source::queue;
 }
 
-// What pop_ready takes next (without a seed).
-process* scheduler::peek_ready() const noexcept {
-  switch (next_source()) {
+// What take_ready(from) takes (without a seed).
+process* scheduler::peek_ready(ready_source from) const noexcept {
+  switch (from) {
     case ready_source::newest: return fresh_.back();
     case ready_source::oldest: return fresh_[fresh_bottom_];
     case ready_source::queue: break;
@@ -244,8 +242,8 @@ process* scheduler::peek_ready() const noexcept {
   return ready_head_;
 }
 
-process* scheduler::pop_ready_slow() noexcept {
-  switch (next_source()) {
+process* scheduler::take_ready(ready_source from) noexcept {
+  switch (from) {
     case ready_source::newest:
       ++picks_since_queue_;
       return pop_fresh(false);
@@ -976,10 +974,34 @@ void scheduler::step(process* p) noexcept {
 }
 
 std::coroutine_handle<> scheduler::handoff() noexcept {
-  process* q = peek_ready();
+  // A hop's path: no new process waits (the next pick is the queue's head)
+  // and no seed shuffles the order. The general case is handoff_slow.
+  if (spawned_ready_ != 0 || rng_) [[unlikely]]
+    return handoff_slow();
+  process* q = ready_head_;
+  if (handoffs_left_ == 0 || q == nullptr || q->state != proc_state::runnable || q->has_pending_signals())
+    return std::noop_coroutine();
+  unlink_ready(q, nullptr);
+  return handed_to(q);
+}
+
+// The rest of a hand-off, once q is out of the ready queue.
+std::coroutine_handle<> scheduler::handed_to(process* q) noexcept {
+  --handoffs_left_;
+  q->in_ready = false;
+  q->state = proc_state::running;
+  detail::this_thread.current = q;
+  return q->resume;
+}
+
+std::coroutine_handle<> scheduler::handoff_slow() noexcept {
+  if (rng_)
+    return std::noop_coroutine(); // a seeded order: through step()
+  const ready_source from = next_source();
+  process* q = peek_ready(from);
   // Only the simple case: a runnable process with no signal to handle first.
-  // Everything else (signals, a seeded order) goes through step().
-  if (handoffs_left_ == 0 || q == nullptr || rng_ || q->state != proc_state::runnable || q->has_pending_signals())
+  // Everything else goes through step().
+  if (handoffs_left_ == 0 || q == nullptr || q->state != proc_state::runnable || q->has_pending_signals())
     return std::noop_coroutine();
   // A new process waits beside other work and a scheduler is hungry: back
   // to the loop, which sheds between two steps. Else a burst ran its first
@@ -990,12 +1012,8 @@ std::coroutine_handle<> scheduler::handoff() noexcept {
   // measured: docs/design.md).
   if (spawned_ready_ != 0 && ready_count_ >= 2 && shed_pause_ == 0 && node_.anyone_hungry())
     return std::noop_coroutine();
-  --handoffs_left_;
-  (void)pop_ready(); // without a seed, pops q
-  q->in_ready = false;
-  q->state = proc_state::running;
-  detail::this_thread.current = q;
-  return q->resume;
+  (void)take_ready(from); // without a seed, takes q
+  return handed_to(q);
 }
 
 void scheduler::run(process* first) noexcept {

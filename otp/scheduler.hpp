@@ -180,8 +180,16 @@ public:
 
   // ---- runtime internals (public for the runtime's free functions) ----
   /// @private `stays`: woken by a message (not shed to others).
+  /// Inline: a local wake-up is on every hop's path (enqueue, out of line,
+  /// is for new and moved processes).
   void make_ready(detail::process* p, bool stays = false) noexcept {
-    enqueue(p, stays ? detail::ready_kind::stays : detail::ready_kind::other);
+    const bool moves = !stays && !p->bound; // a bound one never moves: pop_ready need not look
+    movable_ready_ += moves ? 1 : 0;
+    p->in_ready = true;
+    p->ready_as = moves ? detail::ready_kind::other : detail::ready_kind::stays;
+    p->ready_next = nullptr;
+    ++ready_count_;
+    append_ready(p);
   }
   /// @private A server at its fair-share yield (yield_awaiter's `stay`):
   /// busy by definition. When the last balance check asked for one, it is
@@ -315,6 +323,8 @@ public:
   /// @private From a suspending process: the next ready process to resume
   /// directly (symmetric transfer), or noop_coroutine() to return to the loop.
   [[nodiscard]] std::coroutine_handle<> handoff() noexcept;
+  [[nodiscard]] std::coroutine_handle<> handoff_slow() noexcept;
+  [[nodiscard]] std::coroutine_handle<> handed_to(detail::process* q) noexcept;
 
   // Signals (defined in signals.cpp, with everything else a signal does).
   /// @private Ends `p` with `why`: destroys its frame, tells its links and monitors.
@@ -355,10 +365,11 @@ private:
     unlink_ready(p, nullptr);
     return p;
   }
-  [[nodiscard]] detail::process* pop_ready_slow() noexcept;
-  [[nodiscard]] detail::process* peek_ready() const noexcept;
+  [[nodiscard]] detail::process* pop_ready_slow() noexcept { return take_ready(next_source()); }
   enum class ready_source : std::uint8_t { queue, newest, oldest };
   [[nodiscard]] ready_source next_source() const noexcept;
+  [[nodiscard]] detail::process* peek_ready(ready_source from) const noexcept;
+  [[nodiscard]] detail::process* take_ready(ready_source from) noexcept;
   // Takes `p`, which follows `prev` (null: the head), out of the ready queue.
   void unlink_ready(detail::process* p, detail::process* prev) noexcept {
     if (prev != nullptr)
@@ -378,13 +389,13 @@ private:
     }
   }
   // The new processes' stack (fresh_, below): how many it holds, whether
-  // the next pick takes its top, and pushing one (false: no memory for it,
-  // it goes to the queue instead).
+  // the next pick takes its top, and making room for one more (false: no
+  // memory for it, it goes to the queue instead).
   [[nodiscard]] std::size_t fresh_count() const noexcept { return fresh_.size() - fresh_bottom_; }
   [[nodiscard]] bool fresh_next() const noexcept {
     return ready_count_ - fresh_count() < queue_first_at && picks_since_queue_ < queue_every;
   }
-  bool push_fresh(detail::process* p) noexcept;
+  bool grow_fresh() noexcept;
   detail::process* pop_fresh(bool oldest) noexcept;
   // An emptied stack starts again at the front of its vector.
   void settle_fresh() noexcept {
@@ -395,6 +406,13 @@ private:
   }
   bool drain_remote() noexcept;
   void enqueue(detail::process* p, detail::ready_kind why) noexcept;
+  void append_ready(detail::process* p) noexcept {
+    if (ready_tail_ != nullptr)
+      ready_tail_->ready_next = p;
+    else
+      ready_head_ = p;
+    ready_tail_ = p;
+  }
   void shed_load() noexcept;
   // On a contended core: hands every ready process that may move to a
   // scheduler whose core is its own (scheduler.cpp).
