@@ -323,8 +323,6 @@ public:
   /// @private From a suspending process: the next ready process to resume
   /// directly (symmetric transfer), or noop_coroutine() to return to the loop.
   [[nodiscard]] std::coroutine_handle<> handoff() noexcept;
-  [[nodiscard]] std::coroutine_handle<> handoff_slow() noexcept;
-  [[nodiscard]] std::coroutine_handle<> handed_to(detail::process* q) noexcept;
 
   // Signals (defined in signals.cpp, with everything else a signal does).
   /// @private Ends `p` with `why`: destroys its frame, tells its links and monitors.
@@ -370,6 +368,10 @@ private:
   [[nodiscard]] ready_source next_source() const noexcept;
   [[nodiscard]] detail::process* peek_ready(ready_source from) const noexcept;
   [[nodiscard]] detail::process* take_ready(ready_source from) noexcept;
+  // handoff's general case (a new process waits, or a seed is set), and
+  // the rest of a hand-off once the process is out of the ready queue.
+  [[nodiscard]] std::coroutine_handle<> handoff_slow() noexcept;
+  [[nodiscard]] std::coroutine_handle<> handed_to(detail::process* q) noexcept;
   // Takes `p`, which follows `prev` (null: the head), out of the ready queue.
   void unlink_ready(detail::process* p, detail::process* prev) noexcept {
     if (prev != nullptr)
