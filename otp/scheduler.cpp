@@ -165,21 +165,20 @@ process* scheduler::allocate_block() {
 // ------------------------------------------------------------- ready queue
 
 void scheduler::enqueue(process* p, detail::ready_kind why) noexcept {
-  if (why != detail::ready_kind::stays) {
-    if (p->bound) {
-      why = detail::ready_kind::stays; // never moves: pop_ready need not look at `bound`
-    } else {
-      ++movable_ready_;
-      spawned_ready_ += why == detail::ready_kind::spawned ? 1 : 0;
-    }
+  // A bound new process never moves: it waits in the queue, as one that stays.
+  if (why != detail::ready_kind::spawned || p->bound) {
+    make_ready(p, why == detail::ready_kind::stays);
+    return;
   }
+  ++movable_ready_;
+  ++spawned_ready_;
   p->in_ready = true;
   p->ready_as = why;
   p->ready_next = nullptr;
   ++ready_count_;
   // A new process goes on the stack; with no memory for a longer stack, it
   // waits in the queue.
-  if (why == detail::ready_kind::spawned && fresh_first_ && (fresh_.size() != fresh_.capacity() || grow_fresh())) {
+  if (fresh_first_ && (fresh_.size() != fresh_.capacity() || grow_fresh())) {
     fresh_.push_back(p);
     return;
   }
@@ -508,6 +507,19 @@ void scheduler::give_away() noexcept {
 // receive's timeout with it: a server fed only by messages (kvstore's
 // shards) is never runnable here, so give_away alone never moved it.
 // Called from drain_remote, with `notified` held, as follow_callee.
+bool scheduler::leave_with(process* p) noexcept {
+  if (!leaving_.load(std::memory_order_relaxed) || tied_here(*p) || node_.stopping())
+    return false;
+  scheduler* to = node_.uncontended(*this);
+  if (to == nullptr)
+    return false;
+  move_waiting(p, to);
+  return true;
+}
+
+// One of the processes compaction's last look left because it was being
+// woken (compact_load) goes to the scheduler that look chose, as its
+// wake-up is drained here. Called from drain_remote, with `notified` held.
 bool scheduler::compact_woken(process* p) noexcept {
   if (compact_woken_left_ == 0)
     return false;
@@ -525,16 +537,6 @@ bool scheduler::compact_woken(process* p) noexcept {
   p->wake_streak = 0;
   move_waiting(p, to);
   compacted_out_.store(compacted_out_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  return true;
-}
-
-bool scheduler::leave_with(process* p) noexcept {
-  if (!leaving_.load(std::memory_order_relaxed) || tied_here(*p) || node_.stopping())
-    return false;
-  scheduler* to = node_.uncontended(*this);
-  if (to == nullptr)
-    return false;
-  move_waiting(p, to);
   return true;
 }
 
@@ -979,7 +981,7 @@ std::coroutine_handle<> scheduler::handoff() noexcept {
   if (spawned_ready_ != 0 || rng_) [[unlikely]]
     return handoff_slow();
   process* q = ready_head_;
-  if (handoffs_left_ == 0 || q == nullptr || q->state != proc_state::runnable || q->has_pending_signals())
+  if (!may_hand_to(q))
     return std::noop_coroutine();
   unlink_ready(q, nullptr);
   return handed_to(q);
@@ -999,9 +1001,7 @@ std::coroutine_handle<> scheduler::handoff_slow() noexcept {
     return std::noop_coroutine(); // a seeded order: through step()
   const ready_source from = next_source();
   process* q = peek_ready(from);
-  // Only the simple case: a runnable process with no signal to handle first.
-  // Everything else goes through step().
-  if (handoffs_left_ == 0 || q == nullptr || q->state != proc_state::runnable || q->has_pending_signals())
+  if (!may_hand_to(q))
     return std::noop_coroutine();
   // A new process waits beside other work and a scheduler is hungry: back
   // to the loop, which sheds between two steps. Else a burst ran its first

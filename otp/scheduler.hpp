@@ -372,6 +372,11 @@ private:
   // the rest of a hand-off once the process is out of the ready queue.
   [[nodiscard]] std::coroutine_handle<> handoff_slow() noexcept;
   [[nodiscard]] std::coroutine_handle<> handed_to(detail::process* q) noexcept;
+  // Only the simple case is handed the thread: a runnable process with no
+  // signal to handle first. Everything else goes through step().
+  [[nodiscard]] bool may_hand_to(const detail::process* q) const noexcept {
+    return handoffs_left_ != 0 && q != nullptr && q->state == detail::proc_state::runnable && !q->has_pending_signals();
+  }
   // Takes `p`, which follows `prev` (null: the head), out of the ready queue.
   void unlink_ready(detail::process* p, detail::process* prev) noexcept {
     if (prev != nullptr)
