@@ -4,6 +4,7 @@
 #include <boost/outcome/try.hpp>
 
 #include <fstream>
+#include <stdexcept>
 #include <initializer_list>
 #include <limits>
 #include <optional>
@@ -22,6 +23,15 @@ start_table& start_table::add(std::string name, entry e) {
   if (!entries_.emplace(name, std::move(e)).second)
     throw std::invalid_argument("start_table: '" + name + "' is registered twice");
   return *this;
+}
+
+void detail::bad_integer(const json& args, std::string_view key, std::string lo, std::string hi, const json* v) {
+  const std::string k(key);
+  if (!args.is_object())
+    throw std::invalid_argument("args must be an object with " + k + ", not " + args.dump());
+  if (!v)
+    throw std::invalid_argument(k + " is missing (an integer from " + lo + " to " + hi + ")");
+  throw std::invalid_argument(k + " must be an integer from " + lo + " to " + hi + ", not " + v->dump());
 }
 
 result<void> start_table::no_args(const json& args, const std::string& path) {

@@ -10,7 +10,9 @@
 #include <boost/outcome/try.hpp>
 #include <nlohmann/json.hpp>
 
+#include <concepts>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -150,6 +152,64 @@ private:
 
   std::map<std::string, entry> entries_;
 };
+
+namespace detail {
+template <class T>
+concept config_int = std::integral<T> && !std::same_as<T, bool>;
+
+/// `v` as a T within [lo, hi], or nothing (a float, a string, out of range).
+template <config_int T>
+std::optional<T> integer_within(const json& v, T lo, T hi) {
+  if (v.is_number_unsigned()) {
+    const auto x = v.get<std::uint64_t>();
+    if (std::cmp_less_equal(lo, x) && std::cmp_less_equal(x, hi))
+      return static_cast<T>(x);
+  } else if (v.is_number_integer()) {
+    const auto x = v.get<std::int64_t>();
+    if (std::cmp_less_equal(lo, x) && std::cmp_less_equal(x, hi))
+      return static_cast<T>(x);
+  }
+  return std::nullopt;
+}
+/// Throws std::invalid_argument: "<key> must be an integer from <lo> to <hi>, not <v>"
+/// (or "... is missing" when `v` is null, "args must be an object ..." when `args` is not).
+[[noreturn]] void bad_integer(const json& args, std::string_view key, std::string lo, std::string hi, const json* v);
+} // namespace detail
+
+/// The integer at `key` of a config's args, within [lo, hi], for a
+/// from_json:
+///
+///     c.port = otp::integer_at<int>(j, "port", 1, 65535);
+///
+/// Anything else (missing, a string, 2.5, 1e30, 70000) throws
+/// std::invalid_argument that names the key, the range and the value; the
+/// loader reports it with the child's path. nlohmann's own `get<int>()` and
+/// `value()` do not check: they truncate 2.5 to 2, and converting 1e30 to an
+/// int is undefined behaviour.
+template <detail::config_int T>
+T integer_at(const json& args, std::string_view key, std::type_identity_t<T> lo = std::numeric_limits<T>::min(),
+             std::type_identity_t<T> hi = std::numeric_limits<T>::max()) {
+  const json* v = nullptr;
+  if (args.is_object())
+    if (auto it = args.find(key); it != args.end())
+      v = &*it;
+  if (v)
+    if (auto x = detail::integer_within<T>(*v, lo, hi))
+      return *x;
+  detail::bad_integer(args, key, std::to_string(lo), std::to_string(hi), v);
+}
+
+/// As integer_at, but `fallback` when `key` is absent (as json::value).
+///
+///     c.count = otp::integer_or(j, "count", c.count, 1, 1024);
+template <detail::config_int T>
+T integer_or(const json& args, std::string_view key, T fallback,
+             std::type_identity_t<T> lo = std::numeric_limits<T>::min(),
+             std::type_identity_t<T> hi = std::numeric_limits<T>::max()) {
+  if (args.is_object() && !args.contains(key))
+    return fallback;
+  return integer_at<T>(args, key, lo, hi);
+}
 
 /// A whole application file: its name, dependencies, environment, and the
 /// top supervisor's flags and children, ready to start.

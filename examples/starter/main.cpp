@@ -25,7 +25,7 @@ using asio::ip::tcp;
 struct counter_config {
   long start_at = 0;
 };
-void from_json(const otp::json& j, counter_config& c) { c.start_at = j.value("start_at", c.start_at); }
+void from_json(const otp::json& j, counter_config& c) { c.start_at = otp::integer_or(j, "start_at", c.start_at); }
 
 struct counter {
   struct incr {};
@@ -75,7 +75,7 @@ struct listener_config {
 };
 void from_json(const otp::json& j, listener_config& c) {
   c.host = j.value("host", c.host);
-  c.port = j.value("port", c.port);
+  c.port = otp::integer_or(j, "port", c.port, 0, 65535);
   c.self_test = j.value("self_test", c.self_test);
 }
 

@@ -94,7 +94,7 @@ otp::task<otp::result<otp::pid>> find_room(std::string name) {
 struct session_config {
   std::size_t max_line = 1024;
 };
-void from_json(const otp::json& j, session_config& c) { c.max_line = j.value("max_line", c.max_line); }
+void from_json(const otp::json& j, session_config& c) { c.max_line = otp::integer_or(j, "max_line", c.max_line, std::size_t{1}); }
 
 // Reads lines from the socket and hands them to its session.
 otp::task<void> reader(std::shared_ptr<tcp::socket> socket, otp::pid session, std::size_t max_line) {

@@ -25,12 +25,12 @@ void from_json(const otp::json& j, greeter_config& c) { j.at("greeting").get_to(
 struct crasher_config {
   int crash_after_ms = 0;
 };
-void from_json(const otp::json& j, crasher_config& c) { j.at("crash_after_ms").get_to(c.crash_after_ms); }
+void from_json(const otp::json& j, crasher_config& c) { c.crash_after_ms = otp::integer_at<int>(j, "crash_after_ms", 0); }
 
 struct stopper_config {
   int stop_after_ms = 0;
 };
-void from_json(const otp::json& j, stopper_config& c) { j.at("stop_after_ms").get_to(c.stop_after_ms); }
+void from_json(const otp::json& j, stopper_config& c) { c.stop_after_ms = otp::integer_at<int>(j, "stop_after_ms", 0); }
 
 // A gen_server that says hello when it starts.
 struct greeter {

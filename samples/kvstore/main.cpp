@@ -61,11 +61,11 @@ struct shards_config {
   int period = 1;
 };
 void from_json(const otp::json& j, shards_config& c) {
-  c.count = j.value("count", c.count);
+  c.count = otp::integer_or(j, "count", c.count);
   c.data_dir = j.value("data_dir", c.data_dir);
   c.appendfsync = j.value("appendfsync", c.appendfsync);
   c.repair_log = j.value("repair_log", c.repair_log);
-  c.aof_rewrite_min_size = j.value("aof_rewrite_min_size", c.aof_rewrite_min_size);
+  c.aof_rewrite_min_size = otp::integer_or(j, "aof_rewrite_min_size", c.aof_rewrite_min_size, 0);
   // A number of bytes, or a string with Redis's units ("100mb").
   if (const auto m = j.find("maxmemory"); m != j.end()) {
     const auto v = m->is_string() ? kv::parse_memory(m->get<std::string>())
@@ -83,9 +83,9 @@ void from_json(const otp::json& j, shards_config& c) {
                                   "allkeys-random, volatile-random, volatile-ttl, not " + p->dump());
     c.policy = *v;
   }
-  c.aof_rewrite_chunk = j.value("aof_rewrite_chunk", c.aof_rewrite_chunk);
-  c.intensity = j.value("intensity", c.intensity);
-  c.period = j.value("period", c.period);
+  c.aof_rewrite_chunk = otp::integer_or(j, "aof_rewrite_chunk", c.aof_rewrite_chunk, 1);
+  c.intensity = otp::integer_or(j, "intensity", c.intensity, 0);
+  c.period = otp::integer_or(j, "period", c.period, 1);
 }
 
 // The shards supervisor: its children depend on the shard count, so it is

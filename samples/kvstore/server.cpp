@@ -648,7 +648,7 @@ void pipeline::assemble(std::string& out) {
 
 void from_json(const otp::json& j, connection_config& c) {
   c.admin = j.value("admin", c.admin);
-  c.max_query_buffer = j.value("max_query_buffer", c.max_query_buffer);
+  c.max_query_buffer = otp::integer_or(j, "max_query_buffer", c.max_query_buffer, std::size_t{1});
 }
 
 void from_json(const otp::json& j, acceptor_config& c) {

@@ -10,6 +10,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -57,6 +58,15 @@ void from_json(const otp::json& j, port_config& c) {
   if (c.port < 1 || c.port > 65535)
     throw std::invalid_argument("port " + std::to_string(c.port) + " is out of range");
 }
+// One read with the checked integer readers.
+struct limits_config {
+  int port = 0;
+  std::int64_t limit = 10;
+};
+void from_json(const otp::json& j, limits_config& c) {
+  c.port = otp::integer_at<int>(j, "port", 1, 65535);
+  c.limit = otp::integer_or(j, "limit", c.limit, 0);
+}
 // One that throws something that is not a std::exception at all.
 struct odd_config {};
 void from_json(const otp::json& j, odd_config&) {
@@ -75,6 +85,7 @@ otp::start_table make_table() {
   t.worker<shard, shard_config>("shard");
   t.worker<listener, port_config>("listener");
   t.function("listener_fn", [](port_config c) { return otp::worker<listener>(c); });
+  t.function("limited", [](limits_config c) { return otp::worker<listener>(port_config{c.port}); });
   t.function("odd", [](odd_config) { return otp::worker<plain>(); });
   t.dynamic<port_config, std::string>("listener_conn", [](port_config c) {
     return otp::dynamic_worker<connection, std::string>(conn_config{c.port});
@@ -266,6 +277,52 @@ TEST_CASE("an exception from the user's from_json or factory is the loader's err
   // The same configs load when their values are good.
   auto t = make_table();
   CHECK(otp::parse_app_config(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "listener", "args": {"port": 6380}}, {"id": "o", "start": "odd"}]}})",
+                              t, "app.json"));
+}
+
+TEST_CASE("integer_at and integer_or return an integer in range, and refuse anything else with its key and range") {
+  const auto args = otp::json::parse(R"({"port": 6380, "big": 18446744073709551615, "neg": -5, "half": 2.5,
+                                         "huge": 1e30, "whole": 80.0, "text": "80", "small": 255, "bool": true})");
+  CHECK(otp::integer_at<int>(args, "port", 1, 65535) == 6380);
+  CHECK(otp::integer_at<std::uint64_t>(args, "big") == 18446744073709551615ULL);
+  CHECK(otp::integer_at<long>(args, "neg") == -5);
+  CHECK(otp::integer_at<std::uint8_t>(args, "small") == 255);
+  CHECK(otp::integer_or(args, "absent", 7) == 7);
+  CHECK(otp::integer_or(args, "port", 7) == 6380);
+  const auto refusal = [&](auto read) -> std::string {
+    try {
+      read();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "no exception";
+  };
+  // nlohmann's get<int>() would truncate 2.5, and 1e30 is undefined behaviour.
+  CHECK(refusal([&] { return otp::integer_at<int>(args, "huge"); })
+        == "huge must be an integer from -2147483648 to 2147483647, not 1e+30");
+  CHECK(refusal([&] { return otp::integer_at<int>(args, "half"); })
+        == "half must be an integer from -2147483648 to 2147483647, not 2.5");
+  CHECK(refusal([&] { return otp::integer_at<int>(args, "whole", 1, 100); }) == "whole must be an integer from 1 to 100, not 80.0");
+  CHECK(refusal([&] { return otp::integer_at<int>(args, "text", 1, 100); }) == "text must be an integer from 1 to 100, not \"80\"");
+  CHECK(refusal([&] { return otp::integer_at<int>(args, "bool", 0, 1); }) == "bool must be an integer from 0 to 1, not true");
+  CHECK(refusal([&] { return otp::integer_at<int>(args, "port", 1, 1024); }) == "port must be an integer from 1 to 1024, not 6380");
+  CHECK(refusal([&] { return otp::integer_at<std::int64_t>(args, "big"); })
+        == "big must be an integer from -9223372036854775808 to 9223372036854775807, not 18446744073709551615");
+  CHECK(refusal([&] { return otp::integer_at<unsigned>(args, "neg"); }) == "neg must be an integer from 0 to 4294967295, not -5");
+  CHECK(refusal([&] { return otp::integer_at<std::int8_t>(args, "small"); }) == "small must be an integer from -128 to 127, not 255");
+  CHECK(refusal([&] { return otp::integer_at<int>(args, "absent", 0, 9); }) == "absent is missing (an integer from 0 to 9)");
+  CHECK(refusal([&] { return otp::integer_or(args, "neg", 1, 0); })
+        == "neg must be an integer from 0 to 2147483647, not -5");
+  CHECK(refusal([&] { return otp::integer_or(otp::json(5), "port", 1); }) == "args must be an object with port, not 5");
+  // Through the loader, the refusal names the child's args.
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "limited", "args": {"port": 400001e30}}]}})")
+        == "app.json: /supervisor/children/0/args: port must be an integer from 1 to 65535, not 4.00001e+35");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "limited", "args": {"port": 80, "limit": -1}}]}})")
+        == "app.json: /supervisor/children/0/args: limit must be an integer from 0 to 9223372036854775807, not -1");
+  CHECK(load_error(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "limited"}]}})")
+        == "app.json: /supervisor/children/0/args: port is missing (an integer from 1 to 65535)");
+  auto t = make_table();
+  CHECK(otp::parse_app_config(R"({"application": "kv", "supervisor": {"children": [{"id": "l", "start": "limited", "args": {"port": 80}}]}})",
                               t, "app.json"));
 }
 
