@@ -1549,7 +1549,7 @@ TEST_CASE("a ring split over two schedulers by a burst of spawns gathers on one"
 namespace {
 // A ring, every other member on each scheduler (so that with four each hop
 // crosses): lapped until it runs on one scheduler (true) or 20 s pass.
-bool split_ring_gathers(int members, long& laps, std::uint64_t& compactions) {
+bool split_ring_gathers(int members, long& laps, std::uint64_t& compactions, std::uint64_t& other_moves) {
   std::atomic<bool> release{false}, placed{false}; // before the node: its processes read them until it stops
   otp::node n({.schedulers = 2, .pin_threads = false});
   bool gathered = false;
@@ -1583,6 +1583,7 @@ bool split_ring_gathers(int members, long& laps, std::uint64_t& compactions) {
   });
   REQUIRE(w.exit.get() == otp::exit_reason::normal());
   compactions = compacted(n);
+  other_moves = moves_but_compaction(n);
   return gathered;
 }
 
@@ -1596,12 +1597,17 @@ TEST_CASE("a short ring split over two schedulers gathers on one, though each ho
   // 340-460 ns a hop at two schedulers for seconds, 22 ns at one. The
   // polls are idle time now, and a chain's links are known as such
   // (compact_target; under TSan the ring gathered in 4 runs of 9 before).
+  // Compaction gathers it on a quiet machine (2 compacted, no other move).
+  // On a loaded one (under TSan beside three other TSan tests: 2 runs in 40;
+  // once in a full CI run) two members moved by another rule first (a
+  // follow or a shed) and nothing was compacted: the promise is the gather.
   long laps = 0;
-  std::uint64_t compactions = 0;
-  const bool gathered = split_ring_gathers(4, laps, compactions);
+  std::uint64_t compactions = 0, other_moves = 0;
+  const bool gathered = split_ring_gathers(4, laps, compactions, other_moves);
   CAPTURE(laps);
+  CAPTURE(compactions);
+  CAPTURE(other_moves);
   CHECK(gathered);
-  CHECK(compactions > 0);
 }
 
 TEST_CASE("a chain's links are counted as such; a scheduler that never idles counts none, though it wakes others") {
