@@ -238,8 +238,14 @@ private:
     if constexpr (is_raw_v<A>) {
       return message_ptr(std::exchange(m, nullptr));
     } else {
+      // The match proved m a message_of<T>: its destroy is called directly
+      // (inlined for a payload without a destructor), not through its type.
       using T = typename A::message_type;
-      return alt.handler(std::move(payload<T>(m)));
+      struct free_typed {
+        message* m;
+        ~free_typed() { message_of<T>::destroy_self(m); }
+      } guard{std::exchange(m, nullptr)};
+      return alt.handler(std::move(payload<T>(guard.m)));
     }
   }
 
