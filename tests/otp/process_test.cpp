@@ -350,39 +350,6 @@ TEST_CASE("process_info reports status, mailbox, links, monitors and scheduler")
   CHECK(ib->links == std::vector<otp::pid>{a});
 }
 
-TEST_CASE("each message's payload is destroyed once: received by type, by predicate, as the first of several, or never") {
-  // A typed receive frees the matched message through its known type (no
-  // look at the message's type tag); a raw one and a mailbox left at exit
-  // free through the tag. Each path must run the payload's destructor once.
-  using otp::test::counted;
-  struct box {
-    counted c;
-    int n = 0;
-  };
-  counted::reset();
-  {
-    otp::node n({.deterministic = true});
-    int sum = 0;
-    auto p = n.spawn([&]() -> otp::task<void> {
-      sum += (co_await otp::receive<box>()).n;                                             // by type
-      sum += co_await otp::receive(otp::when([](const box& b) { return b.n == 3; },         // by predicate,
-                                             [](box b) { return b.n; }));                   // skipping 2
-      sum += co_await otp::receive([](int i) { return i; }, [](box b) { return b.n * 10; }); // the first of two: 2
-      co_await otp::receive<std::string>();                                                // the rest stay queued
-    });
-    n.run_until_idle();
-    n.spawn([p]() -> otp::task<void> {
-      for (int i = 1; i <= 5; ++i)
-        otp::send(p, box{counted{}, i});
-      co_return;
-    });
-    n.run_until_idle();
-    CHECK(sum == 1 + 3 + 20);
-    CHECK(counted::alive() == 2); // 4 and 5, in the mailbox of a process still waiting
-  }
-  CHECK(counted::alive() == 0); // the node's end freed them with the process
-}
-
 TEST_SUITE_END();
 
 TEST_SUITE_BEGIN("otp/process");
@@ -441,39 +408,6 @@ TEST_CASE("a receive whose first message matches looks at nothing else") {
   });
   n.run_until_idle();
   CHECK(looked == 1);
-}
-
-TEST_CASE("each message's payload is destroyed once: received by type, by predicate, as the first of several, or never") {
-  // A typed receive frees the matched message through its known type (no
-  // look at the message's type tag); a raw one and a mailbox left at exit
-  // free through the tag. Each path must run the payload's destructor once.
-  using otp::test::counted;
-  struct box {
-    counted c;
-    int n = 0;
-  };
-  counted::reset();
-  {
-    otp::node n({.deterministic = true});
-    int sum = 0;
-    auto p = n.spawn([&]() -> otp::task<void> {
-      sum += (co_await otp::receive<box>()).n;                                             // by type
-      sum += co_await otp::receive(otp::when([](const box& b) { return b.n == 3; },         // by predicate,
-                                             [](box b) { return b.n; }));                   // skipping 2
-      sum += co_await otp::receive([](int i) { return i; }, [](box b) { return b.n * 10; }); // the first of two: 2
-      co_await otp::receive<std::string>();                                                // the rest stay queued
-    });
-    n.run_until_idle();
-    n.spawn([p]() -> otp::task<void> {
-      for (int i = 1; i <= 5; ++i)
-        otp::send(p, box{counted{}, i});
-      co_return;
-    });
-    n.run_until_idle();
-    CHECK(sum == 1 + 3 + 20);
-    CHECK(counted::alive() == 2); // 4 and 5, in the mailbox of a process still waiting
-  }
-  CHECK(counted::alive() == 0); // the node's end freed them with the process
 }
 
 TEST_SUITE_END();
@@ -612,39 +546,6 @@ TEST_CASE("a receiver killed after its predicate threw, before it ran again, fre
   n.run_until_idle();
   CHECK(threw_on_send);
   CHECK(w.exit.get() == otp::exit_reason::killed());
-}
-
-TEST_CASE("each message's payload is destroyed once: received by type, by predicate, as the first of several, or never") {
-  // A typed receive frees the matched message through its known type (no
-  // look at the message's type tag); a raw one and a mailbox left at exit
-  // free through the tag. Each path must run the payload's destructor once.
-  using otp::test::counted;
-  struct box {
-    counted c;
-    int n = 0;
-  };
-  counted::reset();
-  {
-    otp::node n({.deterministic = true});
-    int sum = 0;
-    auto p = n.spawn([&]() -> otp::task<void> {
-      sum += (co_await otp::receive<box>()).n;                                             // by type
-      sum += co_await otp::receive(otp::when([](const box& b) { return b.n == 3; },         // by predicate,
-                                             [](box b) { return b.n; }));                   // skipping 2
-      sum += co_await otp::receive([](int i) { return i; }, [](box b) { return b.n * 10; }); // the first of two: 2
-      co_await otp::receive<std::string>();                                                // the rest stay queued
-    });
-    n.run_until_idle();
-    n.spawn([p]() -> otp::task<void> {
-      for (int i = 1; i <= 5; ++i)
-        otp::send(p, box{counted{}, i});
-      co_return;
-    });
-    n.run_until_idle();
-    CHECK(sum == 1 + 3 + 20);
-    CHECK(counted::alive() == 2); // 4 and 5, in the mailbox of a process still waiting
-  }
-  CHECK(counted::alive() == 0); // the node's end freed them with the process
 }
 
 TEST_SUITE_END();
