@@ -4,13 +4,13 @@
 #include <boost/outcome/try.hpp>
 
 #include <fstream>
-#include <stdexcept>
 #include <initializer_list>
 #include <limits>
 #include <optional>
 #include <vector>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <unordered_set>
 
 namespace otp {
